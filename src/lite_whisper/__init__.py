@@ -1,0 +1,30 @@
+"""lite-whisper: calibrated low-rank compression of Whisper encoders (LiteASR).
+
+The public API is imported lazily so that `import lite_whisper` stays fast and the
+command-line tool starts quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "load_model": "lite_whisper.models.loading",
+    "load_audio": "lite_whisper.data.audio",
+    "load_dataset": "lite_whisper.data.datasets",
+    "transcribe": "lite_whisper.inference.transcribe",
+    "evaluate": "lite_whisper.evaluation.evaluate",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lite_whisper' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,5 @@
+import sys
+
+from lite_whisper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,185 @@
+"""The `lite-whisper` command: parse, validate, call the library, print.
+
+`main(argv)` returns an exit code, so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  lite-whisper eval tiny.en --data ../shared/speech/splits/dev.txt --output tiny.json
+  lite-whisper transcribe base talk.flac --timestamps
+  lite-whisper convert ./faster-whisper-base ./whisper-base-hf
+  lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
+"""
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute dtype (default: float32)"
+    )
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None) -> None:
+    parser.add_argument(
+        "--language", default=language_default,
+        help="spoken language code, e.g. en (default: %(default)s; none = detect, multilingual models only)",
+    )
+    parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    parser.add_argument("--beam-size", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default: 8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lite_whisper import __version__
+    from lite_whisper.data.datasets import default_speech_dir
+
+    parser = argparse.ArgumentParser(
+        prog="lite-whisper",
+        description="Compress Whisper's encoder with calibrated low-rank approximation; measure WER and speed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lite-whisper {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_help = "a short name (tiny.en, base), a Hugging Face or CTranslate2 folder, or a hub id"
+    dev_split = default_speech_dir() / "splits" / "dev.txt"
+
+    p = commands.add_parser(
+        "transcribe", help="transcribe audio files",
+        description="Transcribe audio files (any length, any sample rate) with a Whisper model.",
+        epilog="example: lite-whisper transcribe tiny.en a.flac b.wav --json",
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg, mp3)")
+    _add_decoding_options(p, language_default=None)
+    p.add_argument("--timestamps", action="store_true", help="print segments with start/end times")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_model_options(p)
+    p.set_defaults(run=run_transcribe)
+
+    p = commands.add_parser(
+        "eval", help="measure WER and speed on a dataset",
+        description="Transcribe a dataset and report corpus WER, mean per-utterance WER and RTFx.",
+        epilog=f"example: lite-whisper eval base --data {dev_split} --limit 20 --output base.json",
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument(
+        "--data", default=str(dev_split),
+        help="dataset: folder, list file, .tsv/.jsonl manifest or hf:NAME[:CONFIG]:SPLIT "
+        "(default: the dev split under $LITE_WHISPER_SPEECH or ../shared/speech)",
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--output", type=Path, help="write the full result (per-utterance rows too) as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_decoding_options(p, language_default="en")
+    _add_model_options(p)
+    p.set_defaults(run=run_eval)
+
+    p = commands.add_parser(
+        "convert", help="write any supported model as a standard Hugging Face folder",
+        description="Convert a model (short name, CTranslate2/faster-whisper folder, hub id) to a Hugging Face "
+        "folder that plain transformers loads.",
+        epilog="example: lite-whisper convert tiny.en ./whisper-tiny.en",
+    )
+    p.add_argument("source", help=model_help)
+    p.add_argument("output", type=Path, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weight dtype on disk")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.set_defaults(run=run_convert)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"lite-whisper {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _decoding_options(args):
+    from lite_whisper.inference.transcribe import DecodingOptions
+
+    language = None if args.language in (None, "none", "auto") else args.language
+    return DecodingOptions(language=language, task=args.task, beam_size=args.beam_size,
+                           timestamps=getattr(args, "timestamps", False))
+
+
+def _positive(value: int | None, what: str) -> None:
+    if value is not None and value < 1:
+        raise CLIError(f"{what} must be at least 1, got {value}")
+
+
+def run_transcribe(args) -> int:
+    from lite_whisper.inference.transcribe import transcribe
+    from lite_whisper.models.loading import load_model
+
+    _positive(args.batch_size, "--batch-size")
+    options = _decoding_options(args)
+    for path in args.files:  # fail before loading the model
+        if not path.exists():
+            raise CLIError(f"{path}: audio file not found")
+    model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
+    results = transcribe((model, processor), args.files, batch_size=args.batch_size, options=options)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return 0
+    for result in results:
+        if len(results) > 1:
+            print(f"== {result.source}")
+        if args.timestamps and result.segments:
+            for segment in result.segments:
+                print(f"[{segment.start:7.2f} -> {segment.end:7.2f}] {segment.text}")
+        else:
+            print(result.text)
+    return 0
+
+
+def run_eval(args) -> int:
+    from lite_whisper.data.datasets import load_dataset
+    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.models.loading import load_model
+
+    _positive(args.limit, "--limit")
+    _positive(args.batch_size, "--batch-size")
+    if args.output is not None and args.output.is_dir():
+        raise CLIError(f"--output {args.output} is a folder; give a file name such as result.json")
+    dataset = load_dataset(args.data, limit=args.limit)
+    model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
+    result = evaluate((model, processor), dataset, batch_size=args.batch_size,
+                      options=_decoding_options(args), progress=not args.no_progress)
+    result.model = args.model
+    print(result.table())
+    if args.output is not None:
+        result.save(args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def run_convert(args) -> int:
+    from lite_whisper.models.loading import load_model, save_model
+
+    model, processor = load_model(args.source, dtype=args.dtype)
+    save_model(model, processor, args.output, overwrite=args.overwrite)
+    print(f"wrote {args.output} ({type(model).__name__}, {args.dtype})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

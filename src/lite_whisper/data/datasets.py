@@ -1,0 +1,258 @@
+"""Datasets of speech clips: (id, audio, reference text or None), in a stable order, lazily.
+
+A dataset spec is one of:
+- a folder: every audio file below it, sorted; references come from LibriSpeech
+  `*.trans.txt` files or a `transcripts.tsv` (file, transcript, ...) beside the audio;
+- a list file (`.txt`/`.lst`): one audio path per line, relative to the list's folder (or
+  to a parent of it, for lists kept in a `splits/` folder), references looked up beside
+  each file as above;
+- a manifest (`.tsv` with a header naming a path and a text column, or `.jsonl` with
+  e.g. `{"audio_filepath": ..., "text": ...}`), paths relative to the manifest;
+- a single audio file (no reference);
+- `hf:NAME[:CONFIG]:SPLIT`, streamed with the `datasets` library (optional extra).
+
+Audio is decoded only when a clip is reached, so `limit` and early stops cost nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lite_whisper.data.audio import SAMPLE_RATE, load_audio, prepare_samples
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+PATH_COLUMNS = ("path", "file", "audio", "audio_filepath", "audio_path", "filename")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "reference", "normalized_text")
+
+
+def default_speech_dir() -> Path:
+    """Real speech for the offline defaults: $LITE_WHISPER_SPEECH, else ../shared/speech."""
+    return Path(os.environ.get("LITE_WHISPER_SPEECH", "../shared/speech"))
+
+
+class DatasetError(ValueError):
+    """A dataset spec could not be read."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    audio: np.ndarray  # 16 kHz mono float32
+    reference: str | None
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class _Entry:
+    id: str
+    path: Path
+    reference: str | None
+
+
+class SpeechDataset:
+    """An ordered, lazily decoded collection of clips; iterate to get `Clip`s."""
+
+    def __init__(self, spec: str, entries: list[_Entry] | None = None, stream=None, limit: int | None = None):
+        self.spec = spec
+        self._entries = entries
+        self._stream = stream  # callable returning an iterator of Clip (hub datasets)
+        self.limit = limit
+
+    def __len__(self) -> int:
+        if self._entries is None:
+            raise TypeError(f"the size of streamed dataset {self.spec} is not known in advance")
+        return len(self._entries) if self.limit is None else min(self.limit, len(self._entries))
+
+    @property
+    def size(self) -> int | None:
+        """Number of clips, or None when streamed without a limit."""
+        if self._entries is None:
+            return self.limit
+        return len(self)
+
+    def __iter__(self) -> Iterator[Clip]:
+        if self._entries is not None:
+            for entry in self._entries[: self.limit]:
+                yield Clip(entry.id, load_audio(entry.path), entry.reference)
+            return
+        for index, clip in enumerate(self._stream()):
+            if self.limit is not None and index >= self.limit:
+                return
+            yield clip
+
+    def __repr__(self) -> str:
+        return f"SpeechDataset({self.spec!r}, clips={self.size})"
+
+
+def load_dataset(spec: str | Path, limit: int | None = None) -> SpeechDataset:
+    """Open a dataset spec (see the module docstring) without decoding any audio."""
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be a positive number of clips, got {limit}")
+    text = str(spec)
+    if text.startswith("hf:"):
+        return _hub_dataset(text, limit)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: dataset not found (expected a folder, list file, manifest or audio file)")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        entries = [_entry(p, path) for p in files]
+    elif path.suffix.lower() in AUDIO_SUFFIXES:
+        entries = [_Entry(path.stem, path, None)]
+    elif path.suffix.lower() in LIST_SUFFIXES:
+        entries = _list_entries(path)
+    elif path.suffix.lower() == ".tsv":
+        entries = _manifest_entries(path, _read_tsv_rows(path))
+    elif path.suffix.lower() == ".jsonl":
+        entries = _manifest_entries(path, _read_jsonl_rows(path))
+    else:
+        raise DatasetError(
+            f"{path}: unknown dataset type '{path.suffix}'; use a folder, a .txt list of audio paths, "
+            "a .tsv/.jsonl manifest, an audio file, or hf:NAME[:CONFIG]:SPLIT"
+        )
+    if not entries:
+        raise DatasetError(f"{path}: contains no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+    return SpeechDataset(text, entries=entries, limit=limit)
+
+
+def _entry(audio: Path, root: Path) -> _Entry:
+    clip_id = audio.relative_to(root).with_suffix("").as_posix()
+    return _Entry(clip_id, audio, lookup_reference(audio))
+
+
+def _list_entries(list_file: Path) -> list[_Entry]:
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(list_file.read_text().splitlines(), start=1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    root = _list_root(list_file, lines[0][1]) if lines else list_file.parent
+    entries = []
+    for number, line in lines:
+        audio = Path(line) if Path(line).is_absolute() else root / line
+        if not audio.exists():
+            raise DatasetError(
+                f"{list_file}:{number}: audio file {line} not found (looked in {root}; paths are relative "
+                "to the list's folder or one of its two parents)"
+            )
+        entries.append(_Entry(Path(line).with_suffix("").as_posix(), audio, lookup_reference(audio)))
+    return entries
+
+
+def _list_root(list_file: Path, first: str) -> Path:
+    """The folder that relative paths in a list start from.
+
+    The list's own folder, or a parent of it for lists kept in a `splits/` subfolder
+    (shared/speech/splits/*.txt name paths relative to shared/speech).
+    """
+    candidates = [list_file.parent, *list(list_file.resolve().parents)[1:3]]
+    return next((folder for folder in candidates if (folder / first).exists()), list_file.parent)
+
+
+def _read_tsv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _read_jsonl_rows(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+    return rows
+
+
+def _pick_column(row: dict, names: tuple[str, ...]) -> str | None:
+    return next((name for name in names if name in row), None)
+
+
+def _manifest_entries(manifest: Path, rows: list[dict]) -> list[_Entry]:
+    if not rows:
+        return []
+    path_key = _pick_column(rows[0], PATH_COLUMNS)
+    text_key = _pick_column(rows[0], TEXT_COLUMNS)
+    if path_key is None:
+        raise DatasetError(
+            f"{manifest}: no audio path column; expected one of {', '.join(PATH_COLUMNS)} "
+            f"(found: {', '.join(rows[0])})"
+        )
+    entries = []
+    for number, row in enumerate(rows, start=1):
+        relative = str(row[path_key])
+        audio = Path(relative) if Path(relative).is_absolute() else manifest.parent / relative
+        if not audio.exists():
+            raise DatasetError(f"{manifest}: row {number}: audio file {relative} not found")
+        reference = row.get(text_key) if text_key else None
+        entries.append(_Entry(Path(relative).with_suffix("").as_posix(), audio, reference))
+    return entries
+
+
+def lookup_reference(audio: Path) -> str | None:
+    """The transcript of `audio` from a `*.trans.txt` or `transcripts.tsv` in its folder."""
+    table = _folder_references(audio.parent.resolve())
+    return table.get(audio.name, table.get(audio.stem))
+
+
+@lru_cache(maxsize=1024)
+def _folder_references(folder: Path) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for trans in sorted(folder.glob("*.trans.txt")):  # LibriSpeech: "<id> TRANSCRIPT"
+        for line in trans.read_text().splitlines():
+            clip_id, _, text = line.strip().partition(" ")
+            if clip_id:
+                table[clip_id] = text
+    tsv = folder / "transcripts.tsv"
+    if tsv.exists():
+        for row in _read_tsv_rows(tsv):
+            key = _pick_column(row, PATH_COLUMNS)
+            text = _pick_column(row, TEXT_COLUMNS)
+            if key and text:
+                table[row[key]] = row[text]
+    return table
+
+
+def _hub_dataset(spec: str, limit: int | None) -> SpeechDataset:
+    parts = spec[3:].split(":")
+    if len(parts) == 2:
+        name, config, split = parts[0], None, parts[1]
+    elif len(parts) == 3:
+        name, config, split = parts
+    else:
+        raise DatasetError(f"{spec}: expected hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT")
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError(
+            f"{spec}: hub datasets need the 'datasets' package: pip install 'lite-whisper[datasets]'"
+        ) from None
+
+    def stream() -> Iterator[Clip]:
+        try:
+            rows = datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as error:  # network, auth, unknown name: say which spec failed
+            raise DatasetError(f"{spec}: cannot open hub dataset ({type(error).__name__}: {error})") from error
+        for index, row in enumerate(rows):
+            audio = row.get("audio")
+            if not isinstance(audio, dict) or "array" not in audio:
+                raise DatasetError(f"{spec}: rows have no decoded 'audio' column (found: {', '.join(row)})")
+            clip_id = str(row.get("id", f"{split}-{index:06d}"))
+            text_key = _pick_column(row, TEXT_COLUMNS)
+            samples = prepare_samples(np.asarray(audio["array"]), int(audio["sampling_rate"]), source=f"{spec} row {index}")
+            yield Clip(clip_id, samples, row[text_key] if text_key else None)
+
+    return SpeechDataset(spec, stream=stream, limit=limit)

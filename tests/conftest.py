@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random Whisper models for fast unit tests, real speech for integration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# Real speech lives outside the repository; LITE_WHISPER_SPEECH overrides its location.
+SPEECH_DIR = Path(os.environ.get("LITE_WHISPER_SPEECH", REPO.parent / "shared" / "speech"))
+
+
+def tiny_whisper_config(**overrides):
+    """A Whisper config small enough that a forward pass takes milliseconds."""
+    from transformers import WhisperConfig
+
+    kwargs = dict(
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=50258,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50257,
+    )
+    kwargs.update(overrides)
+    return WhisperConfig(**kwargs)
+
+
+def tiny_whisper_model(seed: int = 0, **overrides):
+    from transformers import WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(tiny_whisper_config(**overrides))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_whisper_model()
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    if not (SPEECH_DIR / "splits" / "dev.txt").exists():
+        pytest.fail(
+            f"real speech not found at {SPEECH_DIR}; set LITE_WHISPER_SPEECH to the shared/speech folder"
+        )
+    return SPEECH_DIR
