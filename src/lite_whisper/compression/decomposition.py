@@ -1,0 +1,128 @@
+"""The decomposition math (METHOD §3-§4) as pure tensor functions: moments -> basis -> rank -> factors.
+
+Nothing here touches a model, so every step is testable with hand-built tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lite_whisper.compression.statistics import Moments
+
+
+def principal_basis(moments: Moments) -> tuple[Tensor, Tensor]:
+    """Eigen-decompose the centred output covariance in float64.
+
+    Returns (eigenvalues in descending order, eigenvectors as the matching columns).
+    Tiny negative eigenvalues from round-off are clamped to 0; there is no damping,
+    which would shift the energy-threshold ranks.
+    """
+    covariance = moments.covariance().to(torch.float64)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    return eigenvalues.flip(0).clamp_min(0.0), eigenvectors.flip(1)
+
+
+def explained_variance(eigenvalues: Tensor) -> Tensor:
+    """Cumulative ratio: entry k-1 is the share of total variance in the top k eigenvalues.
+
+    A constant output (zero total variance) is fully explained by any number of components.
+    """
+    total = eigenvalues.sum()
+    if total <= 0:
+        return torch.ones_like(eigenvalues)
+    return eigenvalues.cumsum(0) / total
+
+
+def rank_for_threshold(eigenvalues: Tensor, threshold: float, multiple: int = 16) -> int | None:
+    """Smallest multiple of `multiple` below full rank whose explained variance exceeds `threshold`.
+
+    Strictly greater, as in METHOD §3. None when no such rank exists (the layer stays dense).
+    """
+    _check_threshold(threshold)
+    if multiple < 1:
+        raise ValueError(f"multiple must be a positive integer, got {multiple}")
+    ratios = explained_variance(eigenvalues)
+    for rank in range(multiple, ratios.shape[0], multiple):
+        if ratios[rank - 1] > threshold:
+            return rank
+    return None
+
+
+def breaks_even(rank: int, d_in: int, d_out: int) -> bool:
+    """True when rank * (d_in + d_out) >= d_in * d_out: the factorised layer saves no compute."""
+    return rank * (d_in + d_out) >= d_in * d_out
+
+
+def low_rank_factors(
+    weight: Tensor, bias: Tensor | None, mean_out: Tensor, basis_k: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The calibrated rank-k factorisation of y = x W^T + b (METHOD §4).
+
+    weight (d_out, d_in), bias (d_out,) or None (then b = 0, e.g. k_proj), mean_out the
+    calibration output mean mu (d_out,), basis_k the top-k eigenvectors V_k (d_out, k).
+    Returns float64 (A, B, bias') with A = W^T V_k (d_in, k), B = V_k^T (k, d_out) and
+    bias' = mu + (b - mu) V_k V_k^T, so that y' = (x A) B + bias'. The caller casts.
+    """
+    w = weight.detach().to(torch.float64)
+    v = basis_k.detach().to(torch.float64)
+    mu = mean_out.detach().to(torch.float64)
+    b = torch.zeros_like(mu) if bias is None else bias.detach().to(torch.float64)
+    return w.T @ v, v.T.contiguous(), mu + ((b - mu) @ v) @ v.T
+
+
+def truncated_svd_factors(weight: Tensor, bias: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The naive baseline: rank-k SVD of the weight alone, blind to the activations.
+
+    Returns float64 (A, B, bias) in the same form as `low_rank_factors`; the bias is kept.
+    """
+    w = weight.detach().to(torch.float64)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    b = w.new_zeros(w.shape[0]) if bias is None else bias.detach().to(torch.float64)
+    return vh[:k].T * s[:k], u[:, :k].T.contiguous(), b
+
+
+@dataclass(frozen=True)
+class ModuleDecision:
+    """What to do with one linear: factorise at `rank`, or stay dense (rank None), and why.
+
+    explained_variance is the share of output variance kept at the rank considered
+    (1.0 when no rank below full reaches the threshold).
+    """
+
+    rank: int | None
+    explained_variance: float
+    d_in: int
+    d_out: int
+    reason: str
+
+    @property
+    def dense(self) -> bool:
+        return self.rank is None
+
+
+def decide_layer(eigenvalues: Tensor, d_in: int, threshold: float, multiple: int = 16) -> ModuleDecision:
+    """Choose the rank of one linear from its output eigenvalues, or keep it dense.
+
+    Dense when the threshold is not reached below full rank, or when the chosen rank
+    does not beat the break-even rank d_in d_out / (d_in + d_out).
+    """
+    d_out = eigenvalues.shape[0]
+    rank = rank_for_threshold(eigenvalues, threshold, multiple)
+    if rank is None:
+        reason = f"threshold {threshold:g} not reached below full rank"
+        return ModuleDecision(rank=None, explained_variance=1.0, d_in=d_in, d_out=d_out, reason=reason)
+    kept = float(explained_variance(eigenvalues)[rank - 1])
+    if breaks_even(rank, d_in, d_out):
+        break_even = d_in * d_out / (d_in + d_out)
+        reason = f"rank {rank} does not beat break-even {break_even:g}"
+        return ModuleDecision(rank=None, explained_variance=kept, d_in=d_in, d_out=d_out, reason=reason)
+    reason = f"rank {rank} explains {kept:.6f} > {threshold:g}"
+    return ModuleDecision(rank=rank, explained_variance=kept, d_in=d_in, d_out=d_out, reason=reason)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
