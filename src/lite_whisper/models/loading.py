@@ -167,10 +167,9 @@ def save_model(model, processor, folder: str | Path, overwrite: bool = False) ->
     atomic and an existing folder is replaced only with `overwrite=True`.
     """
     from lite_whisper.files import atomic_folder
+    from lite_whisper.lowrank.checkpoint import is_lite_whisper_model, save_lite_whisper
 
-    if getattr(model.config, "model_type", None) in ("lite-whisper", "lite_whisper"):
-        from lite_whisper.lowrank.checkpoint import save_lite_whisper
-
+    if is_lite_whisper_model(model):
         return save_lite_whisper(model, processor, folder, dtype=model.dtype, overwrite=overwrite)
     with atomic_folder(folder, overwrite=overwrite) as staging:
         model.save_pretrained(staging)

@@ -1,0 +1,122 @@
+"""What a compression did, for people (a table) and for machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+import resource
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lite_whisper.compression.decomposition import ModuleDecision
+
+REPORT_FILE = "compression_report.json"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    rank: int | None  # None: left dense
+    explained_variance: float | None  # share of output variance kept; None when unknown
+    d_in: int
+    d_out: int
+    reason: str
+
+    @classmethod
+    def of(cls, decision: ModuleDecision) -> "ModuleReport":
+        return cls(decision.rank, decision.explained_variance, decision.d_in, decision.d_out, decision.reason)
+
+
+@dataclass
+class CompressionReport:
+    model: str
+    threshold: str
+    attention_threshold: float | None
+    mlp_threshold: float | None
+    rank_multiple: int | None
+    calibration_data: str
+    calibration_clips: int
+    calibration_frames: int
+    exclude_padding: bool
+    encoder_params_before: int
+    encoder_params_after: int
+    encoder_flops_before: int
+    encoder_flops_after: int
+    layers: list[dict[str, ModuleReport]]
+    reduced_attention_layers: list[int] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CompressionReport":
+        data = json.loads(Path(path).read_text())
+        data["layers"] = [{name: ModuleReport(**entry) for name, entry in layer.items()} for layer in data["layers"]]
+        return cls(**data)
+
+    def table(self) -> str:
+        names = list(self.layers[0]) if self.layers else []
+        lines = [f"{'layer':>5}  " + "  ".join(f"{name:>16}" for name in names)]
+        for index, layer in enumerate(self.layers):
+            cells = []
+            for name in names:
+                entry = layer[name]
+                variance = "" if entry.explained_variance is None else f" {100 * entry.explained_variance:5.1f}%"
+                cells.append(f"{('r=' + str(entry.rank)) if entry.rank else 'dense':>9}{variance:>7}")
+            lines.append(f"{index:>5}  " + "  ".join(cells))
+        params = self.encoder_params_after / self.encoder_params_before
+        flops = self.encoder_flops_after / self.encoder_flops_before
+        lines += [
+            "",
+            f"threshold {self.threshold} (attention {self.attention_threshold}, mlp {self.mlp_threshold}), "
+            f"ranks in multiples of {self.rank_multiple}",
+            f"encoder parameters  {self.encoder_params_before / 1e6:8.2f}M -> {self.encoder_params_after / 1e6:8.2f}M  ({100 * params:.1f}%)",
+            f"encoder GFLOPs/30 s {self.encoder_flops_before / 1e9:8.2f}  -> {self.encoder_flops_after / 1e9:8.2f}   ({100 * flops:.1f}%)",
+            f"reduced-dimension attention in layers: {self.reduced_attention_layers or 'none'}",
+            f"calibration: {self.calibration_clips} clips, {self.calibration_frames} audio frames"
+            f"{' (padding excluded)' if self.exclude_padding else ' (padding included)'} from {self.calibration_data or '?'}",
+            f"wall time {self.wall_seconds:.1f} s, peak memory {self.peak_rss_mb:.0f} MB",
+        ]
+        return "\n".join(lines)
+
+
+def structural_report(model, model_name: str = "") -> CompressionReport:
+    """What can be read off a model alone: ranks, parameters, FLOPs (no calibration facts).
+
+    "Before" figures are those of the same architecture with every linear dense.
+    """
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from lite_whisper.compression.targets import LOW_RANK_TARGETS
+    from lite_whisper.evaluation.cost import encoder_flops, encoder_of, encoder_params, reduced_attention_layers
+
+    settings = {k: v for k, v in model.config.to_dict().items()
+                if k not in ("model_type", "architectures", "auto_map", "low_rank_config")}
+    with torch.device("meta"):  # shapes only, no memory
+        dense = WhisperForConditionalGeneration(WhisperConfig(**settings))
+    layers = []
+    for layer in encoder_of(model).layers:
+        entries = {}
+        for name, (path, _) in LOW_RANK_TARGETS.items():
+            module = layer.get_submodule(path)
+            rank = getattr(module, "rank", None)
+            entries[name] = ModuleReport(rank, None, module.in_features, module.out_features,
+                                         "factorised" if rank else "dense")
+        layers.append(entries)
+    return CompressionReport(
+        model=model_name, threshold="unknown", attention_threshold=None, mlp_threshold=None, rank_multiple=None,
+        calibration_data="", calibration_clips=0, calibration_frames=0, exclude_padding=False,
+        encoder_params_before=encoder_params(dense), encoder_params_after=encoder_params(model),
+        encoder_flops_before=encoder_flops(dense), encoder_flops_after=encoder_flops(model),
+        layers=layers,
+        reduced_attention_layers=reduced_attention_layers(model),
+    )

@@ -1,0 +1,73 @@
+"""Analytic cost of a Whisper encoder: parameters and FLOPs at Whisper's fixed 30 s input.
+
+FLOPs count 2 per multiply-add in the convolutions, the linears and the two attention
+matmuls (scores and values), the terms that dominate; layer norms, GELU, softmax and
+biases are left out. Attention uses the path the model really takes (ordinary or
+reduced-dimension, see `modeling_lite_whisper.attention_flops`).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperAttention, LowRankLinear, attention_flops
+
+ENCODER_FRAMES = 1500  # 30 s of audio after the stride-2 convolution
+MEL_FRAMES = 3000
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    return model.get_encoder() if hasattr(model, "get_encoder") else model.model.encoder
+
+
+def encoder_params(model: nn.Module) -> int:
+    """Encoder parameters without the (fixed, sinusoidal) positional embedding.
+
+    This is how the LiteASR model cards count: whisper-tiny's encoder is 7.63M.
+    """
+    encoder = encoder_of(model)
+    return sum(p.numel() for name, p in encoder.named_parameters() if not name.startswith("embed_positions"))
+
+
+def linear_flops(module: nn.Module, rows: int) -> int:
+    if isinstance(module, LowRankLinear):
+        return 2 * rows * module.rank * (module.in_features + module.out_features)
+    if isinstance(module, nn.Linear):
+        return 2 * rows * module.in_features * module.out_features
+    raise TypeError(f"not a linear layer: {type(module).__name__}")
+
+
+def conv_flops(conv: nn.Conv1d, out_length: int) -> int:
+    return 2 * out_length * conv.out_channels * conv.in_channels * conv.kernel_size[0] // conv.groups
+
+
+def self_attention_flops(attention: nn.Module, rows: int) -> int:
+    """Projections q, k, v, the score and value matmuls (not out_proj) on the path in use."""
+    if isinstance(attention, LiteWhisperAttention):
+        return attention.flops(rows, reduced=attention.uses_reduced_path)
+    return attention_flops(rows, attention.embed_dim, attention.num_heads, None, None, None, reduced=False)
+
+
+def encoder_layer_flops(layer: nn.Module, rows: int = ENCODER_FRAMES) -> int:
+    attention = layer.self_attn
+    return (
+        self_attention_flops(attention, rows)
+        + linear_flops(attention.out_proj, rows)
+        + linear_flops(layer.fc1, rows)
+        + linear_flops(layer.fc2, rows)
+    )
+
+
+def encoder_flops(model: nn.Module) -> int:
+    """FLOPs of one encoder pass over a 30 s input (batch 1)."""
+    encoder = encoder_of(model)
+    stem = conv_flops(encoder.conv1, MEL_FRAMES) + conv_flops(encoder.conv2, ENCODER_FRAMES)
+    return stem + sum(encoder_layer_flops(layer) for layer in encoder.layers)
+
+
+def reduced_attention_layers(model: nn.Module) -> list[int]:
+    """Encoder layers whose self-attention runs in the reduced dimension."""
+    return [
+        index for index, layer in enumerate(encoder_of(model).layers)
+        if getattr(layer.self_attn, "uses_reduced_path", False)
+    ]
