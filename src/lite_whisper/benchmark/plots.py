@@ -1,0 +1,79 @@
+"""Pictures of a sweep: the WER/cost Pareto frontier and a per-layer rank heat-map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'lite-whisper[plot]'") from None
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(points, path: str | Path, title: str = "") -> Path:
+    """Two panels: WER vs encoder parameters, WER vs measured encoder latency."""
+    plt = _pyplot()
+    panels = [("encoder_params", "pareto_params", "encoder parameters (millions)", 1e-6)]
+    if any(p.latency_ms is not None for p in points):
+        panels.append(("latency_ms", "pareto_latency", "encoder latency, 30 s input, batch 1 (ms)", 1.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for axis, (cost, flag, xlabel, scale) in zip(axes[0], panels):
+        measured = [p for p in points if getattr(p, cost) is not None]
+        front = sorted((p for p in measured if getattr(p, flag)), key=lambda p: getattr(p, cost))
+        axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "-", color="tab:blue",
+                  alpha=0.6, label="Pareto frontier")
+        for p in measured:
+            dense = p.label == "dense"
+            axis.scatter(getattr(p, cost) * scale, p.wer, s=120 if dense else 45, marker="*" if dense else "o",
+                         color="black" if dense else ("tab:blue" if getattr(p, flag) else "tab:gray"), zorder=3)
+            axis.annotate(p.label, (getattr(p, cost) * scale, p.wer), textcoords="offset points", xytext=(5, 5),
+                          fontsize=8)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("WER (%, corpus, lower is better)")
+        axis.grid(alpha=0.3)
+        axis.scatter([], [], marker="*", color="black", s=120, label="dense model")
+        axis.legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_ranks(report, path: str | Path, title: str = "") -> Path:
+    """Heat-map of the kept rank as a share of full rank, per encoder layer and module."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(report.layers[0])
+    share = np.full((len(report.layers), len(names)), np.nan)
+    labels = np.empty(share.shape, dtype=object)
+    for row, layer in enumerate(report.layers):
+        for col, name in enumerate(names):
+            entry = layer[name]
+            full = min(entry.d_in, entry.d_out)
+            share[row, col] = 1.0 if entry.rank is None else entry.rank / full
+            labels[row, col] = "dense" if entry.rank is None else str(entry.rank)
+    fig, axis = plt.subplots(figsize=(1.3 * len(names) + 2, 0.45 * len(report.layers) + 1.8))
+    image = axis.imshow(share, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, col), text in np.ndenumerate(labels):
+        axis.text(col, row, text, ha="center", va="center", fontsize=8,
+                  color="black" if share[row, col] > 0.6 else "white")
+    axis.set_xticks(range(len(names)), names)
+    axis.set_yticks(range(len(report.layers)), [str(i) for i in range(len(report.layers))])
+    axis.set_xlabel("module")
+    axis.set_ylabel("encoder layer")
+    fig.colorbar(image, ax=axis, label="kept rank / full rank (dense = 1)")
+    if title:
+        axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

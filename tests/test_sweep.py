@@ -1,0 +1,90 @@
+"""Sweep on a tiny random model: outputs, Pareto flags, plots, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import tiny_english_model, tiny_processor
+
+import lite_whisper.benchmark.sweep as sweep_module
+from lite_whisper.benchmark.sweep import SweepPoint, mark_pareto, sweep
+from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.models.loading import save_model
+
+
+@pytest.fixture
+def setup(tmp_path):
+    model_dir = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        sf.write(audio / f"c{index}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    (audio / "transcripts.tsv").write_text("file\ttext\n" + "".join(f"c{i}.wav\thello world {i}\n" for i in range(3)))
+    return str(model_dir), str(audio), tmp_path / "sweep"
+
+
+def _run(setup, **kwargs):
+    model, audio, out = setup
+    # Random models babble until max length: a few tokens are enough to exercise the plumbing.
+    return sweep(model, audio, audio, ["0.6", "0.5:0.7"], out, eval_limit=2, bench=False, progress=False,
+                 options=DecodingOptions(max_new_tokens=4), log=lambda message: None, **kwargs)
+
+
+def test_sweep_writes_json_and_plots(setup):
+    points = _run(setup)
+    out = setup[2]
+    assert [p.label for p in points] == ["dense", "0.6", "0.5:0.7"]
+    data = json.loads((out / "pareto.json").read_text())
+    assert [p["label"] for p in data["points"]] == ["dense", "0.6", "0.5:0.7"]
+    assert data["points"][0]["encoder_params"] > data["points"][1]["encoder_params"]
+    for name in ("pareto.png", "ranks.png", "statistics.safetensors", "t0.6/model/config.json", "t0.5_0.7/eval.json"):
+        assert (out / name).exists(), name
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_resumes_after_interruption(setup, monkeypatch):
+    real_evaluate = sweep_module.evaluate
+    calls = []
+
+    def evaluate_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # die while evaluating the first compressed model
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup)
+    out = setup[2]
+    assert (out / "dense" / "eval.json").exists() and not (out / "t0.6" / "eval.json").exists()
+    assert not list(out.rglob("*.partial"))  # nothing half-written
+
+    calibrations = []
+    real_calibrate = sweep_module.calibrate
+    monkeypatch.setattr(sweep_module, "calibrate", lambda *a, **k: calibrations.append(1) or real_calibrate(*a, **k))
+    monkeypatch.setattr(sweep_module, "evaluate", real_evaluate)
+    evaluated = []
+    monkeypatch.setattr(sweep_module, "evaluate", lambda *a, **k: evaluated.append(1) or real_evaluate(*a, **k))
+    points = _run(setup)
+    assert calibrations == []  # statistics reused
+    assert len(evaluated) == 2  # only the two compressed models, not the dense one again
+    assert len(points) == 3 and (out / "pareto.json").exists()
+
+
+def test_pareto_flags():
+    def point(label, params, wer, latency):
+        return SweepPoint(label, params, 0, wer, wer, latency, None)
+
+    points = mark_pareto([point("dense", 100, 5.0, 10.0), point("a", 80, 6.0, 12.0), point("b", 90, 7.0, 8.0),
+                          point("c", 85, 5.5, 9.0)])
+    flags = {p.label: (p.pareto_params, p.pareto_latency) for p in points}
+    assert flags == {"dense": (True, True), "a": (True, False), "b": (False, True), "c": (True, True)}
+
+
+def test_sweep_rejects_bad_heatmap(setup):
+    with pytest.raises(ValueError, match="not one of the swept thresholds"):
+        _run(setup, heatmap="0.9")
