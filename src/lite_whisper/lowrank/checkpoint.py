@@ -73,7 +73,10 @@ def save_lite_whisper(
     config = copy.deepcopy(model.config)
     config.architectures = [LiteWhisperForConditionalGeneration.__name__]
     config.auto_map = AUTO_MAP
-    config.dtype = str(dtype).removeprefix("torch.")
+    # Files may hold float16 to halve their size, but `from_pretrained` should compute in
+    # float32 by default, as for openai/whisper-*: half precision is slow on CPUs and the
+    # processor's features are float32. Users on GPUs pass dtype=torch.float16.
+    config.dtype = "float32"
     with atomic_folder(folder, overwrite=overwrite) as staging:
         model.save_pretrained(staging, state_dict=_cast_state_dict(model, dtype))
         config.save_pretrained(staging)  # replaces the config.json written above: auto_map, dtype
