@@ -15,6 +15,8 @@ EPILOG = """examples:
   lite-whisper transcribe base talk.flac --timestamps
   lite-whisper convert ./faster-whisper-base ./whisper-base-hf
   lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
+  lite-whisper bench tiny-lite --baseline tiny.en --batch-size 1,4
+  lite-whisper sweep tiny.en --thresholds 0.99:0.999,0.95 -o sweeps/tiny.en
 """
 
 
@@ -169,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run_sweep)
 
+    from lite_whisper.cli_bench import add_bench_command
+
+    add_bench_command(commands, model_help)
     return parser
 
 

@@ -1,0 +1,167 @@
+"""Random-weight Whisper models of the real architectures, for timing without downloads.
+
+Timing depends on shapes, not on weight values, so a random model of the right shape
+times like the real one. Every low-rank model here puts all six linears of every encoder
+layer at `rank_fraction` x their break-even rank (the rank at which a factorisation has as
+many parameters and FLOPs as the dense layer), so a sweep over the fraction shows how
+speed follows FLOPs at each model size.
+
+Only the encoder is materialised: the decoder stays on the meta device (its parameters
+are counted, never allocated; large-v3's decoder alone would be 3.6 GB in fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+from lite_whisper.lowrank.modeling_lite_whisper import (
+    LOW_RANK_TARGETS,
+    LiteWhisperConfig,
+    LiteWhisperForConditionalGeneration,
+)
+
+RANK_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class Architecture:
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    heads: int
+    ffn_dim: int
+    n_mels: int
+    vocab_size: int
+
+
+# The released OpenAI checkpoints' shapes (config.json of openai/whisper-*).
+ARCHITECTURES: dict[str, Architecture] = {
+    "tiny": Architecture(384, 4, 4, 6, 1536, 80, 51865),
+    "base": Architecture(512, 6, 6, 8, 2048, 80, 51865),
+    "small": Architecture(768, 12, 12, 12, 3072, 80, 51865),
+    "medium": Architecture(1024, 24, 24, 16, 4096, 80, 51865),
+    "large-v3": Architecture(1280, 32, 32, 20, 5120, 128, 51866),
+    "large-v3-turbo": Architecture(1280, 32, 4, 20, 5120, 128, 51866),
+}
+
+
+def architecture(arch: str) -> Architecture:
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+
+
+def whisper_config(arch: str) -> WhisperConfig:
+    shape = architecture(arch)
+    return WhisperConfig(
+        vocab_size=shape.vocab_size,
+        num_mel_bins=shape.n_mels,
+        d_model=shape.d_model,
+        encoder_layers=shape.encoder_layers,
+        decoder_layers=shape.decoder_layers,
+        encoder_attention_heads=shape.heads,
+        decoder_attention_heads=shape.heads,
+        encoder_ffn_dim=shape.ffn_dim,
+        decoder_ffn_dim=shape.ffn_dim,
+        max_source_positions=1500,
+        max_target_positions=448,
+    )
+
+
+def break_even_rank(d_in: int, d_out: int) -> float:
+    """The rank k at which k (d_in + d_out) = d_in d_out: a factorisation then costs what the dense layer does."""
+    return d_in * d_out / (d_in + d_out)
+
+
+def fraction_rank(d_in: int, d_out: int, rank_fraction: float, multiple: int = RANK_MULTIPLE) -> int:
+    """`rank_fraction` x the break-even rank, rounded down to a multiple of `multiple` (at least `multiple`)."""
+    if not 0.0 < rank_fraction < 1.0:
+        raise ValueError(f"rank fraction must be between 0 and 1 (exclusive), got {rank_fraction}")
+    return max(multiple, int(rank_fraction * break_even_rank(d_in, d_out)) // multiple * multiple)
+
+
+def module_shapes(d_model: int, ffn_dim: int) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of each low-rank target of an encoder layer."""
+    shapes = {name: (d_model, d_model) for name in LOW_RANK_TARGETS}
+    shapes.update(fc1=(d_model, ffn_dim), fc2=(ffn_dim, d_model))
+    return shapes
+
+
+def layer_ranks(config: WhisperConfig, rank_fraction: float) -> dict[str, int]:
+    """The rank of each of the six linears of one encoder layer."""
+    shapes = module_shapes(config.d_model, config.encoder_ffn_dim)
+    return {name: fraction_rank(d_in, d_out, rank_fraction) for name, (d_in, d_out) in shapes.items()}
+
+
+@torch.no_grad()
+def init_random_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Small normal weights (std 0.02, as Whisper's init), zero biases, unit layer norms.
+
+    Values stay well inside the normal fp32 range, so no denormal slow paths skew timings.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in module.named_parameters():
+        if parameter.is_meta:
+            continue
+        if name.endswith("bias"):
+            parameter.zero_()
+        elif ".layer_norm" in f".{name}" or "_layer_norm" in name:
+            parameter.fill_(1.0)
+        else:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.02)
+    for buffer in module.buffers():
+        if not buffer.is_meta and buffer.is_floating_point():
+            buffer.zero_()
+    return module
+
+
+def random_model(
+    arch: str,
+    rank_fraction: float | None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> WhisperForConditionalGeneration:
+    """A Whisper model of architecture `arch` with random encoder weights, in eval mode.
+
+    `rank_fraction` None gives the dense model (a `WhisperForConditionalGeneration`); a
+    fraction in (0, 1) gives a `LiteWhisperForConditionalGeneration` whose six linears in
+    every encoder layer have rank `fraction_rank(d_in, d_out, rank_fraction)`.
+    The decoder is left on the meta device: parameters countable, no memory, not runnable.
+    """
+    config = whisper_config(arch)
+    if rank_fraction is not None:
+        ranks = layer_ranks(config, rank_fraction)
+        settings = {key: value for key, value in config.to_dict().items() if key not in ("model_type", "architectures")}
+        config = LiteWhisperConfig(**settings, low_rank_config=[dict(ranks) for _ in range(config.encoder_layers)])
+        model_class = LiteWhisperForConditionalGeneration
+    else:
+        model_class = WhisperForConditionalGeneration
+    config._attn_implementation = attn_implementation
+    with torch.device("meta"):
+        model = model_class(config)
+    encoder = model.model.encoder
+    encoder.to_empty(device="cpu")
+    encoder.to(dtype)
+    init_random_(encoder, seed=seed)  # on the CPU: the same values on every device
+    # Whisper's sinusoidal positions; any values would do for timing, but keep them realistic.
+    with torch.no_grad():
+        encoder.embed_positions.weight.copy_(_sinusoids(*encoder.embed_positions.weight.shape).to(dtype))
+    encoder.to(device)
+    model.config.name_or_path = f"random:{arch}" + ("" if rank_fraction is None else f"@{rank_fraction:g}")
+    return model.eval()
+
+
+def _sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    half = channels // 2
+    log_increment = torch.log(torch.tensor(max_timescale)) / (half - 1)
+    inv_timescales = torch.exp(-log_increment * torch.arange(half))
+    scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)

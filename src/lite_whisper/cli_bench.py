@@ -1,0 +1,195 @@
+"""The `lite-whisper bench` subcommand: encoder latency (and optionally end-to-end speed) vs a baseline.
+
+`cli.py` calls `add_bench_command(commands, model_help)` while building its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RECOMMENDED_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
+
+EPILOG = f"""examples:
+  lite-whisper bench base-0.95                      # baseline: the model it was compressed from
+  lite-whisper bench base-0.95 --baseline base --batch-size 1,4 --threads 2 --output bench.json
+  lite-whisper bench base-0.95 --data ../shared/speech/splits/dev.txt --limit 16   # + end to end
+  lite-whisper bench base-0.95 --fast-baseline      # baseline on the same fast CPU kernels
+  lite-whisper bench --random-weights large-v3 --rank-fraction 0.5 --repeats 3
+
+The model and the baseline run interleaved (A B A B ...) in one process after warm-up;
+speedup = baseline median / model median, with the range of the per-pair ratios.
+FLOP eff. = measured speedup / the speedup the encoders' FLOPs predict.
+
+CPU timings depend on glibc's allocator: by default it hands big buffers back to the
+OS after every call and page-faults them in again on the next. For steadier, faster
+numbers start the process with
+  GLIBC_TUNABLES={RECOMMENDED_TUNABLES}
+(the JSON records the value used).
+"""
+
+
+def add_bench_command(commands, model_help: str) -> None:
+    from lite_whisper.benchmark.random_models import ARCHITECTURES
+
+    p = commands.add_parser(
+        "bench", help="time the encoder against a baseline (and, with --data, end to end)",
+        description="Time the encoder of MODEL on 30 s inputs against a baseline in the same process; report "
+        "latency, speedup, the FLOP-predicted speedup, parameters, weight bytes and peak memory. With "
+        "--random-weights, time random models of a real architecture instead (no download).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", help=f"the model to time: {model_help} (omit with --random-weights)")
+    p.add_argument(
+        "--baseline",
+        help="the model to compare with (default: the model a lite-whisper folder was compressed from, "
+        "as named in its compression report; 'none' = no comparison)",
+    )
+    p.add_argument("--batch-size", default="1", help="comma-separated batch sizes, e.g. 1,4 (default: 1)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per model and batch size (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per model first (default: 1)")
+    p.add_argument("--random-weights", metavar="ARCH",
+                   help=f"time a random model of this architecture ({', '.join(ARCHITECTURES)}) against the dense one")
+    p.add_argument("--rank-fraction", type=float,
+                   help="with --random-weights: every encoder linear at this fraction of its break-even rank, "
+                   "0 < F < 1 (default: 0.5)")
+    p.add_argument("--fast-baseline", action="store_true",
+                   help="run the baseline's encoder on lite-whisper's fast CPU route too (oneDNN linears, fusions), "
+                   "so the speedup shows what the low-rank factors alone gain")
+    p.add_argument("--data", help="also transcribe this dataset with both models: RTFx and encoder share")
+    p.add_argument("--limit", type=int, help="with --data: transcribe the first N clips (default: 8)")
+    p.add_argument("--decode-batch-size", type=int, default=8, help="with --data: clips per generate call (default: 8)")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="with --data: stop each transcript after N tokens (a model that babbles otherwise "
+                   "decodes to Whisper's 448-token limit)")
+    p.add_argument("--output", type=Path, help="write the result as JSON")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="compute dtype (default: float32)")
+    p.set_defaults(run=run_bench)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    from lite_whisper.cli import CLIError
+
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        raise CLIError(f"--batch-size takes comma-separated positive integers such as 1,4, got {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise CLIError(f"--batch-size takes comma-separated positive integers such as 1,4, got {text!r}")
+    return tuple(dict.fromkeys(sizes))  # drop repeats, keep order
+
+
+def _validate(args) -> tuple[int, ...]:
+    from lite_whisper.benchmark.random_models import ARCHITECTURES
+    from lite_whisper.cli import CLIError
+
+    batch_sizes = parse_batch_sizes(args.batch_size)
+    for value, flag in ((args.repeats, "--repeats"), (args.threads, "--threads"), (args.limit, "--limit"),
+                        (args.decode_batch_size, "--decode-batch-size"), (args.max_new_tokens, "--max-new-tokens")):
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} must be at least 1, got {value}")
+    if args.warmup < 0:
+        raise CLIError(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.random_weights is not None:
+        if args.random_weights not in ARCHITECTURES:
+            raise CLIError(f"--random-weights: unknown architecture {args.random_weights!r}; "
+                           f"choose one of {', '.join(ARCHITECTURES)}")
+        if args.rank_fraction is not None and not 0.0 < args.rank_fraction < 1.0:
+            raise CLIError(f"--rank-fraction must be between 0 and 1 (exclusive), got {args.rank_fraction}")
+        if args.data is not None:
+            raise CLIError("--data cannot be used with --random-weights: random weights transcribe nothing")
+        if args.baseline is not None:
+            raise CLIError("--baseline cannot be used with --random-weights: the baseline is the dense random model")
+    else:
+        if args.model is None:
+            raise CLIError("give a MODEL to time, or --random-weights ARCH")
+        if args.rank_fraction is not None:
+            raise CLIError("--rank-fraction only applies with --random-weights")
+    if args.fast_baseline and args.baseline == "none":
+        raise CLIError("--fast-baseline needs a baseline, but --baseline is none")
+    for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens")):
+        if value is not None and args.data is None:
+            raise CLIError(f"{flag} only applies with --data")
+    if args.output is not None and args.output.is_dir():
+        raise CLIError(f"--output {args.output} is a folder; give a file name such as bench.json")
+    return batch_sizes
+
+
+def default_baseline(model_spec: str) -> str | None:
+    """The model a lite-whisper folder was compressed from, as its compression report names it."""
+    from lite_whisper.compression.report import REPORT_FILE, CompressionReport
+
+    report = Path(model_spec) / REPORT_FILE
+    if not report.is_file():
+        return None
+    try:
+        return CompressionReport.load(report).model or None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def run_bench(args) -> int:
+    from lite_whisper.benchmark.bench import benchmark
+    from lite_whisper.cli import CLIError
+    from lite_whisper.inference.transcribe import DecodingOptions
+
+    batch_sizes = _validate(args)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if not os.environ.get("GLIBC_TUNABLES"):
+        log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
+            "that make CPU timings steadier")
+    processor = baseline_processor = None
+    if args.random_weights is not None:
+        from lite_whisper.benchmark.random_models import random_model
+        from lite_whisper.models.loading import resolve_dtype
+
+        fraction = 0.5 if args.rank_fraction is None else args.rank_fraction
+        if args.model is not None:
+            log(f"note: --random-weights given, ignoring MODEL {args.model}")
+        dtype = resolve_dtype(args.dtype)
+        log(f"building random {args.random_weights} models (dense and at {fraction:g} x break-even rank)")
+        model = random_model(args.random_weights, fraction, dtype=dtype, device=args.device)
+        baseline = random_model(args.random_weights, None, dtype=dtype, device=args.device)
+        names = (f"random {args.random_weights} @ {fraction:g} x break-even rank", f"random {args.random_weights} dense")
+        sources = (None, None)
+    else:
+        from lite_whisper.models.loading import load_model
+
+        baseline_spec = args.baseline if args.baseline is not None else default_baseline(args.model)
+        if baseline_spec in ("none", ""):
+            baseline_spec = None
+        model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
+        baseline = None
+        if baseline_spec is not None:
+            baseline, baseline_processor = load_model(baseline_spec, dtype=args.dtype, device=args.device)
+        else:
+            log("no baseline (give --baseline MODEL): timing the model alone")
+        names = (args.model, baseline_spec)
+        sources = (args.model, baseline_spec)
+    if args.fast_baseline:
+        if baseline is None:
+            raise CLIError("--fast-baseline needs a baseline")
+        from lite_whisper.benchmark.bench import on_fast_route
+
+        baseline = on_fast_route(baseline)
+        names = (names[0], f"{names[1]} (fast route)")
+    result = benchmark(
+        model, baseline,
+        batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+        model_name=names[0], baseline_name=names[1], model_source=sources[0], baseline_source=sources[1],
+        data=args.data, processor=processor, baseline_processor=baseline_processor,
+        limit=(args.limit or 8) if args.data is not None else None, decode_batch_size=args.decode_batch_size,
+        options=DecodingOptions(language="en", max_new_tokens=args.max_new_tokens), log=log,
+    )
+    print(result.table())
+    if args.output is not None:
+        result.save(args.output)
+        print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,353 @@
+"""Benchmark plumbing on tiny random models: FLOP counts by hand, JSON schema, random architectures, CLI errors.
+
+No timing assertions: these run on loaded CI machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
+
+from lite_whisper.benchmark.bench import BenchResult, Timing, benchmark
+from lite_whisper.benchmark.random_models import (
+    ARCHITECTURES,
+    break_even_rank,
+    fraction_rank,
+    layer_ranks,
+    random_model,
+    whisper_config,
+)
+from lite_whisper.cli import CLIError
+from lite_whisper.cli_bench import add_bench_command, parse_batch_sizes
+from lite_whisper.evaluation.cost import encoder_flops, encoder_params
+from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.lowrank.convert import to_lite_whisper
+from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
+
+# The tiny test config: d_model 64, 2 layers, 4 heads (head width 16), ffn 256, 80 mel bins.
+D, LAYERS, HEADS, FFN, MELS = 64, 2, 4, 256, 80
+N, T = 1500, 3000  # encoder frames, mel frames
+
+CONVS = 2 * T * D * MELS * 3 + 2 * N * D * D * 3  # conv1 (stride 1, 3000 outputs), conv2 (stride 2, 1500)
+DENSE_LINEARS = 2 * N * (4 * D * D + 2 * D * FFN)  # q, k, v, out_proj, fc1, fc2
+ATTENTION = 2 * (N * N * D) * 2  # scores q k^T and values P v, over all heads
+
+
+def random_factors(ranks: dict[str, int], seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"fc1": (D, FFN), "fc2": (FFN, D)}
+    factors = {}
+    for layer, layer_ranks_ in enumerate(ranks):
+        for name, rank in layer_ranks_.items():
+            d_in, d_out = shapes.get(name, (D, D))
+            factors[layer, name] = (
+                torch.randn(d_in, rank, generator=generator) / d_in**0.5,
+                torch.randn(rank, d_out, generator=generator) / rank**0.5,
+                torch.zeros(d_out),
+            )
+    return factors
+
+
+def test_flops_of_dense_encoder_by_hand():
+    assert encoder_flops(tiny_whisper_model()) == CONVS + LAYERS * (DENSE_LINEARS + ATTENTION)
+
+
+def test_flops_of_low_rank_layer_and_reduced_attention_by_hand():
+    # Layer 0: fc1 at rank 16 (attention stays ordinary). Layer 1: q, k, v at rank 8 < head width 16,
+    # so attention runs in the reduced dimension (METHOD.md §5).
+    lite = to_lite_whisper(tiny_whisper_model(), random_factors([{"fc1": 16}, {"q_proj": 8, "k_proj": 8, "v_proj": 8}]))
+    assert [layer.self_attn.uses_reduced_path for layer in lite.model.encoder.layers] == [False, True]
+    layer0 = DENSE_LINEARS - 2 * N * D * FFN + 2 * N * 16 * (D + FFN) + ATTENTION
+    r = 8
+    reduced_attention = 2 * (
+        N * D * 3 * r  # the three down-projections, shared by all heads
+        + HEADS * N * r * r  # q1 M_h per head
+        + HEADS * N * N * r  # scores (q1 M_h + u_h) k1^T
+        + HEADS * N * N * r  # P v1
+        + N * r * D  # (P v1) Bv_h for all heads
+    )
+    layer1 = reduced_attention + 2 * N * (D * D + 2 * D * FFN)  # + out_proj, fc1, fc2
+    assert encoder_flops(lite) == CONVS + layer0 + layer1
+
+
+def test_benchmark_json_schema(tmp_path):
+    dense = tiny_whisper_model()
+    lite = to_lite_whisper(dense, random_factors([{"fc1": 16, "fc2": 16}] * LAYERS))
+    result = benchmark(lite, dense, batch_sizes=(1, 2), repeats=2, warmup=1, threads=1, model_name="lite")
+    assert isinstance(result, BenchResult)
+    assert result.results[0].model_ms.median > 0
+    data = json.loads(result.save(tmp_path / "bench.json").read_text())
+    assert [entry["batch_size"] for entry in data["results"]] == [1, 2]
+    for entry in data["results"]:
+        for key in ("model_ms", "baseline_ms"):
+            assert set(entry[key]) >= {"median", "min", "max"}
+            assert entry[key]["min"] <= entry[key]["median"] <= entry[key]["max"]
+            assert len(entry[key]["samples"]) == 2
+        assert entry["speedup"] == pytest.approx(entry["baseline_ms"]["median"] / entry["model_ms"]["median"])
+        assert entry["speedup_min"] <= entry["speedup_max"]
+        assert entry["flop_efficiency"] == pytest.approx(entry["speedup"] / data["flops_speedup"])
+    assert data["model_flops"] == encoder_flops(lite) and data["baseline_flops"] == encoder_flops(dense)
+    assert data["flops_speedup"] == pytest.approx(encoder_flops(dense) / encoder_flops(lite))
+    assert data["model_params"]["encoder"] == encoder_params(lite)
+    assert data["baseline_params"]["encoder"] == encoder_params(dense)
+    assert data["model_params"]["decoder"] == data["baseline_params"]["decoder"] > 0
+    assert data["model"] == "lite" and data["model_info"]["weight_bytes_source"] == "memory"
+    environment = data["environment"]
+    assert environment["threads"] == 1 and environment["torch"] == torch.__version__
+    assert {"cpu", "glibc_tunables", "load_average"} <= set(environment)
+    assert data["peak_rss_bytes"] > 0
+    table = result.table()
+    assert "speedup" in table and "FLOP-predicted speedup" in table
+
+
+def test_benchmark_without_baseline():
+    result = benchmark(tiny_whisper_model(), repeats=1, warmup=0)
+    data = result.to_dict()
+    assert data["baseline"] is None and data["flops_speedup"] is None
+    assert data["results"][0]["baseline_ms"] is None and data["results"][0]["speedup"] is None
+    assert "batch" in result.table()
+
+
+def test_benchmark_end_to_end_on_a_clip(tmp_path):
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    model, processor = tiny_english_model(), tiny_processor()
+    result = benchmark(model, model, repeats=1, warmup=0, data=str(audio), processor=processor,
+                       options=DecodingOptions(max_new_tokens=2))
+    end_to_end = result.to_dict()["end_to_end"]
+    assert set(end_to_end) == {"model", "baseline"}
+    for entry in end_to_end.values():
+        assert entry["clips"] == 1 and entry["audio_seconds"] == pytest.approx(1.0)
+        assert 0 < entry["encoder_seconds"] <= entry["wall_seconds"] and 0 < entry["encoder_share"] <= 1
+        assert entry["rtfx"] == pytest.approx(1.0 / entry["wall_seconds"])
+
+
+def test_benchmark_rejects_bad_arguments():
+    model = tiny_whisper_model()
+    for kwargs in (dict(batch_sizes=()), dict(batch_sizes=(0,)), dict(repeats=0), dict(warmup=-1), dict(threads=0)):
+        with pytest.raises(ValueError):
+            benchmark(model, **kwargs)
+
+
+def test_timing_summary():
+    timing = Timing.of([3.0, 1.0, 2.0, 10.0])
+    assert (timing.median, timing.min, timing.max) == (2.5, 1.0, 10.0)
+
+
+def test_break_even_and_fraction_ranks():
+    assert break_even_rank(512, 512) == 256
+    assert break_even_rank(512, 2048) == pytest.approx(409.6)
+    assert fraction_rank(512, 512, 0.5) == 128
+    assert fraction_rank(512, 2048, 0.5) == 192  # 204.8 rounded down to a multiple of 16
+    assert fraction_rank(512, 512, 0.01) == 16  # never below one multiple
+    # large-v3: break-even 640 (attention) and 1024 (MLP)
+    assert layer_ranks(whisper_config("large-v3"), 0.25) == {
+        "q_proj": 160, "k_proj": 160, "v_proj": 160, "out_proj": 160, "fc1": 256, "fc2": 256
+    }
+    for fraction in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ValueError):
+            fraction_rank(512, 512, fraction)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
+def test_random_model_ranks_are_fraction_of_break_even(fraction):
+    model = random_model("tiny", fraction)
+    shape = ARCHITECTURES["tiny"]
+    assert len(model.model.encoder.layers) == shape.encoder_layers
+    for layer in model.model.encoder.layers:
+        modules = dict(q_proj=layer.self_attn.q_proj, k_proj=layer.self_attn.k_proj, v_proj=layer.self_attn.v_proj,
+                       out_proj=layer.self_attn.out_proj, fc1=layer.fc1, fc2=layer.fc2)
+        for name, module in modules.items():
+            assert isinstance(module, LowRankLinear), name
+            exact = fraction * break_even_rank(module.in_features, module.out_features)
+            assert module.rank % 16 == 0 and exact - 16 < module.rank <= exact, (name, module.rank, exact)
+    assert model.model.encoder.conv1.in_channels == 80 and model.config.d_model == 384
+    assert next(model.model.decoder.parameters()).is_meta  # the decoder is never allocated
+    with torch.inference_mode():
+        out = model.model.encoder(torch.randn(1, 80, 3000)).last_hidden_state
+    assert out.shape == (1, 1500, 384) and torch.isfinite(out).all()
+
+
+def test_random_dense_model_and_unknown_architecture():
+    dense = random_model("tiny", None)
+    assert type(dense).__name__ == "WhisperForConditionalGeneration"
+    assert encoder_params(dense) == 7_632_384  # whisper-tiny's encoder, as the LiteASR model cards count it
+    assert ARCHITECTURES["large-v3"].n_mels == 128 and ARCHITECTURES["large-v3-turbo"].decoder_layers == 4
+    with pytest.raises(ValueError, match="unknown architecture"):
+        random_model("huge", 0.5)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run_cli(argv: list[str]) -> int:
+    """The bench subcommand on a parser of its own (cli.py wires the same function in)."""
+    parser = argparse.ArgumentParser(prog="lite-whisper")
+    add_bench_command(parser.add_subparsers(dest="command", required=True), "a model spec")
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+@pytest.mark.parametrize("text", ["1,x", "0", "", "1,-4", "1.5", "1,,4"])
+def test_cli_rejects_bad_batch_size_list(text):
+    with pytest.raises(CLIError, match="--batch-size"):
+        run_cli(["bench", "--random-weights", "tiny", "--batch-size", text])
+
+
+def test_batch_size_list_parses():
+    assert parse_batch_sizes("1,4") == (1, 4)
+    assert parse_batch_sizes(" 4, 1 ,4") == (4, 1)
+
+
+def test_cli_rejects_unknown_architecture():
+    with pytest.raises(CLIError, match="unknown architecture 'huge'.*large-v3-turbo"):
+        run_cli(["bench", "--random-weights", "huge"])
+
+
+@pytest.mark.parametrize("fraction", ["0", "1", "1.5", "-0.25"])
+def test_cli_rejects_rank_fraction_outside_unit_interval(fraction):
+    with pytest.raises(CLIError, match="--rank-fraction"):
+        run_cli(["bench", "--random-weights", "tiny", "--rank-fraction", fraction])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench"], "give a MODEL"),
+        (["bench", "tiny.en", "--rank-fraction", "0.5"], "only applies with --random-weights"),
+        (["bench", "--random-weights", "tiny", "--data", "x"], "random weights"),
+        (["bench", "tiny.en", "--repeats", "0"], "--repeats"),
+        (["bench", "tiny.en", "--limit", "3"], "only applies with --data"),
+        (["bench", "tiny.en", "--max-new-tokens", "3"], "only applies with --data"),
+        (["bench", "tiny.en", "--baseline", "none", "--fast-baseline"], "needs a baseline"),
+    ],
+)
+def test_cli_rejects_inconsistent_options(argv, message):
+    with pytest.raises(CLIError, match=message):
+        run_cli(argv)
+
+
+def test_cli_bench_folder_writes_json(tmp_path, capsys):
+    from lite_whisper.models.loading import save_model
+
+    folder = save_model(tiny_whisper_model(), tiny_processor(), tmp_path / "tiny")
+    output = tmp_path / "bench.json"
+    code = run_cli(["bench", str(folder), "--baseline", str(folder), "--repeats", "1", "--warmup", "0",
+                    "--batch-size", "1,2", "--threads", "1", "--output", str(output)])
+    assert code == 0
+    data = json.loads(output.read_text())
+    assert [entry["batch_size"] for entry in data["results"]] == [1, 2]
+    assert data["model_info"]["weight_bytes_source"] == "disk"
+    on_disk = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    assert data["model_info"]["weight_bytes"] == on_disk
+    assert "speedup" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the fast CPU route
+# (modeling_lite_whisper: oneDNN linears, fused GELU / residual add / q-k-v first stage, no layout copies)
+
+import lite_whisper.lowrank.modeling_lite_whisper as modeling  # noqa: E402
+from lite_whisper.benchmark.bench import on_fast_route  # noqa: E402
+
+
+def mixed_lite_model():
+    """Layer 0: low-rank everything, ordinary attention. Layer 1: unequal q/k/v ranks below the head width
+    (reduced attention, keys and values padded to one width), dense fc1/out_proj."""
+    factors = random_factors([
+        {"q_proj": 32, "k_proj": 32, "v_proj": 48, "out_proj": 32, "fc1": 64, "fc2": 32},
+        {"q_proj": 8, "k_proj": 4, "v_proj": 12, "fc2": 16},
+    ])
+    for (layer, name), (a, b, bias) in list(factors.items()):
+        factors[layer, name] = (a, b, torch.randn(bias.shape, generator=torch.Generator().manual_seed(layer)) * 0.1)
+    return to_lite_whisper(tiny_whisper_model(), factors)
+
+
+def encode(model, x, fast: bool):
+    previous = modeling.fast_cpu_kernels()
+    modeling.fast_cpu_kernels(fast)
+    try:
+        with torch.inference_mode():
+            return model.model.encoder(x).last_hidden_state
+    finally:
+        modeling.fast_cpu_kernels(previous)
+
+
+def test_fast_route_matches_the_plain_modules(monkeypatch):
+    lite = mixed_lite_model()
+    assert [layer.self_attn.uses_reduced_path for layer in lite.model.encoder.layers] == [False, True]
+    calls = []
+    real = modeling._onednn_linear
+    monkeypatch.setattr(modeling, "_onednn_linear", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    x = torch.randn(2, MELS, T, generator=torch.Generator().manual_seed(1))
+    fast, plain = encode(lite, x, True), encode(lite, x, False)
+    if modeling._ONEDNN:
+        assert calls, "the fast route did not use oneDNN"
+    scale = plain.abs().max()
+    torch.testing.assert_close(fast / scale, plain / scale, rtol=0, atol=2e-6)
+    # and the plain route is transformers' computation, in float64 for reference
+    reference = lite.double().model.encoder(x.double()).last_hidden_state
+    torch.testing.assert_close(fast.double() / scale, reference / scale, rtol=0, atol=2e-6)
+
+
+def test_fused_projection_follows_weight_changes():
+    lite = mixed_lite_model()
+    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(2))
+    encode(lite, x, True)  # builds the fused first-stage weights
+    attention = lite.model.encoder.layers[0].self_attn
+    with torch.no_grad():
+        attention.k_proj.down.weight.mul_(2.0)  # in place
+    torch.testing.assert_close(encode(lite, x, True), encode(lite, x, False), rtol=0, atol=2e-5)
+    attention.v_proj.down.weight = torch.nn.Parameter(torch.randn_like(attention.v_proj.down.weight) * 0.1)  # replaced
+    torch.testing.assert_close(encode(lite, x, True), encode(lite, x, False), rtol=0, atol=2e-5)
+    assert not any("fused" in key for key in lite.state_dict())  # the cache is never saved
+
+
+def test_fast_route_leaves_autograd_alone():
+    lite = mixed_lite_model().eval()
+    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(3))
+    lite.model.encoder(x).last_hidden_state.square().mean().backward()
+    down = lite.model.encoder.layers[0].self_attn.q_proj.down.weight
+    assert down.grad is not None and down.grad.abs().sum() > 0
+
+
+def test_tracing_and_export_see_plain_modules():
+    lite = mixed_lite_model()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, features):
+            return self.encoder(features).last_hidden_state
+
+    x = torch.randn(1, MELS, T)
+    with torch.no_grad():
+        traced = torch.jit.trace(Encoder(lite.model.encoder), x, check_trace=False)
+    assert "mkldnn" not in str(traced.inlined_graph)
+    exported = torch.export.export(Encoder(lite.model.encoder), (x,), strict=False)
+    assert "mkldnn" not in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x), encode(lite, x, True), rtol=0, atol=1e-4)
+
+
+def test_unequal_key_and_value_ranks_are_counted_padded():
+    # width = max(r_k, r_v) = 24: q1 M_h 4*n*8*24, scores and P v1 2 * 4*n^2*24
+    expected = 2 * (N * D * (8 + 4 + 24) + HEADS * N * 8 * 24 + 2 * HEADS * N * N * 24 + N * 24 * D)
+    assert modeling.attention_flops(N, D, HEADS, 8, 4, 24, reduced=True) == expected
+
+
+def test_dense_model_on_the_fast_route_computes_the_same():
+    dense = tiny_whisper_model()
+    fast = on_fast_route(dense)
+    assert fast.model.encoder.conv1.weight.data_ptr() == dense.model.encoder.conv1.weight.data_ptr()
+    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected = dense.model.encoder(x).last_hidden_state
+    actual = encode(fast, x, True)
+    torch.testing.assert_close(actual / expected.abs().max(), expected / expected.abs().max(), rtol=0, atol=2e-6)
