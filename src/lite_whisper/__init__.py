@@ -18,6 +18,13 @@ _EXPORTS = {
     "load_dataset": "lite_whisper.data.datasets",
     "transcribe": "lite_whisper.inference.transcribe",
     "evaluate": "lite_whisper.evaluation.evaluate",
+    "save_model": "lite_whisper.models.loading",
+    "CompressionConfig": "lite_whisper.compression.compress",
+    "calibrate": "lite_whisper.compression.compress",
+    "compress": "lite_whisper.compression.compress",
+    "save_lite_whisper": "lite_whisper.lowrank.checkpoint",
+    "benchmark": "lite_whisper.benchmark.bench",
+    "sweep": "lite_whisper.benchmark.sweep",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
