@@ -28,14 +28,24 @@ def plot_pareto(points, path: str | Path, title: str = "") -> Path:
         front = sorted((p for p in measured if getattr(p, flag)), key=lambda p: getattr(p, cost))
         axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "-", color="tab:blue",
                   alpha=0.6, label="Pareto frontier")
-        for p in measured:
+        xs = [getattr(p, cost) * scale for p in measured]
+        span = (max(xs) - min(xs)) or 1.0
+        previous_x, below = None, False
+        for x, p in sorted(zip(xs, measured), key=lambda pair: pair[0]):
             dense = p.label == "dense"
-            axis.scatter(getattr(p, cost) * scale, p.wer, s=120 if dense else 45, marker="*" if dense else "o",
+            axis.scatter(x, p.wer, s=120 if dense else 45, marker="*" if dense else "o",
                          color="black" if dense else ("tab:blue" if getattr(p, flag) else "tab:gray"), zorder=3)
-            axis.annotate(p.label, (getattr(p, cost) * scale, p.wer), textcoords="offset points", xytext=(5, 5),
+            # neighbours closer than 10% of the axis take turns above and below their point
+            below = previous_x is not None and x - previous_x < 0.10 * span and not below
+            axis.annotate(p.label, (x, p.wer), textcoords="offset points", xytext=(5, -12 if below else 5),
                           fontsize=8)
+            previous_x = x
+        wers = [p.wer for p in measured if p.wer > 0]
+        log_scale = bool(wers) and max(wers) / min(wers) > 20  # broken settings would flatten the rest
+        if log_scale:
+            axis.set_yscale("log")
         axis.set_xlabel(xlabel)
-        axis.set_ylabel("WER (%, corpus, lower is better)")
+        axis.set_ylabel("WER (%, corpus, lower is better" + (", log scale)" if log_scale else ")"))
         axis.grid(alpha=0.3)
         axis.scatter([], [], marker="*", color="black", s=120, label="dense model")
         axis.legend(loc="upper right", fontsize=8)
