@@ -138,6 +138,7 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
                 "calibration_clips", "calibration_frames", "threshold", "layers", "wall_seconds", "peak_rss_mb"):
         assert key in report
     assert report["calibration_clips"] == 6 and report["threshold"] == "0.6:0.7"
+    assert report["wall_seconds"] > 0 and report["peak_rss_mb"] > 0
     assert set(report["layers"][0]) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
     assert {"rank", "explained_variance"} <= set(report["layers"][0]["fc1"])
 

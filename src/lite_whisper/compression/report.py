@@ -47,8 +47,8 @@ class CompressionReport:
     encoder_flops_after: int
     layers: list[dict[str, ModuleReport]]
     reduced_attention_layers: list[int] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    wall_seconds: float = 0.0  # compress(): factorisation only; the CLI: loading + calibration + factorisation
+    peak_rss_mb: float = 0.0  # peak resident memory of the process so far
 
     def to_dict(self) -> dict:
         return asdict(self)
