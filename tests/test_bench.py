@@ -97,7 +97,8 @@ def test_benchmark_json_schema(tmp_path):
     assert data["model_params"]["encoder"] == encoder_params(lite)
     assert data["baseline_params"]["encoder"] == encoder_params(dense)
     assert data["model_params"]["decoder"] == data["baseline_params"]["decoder"] > 0
-    assert data["model"] == "lite" and data["model_info"]["weight_bytes_source"] == "memory"
+    assert data["model"] == "lite" and data["model_info"]["disk_bytes"] is None
+    assert data["model_info"]["weight_bytes"] == sum(p.numel() * p.element_size() for p in lite.parameters())
     environment = data["environment"]
     assert environment["threads"] == 1 and environment["torch"] == torch.__version__
     assert {"cpu", "glibc_tunables", "load_average"} <= set(environment)
@@ -243,9 +244,8 @@ def test_cli_bench_folder_writes_json(tmp_path, capsys):
     assert code == 0
     data = json.loads(output.read_text())
     assert [entry["batch_size"] for entry in data["results"]] == [1, 2]
-    assert data["model_info"]["weight_bytes_source"] == "disk"
     on_disk = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    assert data["model_info"]["weight_bytes"] == on_disk
+    assert data["model_info"]["disk_bytes"] == on_disk
     assert "speedup" in capsys.readouterr().out
 
 

@@ -84,8 +84,8 @@ class ModelInfo:
     kind: str  # class name
     encoder_params: int
     decoder_params: int
-    weight_bytes: int
-    weight_bytes_source: str  # "disk" (sum of *.safetensors in the folder) or "memory"
+    weight_bytes: int  # in memory, as loaded for timing (shared storage counted once)
+    disk_bytes: int | None  # the *.safetensors files of the folder it came from; None if unknown
     encoder_flops: int  # one 30 s input
     reduced_attention_layers: int
 
@@ -143,13 +143,12 @@ class BenchResult:
         env = self.environment
         lines = [
             f"model     {model.name} ({model.kind}): encoder {model.encoder_params / 1e6:.2f}M params, "
-            f"{model.encoder_flops / 1e9:.1f} GFLOPs, weights {model.weight_bytes / 2**20:.1f} MiB ({model.weight_bytes_source})",
+            f"{model.encoder_flops / 1e9:.1f} GFLOPs, weights {_weights(model)}",
         ]
         if baseline is not None:
             lines.append(
                 f"baseline  {baseline.name} ({baseline.kind}): encoder {baseline.encoder_params / 1e6:.2f}M params, "
-                f"{baseline.encoder_flops / 1e9:.1f} GFLOPs, weights {baseline.weight_bytes / 2**20:.1f} MiB "
-                f"({baseline.weight_bytes_source})"
+                f"{baseline.encoder_flops / 1e9:.1f} GFLOPs, weights {_weights(baseline)}"
             )
             lines.append(f"FLOP-predicted speedup {self.flops_speedup:.2f}x")
         lines.append(
@@ -179,6 +178,11 @@ class BenchResult:
         return "\n".join(lines)
 
 
+def _weights(info: ModelInfo) -> str:
+    disk = "" if info.disk_bytes is None else f", {info.disk_bytes / 2**20:.1f} MiB on disk"
+    return f"{info.weight_bytes / 2**20:.1f} MiB in memory{disk}"
+
+
 def _span(timing: Timing) -> str:
     return f"{timing.median:.1f} ({timing.min:.1f}-{timing.max:.1f})"
 
@@ -194,15 +198,8 @@ def decoder_params(model: nn.Module) -> int:
     return sum(p.numel() for name, p in decoder.named_parameters() if not name.startswith("embed_positions"))
 
 
-def weight_bytes(model: nn.Module, source: str | Path | None = None) -> tuple[int, str]:
-    """Bytes of the weights: on disk (the folder's *.safetensors) when `source` is a folder, else in memory.
-
-    In memory, tensors that share storage (the tied output projection) are counted once.
-    """
-    if source is not None and Path(source).is_dir():
-        files = list(Path(source).glob("*.safetensors"))
-        if files:
-            return sum(f.stat().st_size for f in files), "disk"
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights in memory; tensors that share storage (the tied output projection) count once."""
     seen: set[tuple] = set()
     total = 0
     for tensor in (*model.parameters(), *model.buffers()):
@@ -211,21 +208,31 @@ def weight_bytes(model: nn.Module, source: str | Path | None = None) -> tuple[in
             continue
         seen.add(identity)
         total += tensor.numel() * tensor.element_size()
-    return total, "memory"
+    return total
+
+
+def disk_bytes(model: nn.Module, source: str | Path | None = None) -> int | None:
+    """Size of the *.safetensors files of the folder `model` was loaded from (`source`, else its
+    config's `_name_or_path`); None when there is no such folder (random or hub-only models)."""
+    for candidate in (source, getattr(model.config, "_name_or_path", None)):
+        if candidate and Path(candidate).is_dir():
+            files = list(Path(candidate).glob("*.safetensors"))
+            if files:
+                return sum(f.stat().st_size for f in files)
+    return None
 
 
 def model_info(model: nn.Module, name: str | None = None, source: str | Path | None = None) -> ModelInfo:
     from lite_whisper.evaluation.cost import reduced_attention_layers
 
-    nbytes, where = weight_bytes(model, source)
     label = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
     return ModelInfo(
         name=label,
         kind=type(model).__name__,
         encoder_params=encoder_params(model),
         decoder_params=decoder_params(model),
-        weight_bytes=nbytes,
-        weight_bytes_source=where,
+        weight_bytes=weight_bytes(model),
+        disk_bytes=disk_bytes(model, source),
         encoder_flops=encoder_flops(model),
         reduced_attention_layers=len(reduced_attention_layers(model)),
     )
