@@ -1,8 +1,19 @@
 """The public names of `import lite_whisper` resolve (they are imported lazily)."""
 
+import importlib
+import pkgutil
+
 import pytest
 
 import lite_whisper
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_module_imported():
+    """A subpackage import sets an attribute on the package; no public name may be shadowed by one."""
+    for module in pkgutil.walk_packages(lite_whisper.__path__, "lite_whisper."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
 
 
 @pytest.mark.parametrize("name", [n for n in lite_whisper.__all__ if n != "__version__"])

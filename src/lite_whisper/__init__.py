@@ -11,7 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it (no name may equal a subpackage's: importing the
+# subpackage would replace the attribute; bench timing is lite_whisper.benchmark.bench.benchmark)
 _EXPORTS = {
     "load_model": "lite_whisper.models.loading",
     "load_audio": "lite_whisper.data.audio",
@@ -23,7 +24,6 @@ _EXPORTS = {
     "calibrate": "lite_whisper.compression.compress",
     "compress": "lite_whisper.compression.compress",
     "save_lite_whisper": "lite_whisper.lowrank.checkpoint",
-    "benchmark": "lite_whisper.benchmark.bench",
     "sweep": "lite_whisper.benchmark.sweep",
 }
 
