@@ -88,3 +88,22 @@ def test_pareto_flags():
 def test_sweep_rejects_bad_heatmap(setup):
     with pytest.raises(ValueError, match="not one of the swept thresholds"):
         _run(setup, heatmap="0.9")
+
+
+@pytest.mark.parametrize("command", [["eval", "tiny.en", "--data", "nowhere"], ["transcribe", "tiny.en", "x.wav"],
+                                     ["sweep", "tiny.en", "--thresholds", "0.9", "-o", "nowhere"]])
+def test_max_new_tokens_must_be_positive(command, capsys):
+    from lite_whisper.cli import main
+
+    assert main([*command, "--max-new-tokens", "0"]) == 2
+    assert "--max-new-tokens must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_max_new_tokens_reaches_generate():
+    from lite_whisper.cli import _decoding_options, build_parser
+    from lite_whisper.inference.transcribe import generate_kwargs
+
+    args = build_parser().parse_args(["eval", "tiny.en", "--max-new-tokens", "7"])
+    options = _decoding_options(args)
+    assert options.max_new_tokens == 7
+    assert generate_kwargs(tiny_english_model(), options)["max_new_tokens"] == 7

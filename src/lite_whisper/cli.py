@@ -39,6 +39,9 @@ def _add_decoding_options(parser: argparse.ArgumentParser, language_default: str
     parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     parser.add_argument("--beam-size", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default: 8)")
+    parser.add_argument("--max-new-tokens", type=int, help=(
+        "stop each transcript after N tokens (default: Whisper's 448-token limit); "
+        "bounds the time a badly compressed model spends repeating itself"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for calibration and decoding")
+    p.add_argument("--max-new-tokens", type=int, help=(
+        "stop each transcript after N tokens (default: Whisper's 448-token limit); "
+        "bounds the time a badly compressed model spends repeating itself; keep it the same when resuming"))
     p.add_argument("--no-bench", action="store_true", help="skip encoder timing (WER and size only)")
     p.add_argument("--repeats", type=int, default=5, help="timed encoder runs per model (default: 5)")
     p.add_argument("--heatmap", help="threshold whose ranks go into ranks.png (default: the first one)")
@@ -204,8 +210,9 @@ def _decoding_options(args):
     from lite_whisper.inference.transcribe import DecodingOptions
 
     language = None if args.language in (None, "none", "auto") else args.language
+    _positive(args.max_new_tokens, "--max-new-tokens")
     return DecodingOptions(language=language, task=args.task, beam_size=args.beam_size,
-                           timestamps=getattr(args, "timestamps", False))
+                           timestamps=getattr(args, "timestamps", False), max_new_tokens=args.max_new_tokens)
 
 
 def _positive(value: int | None, what: str) -> None:
@@ -247,10 +254,11 @@ def run_eval(args) -> int:
     _positive(args.batch_size, "--batch-size")
     if args.output is not None and args.output.is_dir():
         raise CLIError(f"--output {args.output} is a folder; give a file name such as result.json")
+    options = _decoding_options(args)
     dataset = load_dataset(args.data, limit=args.limit)
     model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
     result = evaluate((model, processor), dataset, batch_size=args.batch_size,
-                      options=_decoding_options(args), progress=not args.no_progress)
+                      options=options, progress=not args.no_progress)
     result.model = args.model
     print(result.table())
     if args.output is not None:
@@ -339,9 +347,13 @@ def run_sweep(args) -> int:
     _positive(args.limit, "--limit")
     _positive(args.eval_limit, "--eval-limit")
     _positive(args.repeats, "--repeats")
+    _positive(args.max_new_tokens, "--max-new-tokens")
+    from lite_whisper.inference.transcribe import DecodingOptions
+
+    options = DecodingOptions(language="en", max_new_tokens=args.max_new_tokens)
     thresholds = [t.strip() for t in args.thresholds.split(",") if t.strip()]
     points = sweep(args.model, args.calibration, args.data, thresholds, args.output, limit=args.limit,
-                   eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
+                   eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench, options=options,
                    repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
                    log=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"{'setting':<12} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. %':>12} "
