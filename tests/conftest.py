@@ -82,3 +82,32 @@ def tiny_english_model(seed: int = 0):
     model = tiny_whisper_model(seed, vocab_size=51864)
     model.generation_config = generation_config(model.config, tiny_processor().tokenizer, {})
     return model
+
+
+# Prepended to every script run by `run_without_lite_whisper`: drops the checkout (and any path
+# holding the package) from sys.path and fails if lite_whisper can still be imported.
+_WITHOUT_LITE_WHISPER = """
+import pathlib, sys
+sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "lite_whisper").is_dir()]
+try:
+    import lite_whisper
+except ImportError:
+    pass
+else:
+    sys.exit("lite_whisper is still importable")
+"""
+
+
+def run_without_lite_whisper(script: str, args: list[str], cwd: Path, timeout: int = 300):
+    """Run `script` with `args` in an isolated Python (-I, offline hub) where lite_whisper cannot be
+    imported, as a user without the package would; remote code is cached under `cwd`.
+
+    Returns the CompletedProcess; the caller asserts on returncode (stderr is captured).
+    """
+    import subprocess
+    import sys
+
+    (cwd / "script.py").write_text(_WITHOUT_LITE_WHISPER + script)
+    env = {**os.environ, "HF_MODULES_CACHE": str(cwd / "modules"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-I", "script.py", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

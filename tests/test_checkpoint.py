@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_whisper_model
+from conftest import run_without_lite_whisper, tiny_whisper_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 from test_lowrank_modeling import random_factors
@@ -32,16 +29,8 @@ from lite_whisper.lowrank.convert import to_lite_whisper
 RANKS = {"q_proj": 8, "k_proj": 16, "v_proj": 8, "fc2": 32}
 DECODER_INPUT_IDS = torch.tensor([[50258, 50259, 50359]])
 
-# Loads a folder with AutoModel + remote code in a Python where lite_whisper cannot be imported.
+# Loads a folder with AutoModel + remote code (run by run_without_lite_whisper).
 REMOTE_LOAD = """
-import pathlib, sys
-sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "lite_whisper").is_dir()]
-try:
-    import lite_whisper
-except ImportError:
-    pass
-else:
-    sys.exit("lite_whisper is still importable")
 import torch
 from transformers import AutoModel
 folder, inputs, output = sys.argv[1:]
@@ -124,16 +113,7 @@ def test_load_lite_whisper_gives_identical_logits(saved, lite):
 
 def test_auto_model_loads_with_remote_code_and_without_the_package(saved, lite, tmp_path):
     torch.save(inputs(), tmp_path / "inputs.pt")
-    (tmp_path / "load.py").write_text(REMOTE_LOAD)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-I", "load.py", str(saved), "inputs.pt", "logits.pt"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_lite_whisper(REMOTE_LOAD, [str(saved), "inputs.pt", "logits.pt"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), logits(lite), rtol=0, atol=0)
 

