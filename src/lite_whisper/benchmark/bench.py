@@ -280,18 +280,13 @@ def on_fast_route(model: nn.Module) -> nn.Module:
     place. Timing a dense baseline this way separates what the low-rank factors gain from
     what the faster kernels gain.
     """
-    from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperConfig, LiteWhisperForConditionalGeneration
+    from lite_whisper.lowrank.convert import to_lite_whisper
+    from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperForConditionalGeneration
 
     if not isinstance(model, LiteWhisperForConditionalGeneration):
-        dropped = ("model_type", "architectures", "low_rank_config", "_name_or_path")
-        settings = {key: value for key, value in model.config.to_dict().items() if key not in dropped}
-        with torch.device("meta"):
-            lite = LiteWhisperForConditionalGeneration(LiteWhisperConfig(**settings))
-        lite.load_state_dict(model.state_dict(), strict=True, assign=True)
-        lite.config._attn_implementation = model.config._attn_implementation
-        lite.config._name_or_path = getattr(model.config, "_name_or_path", "")
-        lite.generation_config = model.generation_config
-        model = lite.train(model.training)
+        name = getattr(model.config, "_name_or_path", "")
+        model = to_lite_whisper(model, {})  # no factors: the same modules, weights shared
+        model.config._name_or_path = name
     for layer in encoder_of(model).layers:
         layer.fast_inference = layer.self_attn.fast_inference = True
     return model

@@ -139,8 +139,7 @@ def random_model(
     config = whisper_config(arch)
     if rank_fraction is not None:
         ranks = layer_ranks(config, rank_fraction)
-        settings = {key: value for key, value in config.to_dict().items() if key not in ("model_type", "architectures")}
-        config = LiteWhisperConfig(**settings, low_rank_config=[dict(ranks) for _ in range(config.encoder_layers)])
+        config = LiteWhisperConfig.from_whisper(config, [dict(ranks) for _ in range(config.encoder_layers)])
         model_class = LiteWhisperForConditionalGeneration
     else:
         model_class = WhisperForConditionalGeneration

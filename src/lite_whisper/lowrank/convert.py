@@ -36,9 +36,7 @@ def to_lite_whisper(model: WhisperForConditionalGeneration, factors: Factors) ->
     computes (x A) B + bias (METHOD.md §4). Every other parameter is shared with `model`,
     not copied, so the conversion costs only the factors' memory; `model` is not modified.
     """
-    replaced = ("model_type", "architectures", "low_rank_config")
-    settings = {key: value for key, value in model.config.to_dict().items() if key not in replaced}
-    config = LiteWhisperConfig(**settings, low_rank_config=low_rank_config(factors, model.config.encoder_layers))
+    config = LiteWhisperConfig.from_whisper(model.config, low_rank_config(factors, model.config.encoder_layers))
     # Build on the meta device: the weights are attached below, nothing is allocated twice.
     with torch.device("meta"):
         lite = LiteWhisperForConditionalGeneration(config)

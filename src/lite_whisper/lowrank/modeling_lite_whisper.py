@@ -166,6 +166,13 @@ class LiteWhisperConfig(WhisperConfig):
     model_type = _ModelType()
     low_rank_config: list[dict[str, int]] | None = None
 
+    @classmethod
+    def from_whisper(cls, config: WhisperConfig, low_rank_config: list[dict[str, int]]) -> "LiteWhisperConfig":
+        """`config`'s settings with these per-layer ranks (and this class's model type and architectures)."""
+        replaced = ("model_type", "architectures", "low_rank_config")
+        settings = {key: value for key, value in config.to_dict().items() if key not in replaced}
+        return cls(**settings, low_rank_config=low_rank_config)
+
 
 class LowRankLinear(nn.Module):
     """y = up(down(x)): a rank-`rank` factorisation of an `in_features -> out_features` linear."""
