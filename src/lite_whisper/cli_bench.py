@@ -88,13 +88,12 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 def _validate(args) -> tuple[int, ...]:
     from lite_whisper.benchmark.random_models import ARCHITECTURES
-    from lite_whisper.cli import CLIError
+    from lite_whisper.cli import CLIError, _positive
 
     batch_sizes = parse_batch_sizes(args.batch_size)
     for value, flag in ((args.repeats, "--repeats"), (args.threads, "--threads"), (args.limit, "--limit"),
                         (args.decode_batch_size, "--decode-batch-size"), (args.max_new_tokens, "--max-new-tokens")):
-        if value is not None and value < 1:
-            raise CLIError(f"{flag} must be at least 1, got {value}")
+        _positive(value, flag)
     if args.warmup < 0:
         raise CLIError(f"--warmup must be 0 or more, got {args.warmup}")
     if args.random_weights is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -38,3 +40,13 @@ def atomic_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
+
+
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write `data` as indented JSON through a temporary sibling and one rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path

@@ -17,10 +17,8 @@ docs CPU_PERF.md), `.table()` gives text for people.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import resource
 import statistics
 import time
 from contextlib import contextmanager
@@ -32,7 +30,9 @@ import torch
 from torch import nn
 
 from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.compression.report import peak_rss_bytes
 from lite_whisper.evaluation.cost import MEL_FRAMES, encoder_flops, encoder_of, encoder_params
+from lite_whisper.files import write_json_atomic
 from lite_whisper.lowrank.modeling_lite_whisper import fast_cpu_kernels
 
 SCHEMA_VERSION = 1
@@ -131,12 +131,7 @@ class BenchResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".partial")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     def table(self) -> str:
         model, baseline = self.model, self.baseline
@@ -290,11 +285,6 @@ def on_fast_route(model: nn.Module) -> nn.Module:
     for layer in encoder_of(model).layers:
         layer.fast_inference = layer.self_attn.fast_inference = True
     return model
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @contextmanager

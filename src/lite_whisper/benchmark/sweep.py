@@ -15,7 +15,6 @@ resumes where it stopped: finished steps are read back, missing ones are done):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.evaluation.evaluate import evaluate
+from lite_whisper.files import write_json_atomic
 from lite_whisper.inference.transcribe import DecodingOptions
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
 from lite_whisper.models.loading import load_model
@@ -47,12 +47,6 @@ class SweepPoint:
 
 def slug(label: str) -> str:
     return DENSE if label == DENSE else "t" + label.replace(":", "_")
-
-
-def write_json_atomic(path: Path, data) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def sweep(

@@ -8,13 +8,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lite_whisper.compression.decomposition import ModuleDecision
+from lite_whisper.files import write_json_atomic
 
 REPORT_FILE = "compression_report.json"
 
 
-def peak_rss_mb() -> float:
+def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss_mb() -> float:
+    return peak_rss_bytes() / 2**20
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class CompressionReport:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "CompressionReport":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from tqdm.auto import tqdm
 
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+from lite_whisper.files import write_json_atomic
 from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 from lite_whisper.models.loading import resolve_model
 
@@ -46,7 +46,7 @@ class EvaluationResult:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(path, self.to_dict())
 
     def table(self) -> str:
         rows = [
