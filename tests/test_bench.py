@@ -17,13 +17,13 @@ from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
 from lite_whisper.benchmark.bench import BenchResult, Timing, benchmark
 from lite_whisper.benchmark.random_models import (
     ARCHITECTURES,
-    break_even_rank,
     fraction_rank,
     layer_ranks,
     random_model,
     whisper_config,
 )
 from lite_whisper.cli import CLIError
+from lite_whisper.compression.decomposition import break_even_rank, breaks_even
 from lite_whisper.cli_bench import add_bench_command, parse_batch_sizes
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.inference.transcribe import DecodingOptions
@@ -144,6 +144,7 @@ def test_timing_summary():
 def test_break_even_and_fraction_ranks():
     assert break_even_rank(512, 512) == 256
     assert break_even_rank(512, 2048) == pytest.approx(409.6)
+    assert breaks_even(256, 512, 512) and not breaks_even(240, 512, 512)  # the same line, as a predicate
     assert fraction_rank(512, 512, 0.5) == 128
     assert fraction_rank(512, 2048, 0.5) == 192  # 204.8 rounded down to a multiple of 16
     assert fraction_rank(512, 512, 0.01) == 16  # never below one multiple

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+from lite_whisper.compression.decomposition import break_even_rank
 from lite_whisper.lowrank.modeling_lite_whisper import (
     LOW_RANK_TARGETS,
     LiteWhisperConfig,
@@ -71,11 +72,6 @@ def whisper_config(arch: str) -> WhisperConfig:
         max_source_positions=1500,
         max_target_positions=448,
     )
-
-
-def break_even_rank(d_in: int, d_out: int) -> float:
-    """The rank k at which k (d_in + d_out) = d_in d_out: a factorisation then costs what the dense layer does."""
-    return d_in * d_out / (d_in + d_out)
 
 
 def fraction_rank(d_in: int, d_out: int, rank_fraction: float, multiple: int = RANK_MULTIPLE) -> int:

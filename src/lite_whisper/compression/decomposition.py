@@ -51,8 +51,16 @@ def rank_for_threshold(eigenvalues: Tensor, threshold: float, multiple: int = 16
     return None
 
 
+def break_even_rank(d_in: int, d_out: int) -> float:
+    """The rank k at which k (d_in + d_out) = d_in d_out: two factors then cost what the dense layer does."""
+    return d_in * d_out / (d_in + d_out)
+
+
 def breaks_even(rank: int, d_in: int, d_out: int) -> bool:
-    """True when rank * (d_in + d_out) >= d_in * d_out: the factorised layer saves no compute."""
+    """True when rank * (d_in + d_out) >= d_in * d_out: the factorised layer saves no compute.
+
+    (rank >= break_even_rank(d_in, d_out), in exact integer arithmetic.)
+    """
     return rank * (d_in + d_out) >= d_in * d_out
 
 
