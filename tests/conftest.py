@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +51,18 @@ def tiny_whisper_model(seed: int = 0, **overrides):
 @pytest.fixture
 def tiny_model():
     return tiny_whisper_model()
+
+
+@pytest.fixture
+def calibration_folder(tmp_path):
+    """Six short noisy 'clips' (random models do not care what they hear)."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        samples = 0.1 * rng.standard_normal(16000 * (1 + index % 3)).astype(np.float32)
+        sf.write(folder / f"clip{index}.wav", samples, 16000)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,10 @@ def every_module_imported():
 
 @pytest.mark.parametrize("name", [n for n in lite_whisper.__all__ if n != "__version__"])
 def test_public_name_resolves(name):
-    assert callable(getattr(lite_whisper, name))
+    """Each public name is the object its defining module holds (not a shadowing subpackage)."""
+    defining = importlib.import_module(lite_whisper._EXPORTS[name])
+    assert getattr(lite_whisper, name) is getattr(defining, name)
+    assert getattr(lite_whisper, name).__module__ == defining.__name__
 
 
 def test_unknown_name_is_an_attribute_error():

@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
 
-from lite_whisper.benchmark.bench import BenchResult, Timing, benchmark
+from lite_whisper.benchmark.bench import FAST_ROUTE, PLAIN, benchmark, kernels_of
+from lite_whisper.benchmark.results import BatchResult, BenchResult, Ratio, Timing
 from lite_whisper.benchmark.random_models import (
     ARCHITECTURES,
     fraction_rank,
@@ -22,9 +23,9 @@ from lite_whisper.benchmark.random_models import (
     random_model,
     whisper_config,
 )
-from lite_whisper.cli import CLIError
+from lite_whisper.cli.common import CLIError
 from lite_whisper.compression.decomposition import break_even_rank, breaks_even
-from lite_whisper.cli_bench import add_bench_command, parse_batch_sizes
+from lite_whisper.cli.bench import add_parser as add_bench_command, parse_batch_sizes
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.inference.transcribe import DecodingOptions
 from lite_whisper.lowrank.convert import to_lite_whisper
@@ -76,35 +77,49 @@ def test_flops_of_low_rank_layer_and_reduced_attention_by_hand():
     assert encoder_flops(lite) == CONVS + layer0 + layer1
 
 
+def test_batch_result_ratios_known_answer():
+    # model 10/20/30 ms, stock baseline 20/30/90, same-kernel baseline 15/25/45; FLOPs predict 2.5x
+    result = BatchResult.of(4, [10.0, 20.0, 30.0], [20.0, 30.0, 90.0], [15.0, 25.0, 45.0], predicted=2.5)
+    assert result.speedup == Ratio(median=1.5, min=1.5, max=3.0)  # 30/20; pairs 2.0, 1.5, 3.0
+    assert result.same_kernels_speedup == Ratio(median=1.25, min=1.25, max=1.5)  # 25/20; pairs 1.5, 1.25, 1.5
+    assert result.flop_efficiency == pytest.approx(0.5)  # 1.25 / 2.5: the same-kernel ratio, not 1.5
+    assert result.model_items_per_second == pytest.approx(200.0)  # 4 inputs in 20 ms
+    # the baseline already on the model's kernels: both ratios are that one measurement
+    same = BatchResult.of(1, [10.0, 20.0, 30.0], [20.0, 30.0, 90.0], None, predicted=3.0)
+    assert same.same_kernels_speedup == same.speedup and same.flop_efficiency == pytest.approx(0.5)
+
+
 def test_benchmark_json_schema(tmp_path):
     dense = tiny_whisper_model()
     lite = to_lite_whisper(dense, random_factors([{"fc1": 16, "fc2": 16}] * LAYERS))
     result = benchmark(lite, dense, batch_sizes=(1, 2), repeats=2, warmup=1, threads=1, model_name="lite")
     assert isinstance(result, BenchResult)
-    assert result.results[0].model_ms.median > 0
     data = json.loads(result.save(tmp_path / "bench.json").read_text())
+    assert data["schema_version"] == 2
     assert [entry["batch_size"] for entry in data["results"]] == [1, 2]
     for entry in data["results"]:
-        for key in ("model_ms", "baseline_ms"):
-            assert set(entry[key]) >= {"median", "min", "max"}
+        for key in ("model_ms", "baseline_ms", "same_kernels_ms"):
             assert entry[key]["min"] <= entry[key]["median"] <= entry[key]["max"]
             assert len(entry[key]["samples"]) == 2
-        assert entry["speedup"] == pytest.approx(entry["baseline_ms"]["median"] / entry["model_ms"]["median"])
-        assert entry["speedup_min"] <= entry["speedup_max"]
-        assert entry["flop_efficiency"] == pytest.approx(entry["speedup"] / data["flops_speedup"])
-    assert data["model_flops"] == encoder_flops(lite) and data["baseline_flops"] == encoder_flops(dense)
-    assert data["flops_speedup"] == pytest.approx(encoder_flops(dense) / encoder_flops(lite))
-    assert data["model_params"]["encoder"] == encoder_params(lite)
-    assert data["baseline_params"]["encoder"] == encoder_params(dense)
+        for key in ("speedup", "same_kernels_speedup"):
+            assert entry[key]["min"] <= entry[key]["median"] <= entry[key]["max"]
+    assert data["model_info"]["kernels"] == kernels_of(lite)
+    assert data["baseline_info"]["kernels"] == PLAIN  # stock transformers
+    if kernels_of(lite) == FAST_ROUTE:  # the same baseline, timed again on the model's kernels
+        assert data["same_kernels_baseline_info"]["kernels"] == FAST_ROUTE
+    # FLOPs by hand: two fc1/fc2 pairs at rank 16 instead of dense
+    saved = LAYERS * (2 * 2 * N * D * FFN - 2 * 2 * N * 16 * (D + FFN))
+    assert data["model_flops"] == CONVS + LAYERS * (DENSE_LINEARS + ATTENTION) - saved
+    assert data["baseline_params"]["encoder"] - data["model_params"]["encoder"] == LAYERS * (
+        2 * D * FFN + FFN + D - 2 * 16 * (D + FFN) - FFN - D)
     assert data["model_params"]["decoder"] == data["baseline_params"]["decoder"] > 0
     assert data["model"] == "lite" and data["model_info"]["disk_bytes"] is None
-    assert data["model_info"]["weight_bytes"] == sum(p.numel() * p.element_size() for p in lite.parameters())
     environment = data["environment"]
     assert environment["threads"] == 1 and environment["torch"] == torch.__version__
-    assert {"cpu", "glibc_tunables", "load_average"} <= set(environment)
+    assert {"cpu", "glibc_tunables", "load_average", "onednn_fused_linear_usable"} <= set(environment)
     assert data["peak_rss_bytes"] > 0
     table = result.table()
-    assert "speedup" in table and "FLOP-predicted speedup" in table
+    assert "vs baseline" in table and "vs same kernels" in table and "FLOP-predicted speedup" in table
 
 
 def test_benchmark_without_baseline():
@@ -112,6 +127,7 @@ def test_benchmark_without_baseline():
     data = result.to_dict()
     assert data["baseline"] is None and data["flops_speedup"] is None
     assert data["results"][0]["baseline_ms"] is None and data["results"][0]["speedup"] is None
+    assert data["results"][0]["same_kernels_speedup"] is None
     assert "batch" in result.table()
 
 
@@ -191,7 +207,7 @@ def test_random_dense_model_and_unknown_architecture():
 def run_cli(argv: list[str]) -> int:
     """The bench subcommand on a parser of its own (cli.py wires the same function in)."""
     parser = argparse.ArgumentParser(prog="lite-whisper")
-    add_bench_command(parser.add_subparsers(dest="command", required=True), "a model spec")
+    add_bench_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.run(args)
 
@@ -227,7 +243,7 @@ def test_cli_rejects_rank_fraction_outside_unit_interval(fraction):
         (["bench", "tiny.en", "--repeats", "0"], "--repeats"),
         (["bench", "tiny.en", "--limit", "3"], "only applies with --data"),
         (["bench", "tiny.en", "--max-new-tokens", "3"], "only applies with --data"),
-        (["bench", "tiny.en", "--baseline", "none", "--fast-baseline"], "needs a baseline"),
+        (["bench", "tiny.en", "--device", "foo"], "not a torch device"),
     ],
 )
 def test_cli_rejects_inconsistent_options(argv, message):
@@ -252,103 +268,3 @@ def test_cli_bench_folder_writes_json(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the fast CPU route
 # (modeling_lite_whisper: oneDNN linears, fused GELU / residual add / q-k-v first stage, no layout copies)
-
-import lite_whisper.lowrank.modeling_lite_whisper as modeling  # noqa: E402
-from lite_whisper.benchmark.bench import on_fast_route  # noqa: E402
-
-
-def mixed_lite_model():
-    """Layer 0: low-rank everything, ordinary attention. Layer 1: unequal q/k/v ranks below the head width
-    (reduced attention, keys and values padded to one width), dense fc1/out_proj."""
-    factors = random_factors([
-        {"q_proj": 32, "k_proj": 32, "v_proj": 48, "out_proj": 32, "fc1": 64, "fc2": 32},
-        {"q_proj": 8, "k_proj": 4, "v_proj": 12, "fc2": 16},
-    ])
-    for (layer, name), (a, b, bias) in list(factors.items()):
-        factors[layer, name] = (a, b, torch.randn(bias.shape, generator=torch.Generator().manual_seed(layer)) * 0.1)
-    return to_lite_whisper(tiny_whisper_model(), factors)
-
-
-def encode(model, x, fast: bool):
-    previous = modeling.fast_cpu_kernels()
-    modeling.fast_cpu_kernels(fast)
-    try:
-        with torch.inference_mode():
-            return model.model.encoder(x).last_hidden_state
-    finally:
-        modeling.fast_cpu_kernels(previous)
-
-
-def test_fast_route_matches_the_plain_modules(monkeypatch):
-    lite = mixed_lite_model()
-    assert [layer.self_attn.uses_reduced_path for layer in lite.model.encoder.layers] == [False, True]
-    calls = []
-    real = modeling._onednn_linear
-    monkeypatch.setattr(modeling, "_onednn_linear", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
-    x = torch.randn(2, MELS, T, generator=torch.Generator().manual_seed(1))
-    fast, plain = encode(lite, x, True), encode(lite, x, False)
-    if modeling._ONEDNN:
-        assert calls, "the fast route did not use oneDNN"
-    scale = plain.abs().max()
-    torch.testing.assert_close(fast / scale, plain / scale, rtol=0, atol=2e-6)
-    # and the plain route is transformers' computation, in float64 for reference
-    reference = lite.double().model.encoder(x.double()).last_hidden_state
-    torch.testing.assert_close(fast.double() / scale, reference / scale, rtol=0, atol=2e-6)
-
-
-def test_fused_projection_follows_weight_changes():
-    lite = mixed_lite_model()
-    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(2))
-    encode(lite, x, True)  # builds the fused first-stage weights
-    attention = lite.model.encoder.layers[0].self_attn
-    with torch.no_grad():
-        attention.k_proj.down.weight.mul_(2.0)  # in place
-    torch.testing.assert_close(encode(lite, x, True), encode(lite, x, False), rtol=0, atol=2e-5)
-    attention.v_proj.down.weight = torch.nn.Parameter(torch.randn_like(attention.v_proj.down.weight) * 0.1)  # replaced
-    torch.testing.assert_close(encode(lite, x, True), encode(lite, x, False), rtol=0, atol=2e-5)
-    assert not any("fused" in key for key in lite.state_dict())  # the cache is never saved
-
-
-def test_fast_route_leaves_autograd_alone():
-    lite = mixed_lite_model().eval()
-    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(3))
-    lite.model.encoder(x).last_hidden_state.square().mean().backward()
-    down = lite.model.encoder.layers[0].self_attn.q_proj.down.weight
-    assert down.grad is not None and down.grad.abs().sum() > 0
-
-
-def test_tracing_and_export_see_plain_modules():
-    lite = mixed_lite_model()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, encoder):
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, features):
-            return self.encoder(features).last_hidden_state
-
-    x = torch.randn(1, MELS, T)
-    with torch.no_grad():
-        traced = torch.jit.trace(Encoder(lite.model.encoder), x, check_trace=False)
-    assert "mkldnn" not in str(traced.inlined_graph)
-    exported = torch.export.export(Encoder(lite.model.encoder), (x,), strict=False)
-    assert "mkldnn" not in str(exported.graph)
-    torch.testing.assert_close(exported.module()(x), encode(lite, x, True), rtol=0, atol=1e-4)
-
-
-def test_unequal_key_and_value_ranks_are_counted_padded():
-    # width = max(r_k, r_v) = 24: q1 M_h 4*n*8*24, scores and P v1 2 * 4*n^2*24
-    expected = 2 * (N * D * (8 + 4 + 24) + HEADS * N * 8 * 24 + 2 * HEADS * N * N * 24 + N * 24 * D)
-    assert modeling.attention_flops(N, D, HEADS, 8, 4, 24, reduced=True) == expected
-
-
-def test_dense_model_on_the_fast_route_computes_the_same():
-    dense = tiny_whisper_model()
-    fast = on_fast_route(dense)
-    assert fast.model.encoder.conv1.weight.data_ptr() == dense.model.encoder.conv1.weight.data_ptr()
-    x = torch.randn(1, MELS, T, generator=torch.Generator().manual_seed(4))
-    with torch.inference_mode():
-        expected = dense.model.encoder(x).last_hidden_state
-    actual = encode(fast, x, True)
-    torch.testing.assert_close(actual / expected.abs().max(), expected / expected.abs().max(), rtol=0, atol=2e-6)

@@ -76,13 +76,15 @@ def logits(model) -> torch.Tensor:
 def test_saved_folder_layout(saved, lite):
     names = {path.name for path in saved.iterdir()}
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= names
-    assert (saved / "modeling_lite_whisper.py").read_text() == Path(checkpoint.MODELING_FILE).read_text()
+    for shipped in checkpoint.SHIPPED_FILES:  # the modeling file and the two it imports
+        assert (saved / shipped.name).read_text() == shipped.read_text()
+    assert {"modeling_lite_whisper.py", "configuration_lite_whisper.py", "fast_cpu.py"} <= names
     config = json.loads((saved / "config.json").read_text())
     assert config["model_type"] == "lite-whisper"
     assert config["architectures"] == ["LiteWhisperForConditionalGeneration"]
     assert config["low_rank_config"] == [RANKS, RANKS]
     assert config["auto_map"] == {
-        "AutoConfig": "modeling_lite_whisper.LiteWhisperConfig",
+        "AutoConfig": "configuration_lite_whisper.LiteWhisperConfig",
         "AutoModel": "modeling_lite_whisper.LiteWhisperForConditionalGeneration",
         "AutoModelForSpeechSeq2Seq": "modeling_lite_whisper.LiteWhisperForConditionalGeneration",
     }
@@ -128,7 +130,9 @@ def test_asr_pipeline_runs(saved):
     )
     waveform = 0.1 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32)
     result = asr(waveform, generate_kwargs={"max_new_tokens": 4})
-    assert isinstance(result["text"], str)
+    features = processor.feature_extractor(waveform, sampling_rate=16_000, return_tensors="pt").input_features
+    expected = processor.batch_decode(model.generate(features, max_new_tokens=4), skip_special_tokens=True)[0]
+    assert result["text"].strip() == expected.strip()  # the pipeline decodes what generate decodes
 
 
 def test_float16_halves_the_file(saved, lite, processor, tmp_path):

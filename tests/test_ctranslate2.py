@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_whisper_model
+from ct2_writer import write_model_bin
 
 from lite_whisper.models.ctranslate2 import (
     ctranslate2_to_transformers,
     find_model_bin,
     is_ctranslate2_folder,
     read_model_bin,
-    write_model_bin,
 )
 
 N_LANGUAGES = 99  # every model but large-v3

@@ -105,6 +105,7 @@ def test_spec_errors(tmp_path):
         load_dataset(tmp_path, limit=0)
 
 
+@pytest.mark.integration
 def test_shared_splits_resolve(speech_dir):
     dev = load_dataset(speech_dir / "splits" / "dev.txt")
     assert len(dev) == 155

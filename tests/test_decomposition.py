@@ -17,7 +17,7 @@ from lite_whisper.compression.decomposition import (
     rank_for_threshold,
     truncated_svd_factors,
 )
-from lite_whisper.compression.statistics import Moments
+from lite_whisper.compression.moments import Moments
 
 
 def random_orthonormal(dim: int, seed: int) -> torch.Tensor:

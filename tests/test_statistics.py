@@ -8,12 +8,9 @@ from conftest import tiny_whisper_model
 from safetensors.torch import save_file
 
 from lite_whisper.compression import statistics as statistics_module
-from lite_whisper.compression.statistics import (
-    CalibrationStatistics,
-    ModelSignature,
-    Moments,
-    collect_statistics,
-)
+from lite_whisper.compression.calibrate import collect_statistics
+from lite_whisper.compression.moments import Moments
+from lite_whisper.compression.statistics import CalibrationStatistics, ModelSignature
 from lite_whisper.compression.targets import ATTENTION, LOW_RANK_TARGETS, MLP
 
 ENCODER_FRAMES = 1500
@@ -134,7 +131,7 @@ def test_affine_equals_measured_output_moments(with_bias):
 
 
 def test_every_target_has_a_source():
-    assert set(statistics_module._SOURCES) == set(LOW_RANK_TARGETS)
+    assert set(statistics_module.SOURCES) == set(LOW_RANK_TARGETS)
     assert ATTENTION + MLP == tuple(LOW_RANK_TARGETS)
 
 
@@ -153,7 +150,7 @@ def test_hooked_statistics_equal_manual_capture(exclude_padding):
     manual = manual_output_moments(model, batches, exclude_padding)
     assert derived.keys() == manual.keys() == {(i, n) for i in range(2) for n in LOW_RANK_TARGETS}
     for key, expected in manual.items():
-        measured = statistics_module._SOURCES[key[1]][0] == "output"
+        measured = statistics_module.SOURCES[key[1]][0] == "output"
         # Derived moments map float64 inputs exactly; the reference sums float32 outputs.
         assert_moments_close(derived[key], expected, rtol=1e-12 if measured else 1e-5)
 
@@ -245,8 +242,12 @@ def test_merge_refuses_other_models_and_padding_modes():
     base = CalibrationStatistics(signature(), exclude_padding=False)
     with pytest.raises(ValueError, match=r"d_model=64, 2 layers.*vs d_model=32, 2 layers"):
         base.merge(CalibrationStatistics(signature(d_model=32), exclude_padding=False))
-    with pytest.raises(ValueError, match=r"vs d_model=64.*\(openai/whisper-tiny\)"):
-        base.merge(CalibrationStatistics(signature(model_name="openai/whisper-tiny"), exclude_padding=False))
+    with pytest.raises(ValueError, match=r"\[aaaa\] vs d_model=64.*\[bbbb\]"):  # same shape, other weights
+        CalibrationStatistics(signature(fingerprint="aaaa"), exclude_padding=False).merge(
+            CalibrationStatistics(signature(fingerprint="bbbb"), exclude_padding=False))
+    # the name is free-form (a hub id here, a folder there): same weights merge
+    named = CalibrationStatistics(signature(model_name="openai/whisper-tiny"), exclude_padding=False)
+    assert base.merge(named).calibration_clips == 0
     with pytest.raises(ValueError, match="exclude_padding=False and exclude_padding=True"):
         base.merge(CalibrationStatistics(signature(), exclude_padding=True))
 

@@ -10,6 +10,7 @@ import soundfile as sf
 from conftest import tiny_english_model, tiny_processor
 
 import lite_whisper.benchmark.sweep as sweep_module
+import lite_whisper.compression.pipeline as pipeline_module
 from lite_whisper.benchmark.sweep import SweepPoint, mark_pareto, sweep
 from lite_whisper.inference.transcribe import DecodingOptions
 from lite_whisper.models.loading import save_model
@@ -30,8 +31,9 @@ def setup(tmp_path):
 def _run(setup, **kwargs):
     model, audio, out = setup
     # Random models babble until max length: a few tokens are enough to exercise the plumbing.
-    return sweep(model, audio, audio, ["0.6", "0.5:0.7"], out, eval_limit=2, bench=False, progress=False,
-                 options=DecodingOptions(max_new_tokens=4), log=lambda message: None, **kwargs)
+    settings = dict(eval_limit=2, bench=False, progress=False, options=DecodingOptions(max_new_tokens=4),
+                    log=lambda message: None)
+    return sweep(model, audio, audio, ["0.6", "0.5:0.7"], out, **(settings | kwargs))
 
 
 def test_sweep_writes_json_and_plots(setup):
@@ -64,8 +66,8 @@ def test_sweep_resumes_after_interruption(setup, monkeypatch):
     assert not list(out.rglob("*.partial"))  # nothing half-written
 
     calibrations = []
-    real_calibrate = sweep_module.calibrate
-    monkeypatch.setattr(sweep_module, "calibrate", lambda *a, **k: calibrations.append(1) or real_calibrate(*a, **k))
+    real_calibrate = pipeline_module.calibrate
+    monkeypatch.setattr(pipeline_module, "calibrate", lambda *a, **k: calibrations.append(1) or real_calibrate(*a, **k))
     monkeypatch.setattr(sweep_module, "evaluate", real_evaluate)
     evaluated = []
     monkeypatch.setattr(sweep_module, "evaluate", lambda *a, **k: evaluated.append(1) or real_evaluate(*a, **k))
@@ -100,10 +102,53 @@ def test_max_new_tokens_must_be_positive(command, capsys):
 
 
 def test_max_new_tokens_reaches_generate():
-    from lite_whisper.cli import _decoding_options, build_parser
+    from lite_whisper.cli import build_parser
+    from lite_whisper.cli.common import decoding_options as _decoding_options
     from lite_whisper.inference.transcribe import generate_kwargs
 
     args = build_parser().parse_args(["eval", "tiny.en", "--max-new-tokens", "7"])
     options = _decoding_options(args)
     assert options.max_new_tokens == 7
     assert generate_kwargs(tiny_english_model(), options)["max_new_tokens"] == 7
+
+
+def test_sweep_with_timing_records_both_speedups(setup):
+    points = _run(setup, bench=True, repeats=1)
+    for point in points[1:]:
+        assert point.latency_ms > 0 and point.speedup > 0 and point.speedup_same_kernels > 0
+    bench = json.loads((setup[2] / "t0.6" / "bench.json").read_text())
+    assert bench["results"][0]["speedup"]["median"] == points[1].speedup
+    assert bench["results"][0]["same_kernels_speedup"]["median"] == points[1].speedup_same_kernels
+
+
+def test_sweep_refuses_stale_results_and_restarts_on_request(setup):
+    model, audio, out = setup
+    _run(setup)
+    with pytest.raises(sweep_module.SweepMismatchError, match="eval_limit: 2 then, 1 now"):
+        sweep(model, audio, audio, ["0.6"], out, eval_limit=1, bench=False, progress=False,
+              options=DecodingOptions(max_new_tokens=4), log=lambda message: None)
+    with pytest.raises(sweep_module.SweepMismatchError, match="decoding"):
+        sweep(model, audio, audio, ["0.6"], out, eval_limit=2, bench=False, progress=False,
+              options=DecodingOptions(max_new_tokens=5), log=lambda message: None)
+    # statistics replaced behind the sweep's back are caught by their digest
+    import lite_whisper.compression.statistics as statistics_module
+
+    stats = statistics_module.CalibrationStatistics.load(out / "statistics.safetensors")
+    stats.calibration_clips += 1
+    stats.save(out / "statistics.safetensors")
+    with pytest.raises(sweep_module.SweepMismatchError, match="not the statistics"):
+        _run(setup)
+    points = sweep(model, audio, audio, ["0.6"], out, eval_limit=1, bench=False, progress=False, restart=True,
+                   options=DecodingOptions(max_new_tokens=4), log=lambda message: None)
+    assert [p.label for p in points] == ["dense", "0.6"]
+    assert json.loads((out / "sweep.json").read_text())["eval_limit"] == 1
+    assert not (out / "t0.5_0.7").exists()  # the old results are gone
+
+
+def test_sweep_refuses_a_folder_that_is_not_a_sweep(setup):
+    model, audio, out = setup
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(sweep_module.SweepMismatchError, match="not empty"):
+        _run(setup)
+    assert (out / "thesis.tex").read_text() == "mine"

@@ -3,6 +3,9 @@
 Layout of a sweep folder (every file is written atomically, so an interrupted sweep
 resumes where it stopped: finished steps are read back, missing ones are done):
 
+    sweep.json                   the settings the results depend on (model, data, limits, decoding,
+                                 a digest of the statistics): a resumed run with other settings
+                                 is refused, or with `restart` starts afresh
     statistics.safetensors       calibration moments, computed once
     dense/eval.json              the uncompressed model on the evaluation data
     dense/bench.json
@@ -15,21 +18,27 @@ resumes where it stopped: finished steps are read back, missing ones are done):
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lite_whisper.compression.compress import CompressionConfig, calibrate, compress
+from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
-from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.evaluation.evaluate import evaluate
-from lite_whisper.files import write_json_atomic
+from lite_whisper.files import output_lock, write_json_atomic
 from lite_whisper.inference.transcribe import DecodingOptions
-from lite_whisper.lowrank.checkpoint import save_lite_whisper
 from lite_whisper.models.loading import load_model
 
 STATISTICS_FILE = "statistics.safetensors"
+MANIFEST_FILE = "sweep.json"
 DENSE = "dense"
+MANIFEST_VERSION = 1
+
+
+class SweepMismatchError(ValueError):
+    """A sweep folder holds results made with other settings."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +49,24 @@ class SweepPoint:
     wer: float  # corpus WER, percent
     mean_utterance_wer: float  # percent
     latency_ms: float | None  # median encoder latency, 30 s input, batch 1
-    speedup: float | None  # dense latency / this latency, measured in the same run
+    speedup: float | None  # dense latency (stock transformers) / this latency, measured in the same run
+    speedup_same_kernels: float | None = None  # dense on the same kernels / this: what the compression buys
     pareto_params: bool = False  # no other point has both fewer parameters and lower WER
     pareto_latency: bool = False
 
 
 def slug(label: str) -> str:
     return DENSE if label == DENSE else "t" + label.replace(":", "_")
+
+
+def parse_thresholds(thresholds: list[str], heatmap: str | None = None) -> dict[str, CompressionConfig]:
+    """Label -> config for every threshold; ValueError for a bad threshold, none, or a heatmap not among them."""
+    configs = {config.label: config for config in (CompressionConfig.parse(t) for t in thresholds if t.strip())}
+    if not configs:
+        raise ValueError("give at least one threshold")
+    if heatmap is not None and CompressionConfig.parse(heatmap).label not in configs:
+        raise ValueError(f"--heatmap {heatmap} is not one of the swept thresholds {', '.join(configs)}")
+    return configs
 
 
 def sweep(
@@ -64,56 +84,92 @@ def sweep(
     heatmap: str | None = None,
     options: DecodingOptions | None = None,
     progress: bool = True,
+    restart: bool = False,
     log=print,
 ) -> list[SweepPoint]:
-    """Run (or resume) a sweep and write pareto.json, pareto.png and ranks.png to `out_dir`."""
-    configs = {config.label: config for config in (CompressionConfig.parse(t) for t in thresholds)}
-    if not configs:
-        raise ValueError("give at least one threshold")
-    if heatmap is not None and CompressionConfig.parse(heatmap).label not in configs:
-        raise ValueError(f"--heatmap {heatmap} is not one of the swept thresholds {', '.join(configs)}")
+    """Run (or resume) a sweep and write pareto.json, pareto.png and ranks.png to `out_dir`.
+
+    Resuming needs the same settings as the run that made the folder (see `sweep.json`):
+    otherwise SweepMismatchError, or with `restart=True` the old results are discarded.
+    """
+    configs = parse_thresholds(thresholds, heatmap)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dense, processor = load_model(model_spec)
-
-    statistics_file = out_dir / STATISTICS_FILE
-    if statistics_file.exists():
-        statistics = CalibrationStatistics.load(statistics_file)
-        log(f"reusing calibration statistics ({statistics.calibration_clips} clips) from {statistics_file}")
-    else:
-        log(f"calibrating on {calibration} ...")
-        statistics = calibrate(dense, processor, calibration, limit=limit, batch_size=batch_size,
-                               progress=progress, model_name=model_spec)
-        statistics.save(statistics_file)
-
     options = options or DecodingOptions(language="en")
-    points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, data, eval_limit, batch_size,
-                       options, bench, repeats, progress, log)]
-    for label, config in configs.items():
-        folder = out_dir / slug(label) / "model"
-        if not folder.exists():
-            log(f"compressing at threshold {label} ...")
-            lite, report = compress(dense, statistics, config, model_name=model_spec, calibration_data=calibration)
-            save_lite_whisper(lite, processor, folder, extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2)})
-            del lite
-        compressed = load_model(folder)
-        points.append(_measure(label, compressed, dense, out_dir / slug(label), data, eval_limit, batch_size,
-                               options, bench, repeats, progress, log))
-        del compressed
+    settings = {"version": MANIFEST_VERSION, "model": model_spec, "calibration": calibration, "limit": limit,
+                "batch_size": batch_size, "data": data, "eval_limit": eval_limit, "decoding": asdict(options)}
+    with output_lock(out_dir):
+        _claim_folder(out_dir, settings, restart, log)
+        dense, processor = load_model(model_spec)
+        loaded = load_or_calibrate(dense, processor, calibration, stats_files=[out_dir / STATISTICS_FILE],
+                                   limit=limit, batch_size=batch_size, progress=progress, model_name=model_spec, log=log)
+        _check_statistics(out_dir, settings, loaded.statistics.digest())
 
-    points = mark_pareto(points)
-    write_json_atomic(out_dir / "pareto.json", {
-        "model": model_spec, "calibration": calibration, "data": data,
-        "calibration_clips": statistics.calibration_clips,
-        "points": [asdict(point) for point in points],
-    })
-    from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
+        points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, data, eval_limit, batch_size,
+                           options, bench, repeats, progress, log)]
+        for label, config in configs.items():
+            folder = out_dir / slug(label) / "model"
+            if not folder.exists():
+                log(f"compressing at threshold {label} ...")
+                compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec)
+            compressed = load_model(folder)
+            points.append(_measure(label, compressed, dense, out_dir / slug(label), data, eval_limit, batch_size,
+                                   options, bench, repeats, progress, log))
+            del compressed
 
-    plot_pareto(points, out_dir / "pareto.png", title=f"{model_spec}: WER vs encoder size and latency")
-    chosen = CompressionConfig.parse(heatmap).label if heatmap else next(iter(configs))
-    report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
-    plot_ranks(report, out_dir / "ranks.png", title=f"{model_spec} at threshold {chosen}: rank per layer and module")
+        points = mark_pareto(points)
+        write_json_atomic(out_dir / "pareto.json", {
+            "model": model_spec, "calibration": calibration, "data": data,
+            "calibration_clips": loaded.statistics.calibration_clips,
+            "points": [asdict(point) for point in points],
+        })
+        from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
+
+        plot_pareto(points, out_dir / "pareto.png", title=f"{model_spec}: WER vs encoder size and latency")
+        chosen = CompressionConfig.parse(heatmap).label if heatmap else next(iter(configs))
+        report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
+        plot_ranks(report, out_dir / "ranks.png", title=f"{model_spec} at threshold {chosen}: rank per layer and module")
     return points
+
+
+def _claim_folder(out_dir: Path, settings: dict, restart: bool, log) -> None:
+    """Make `out_dir` a sweep folder for `settings`: new, resumed with the same settings, or restarted."""
+    manifest_file = out_dir / MANIFEST_FILE
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not manifest_file.exists() and not restart:
+            raise SweepMismatchError(
+                f"{out_dir}: not empty and has no {MANIFEST_FILE} (not a sweep folder, or made by an older "
+                "lite-whisper); choose another folder or pass --restart to clear it"
+            )
+        if manifest_file.exists():
+            stored = json.loads(manifest_file.read_text())
+            changed = sorted(key for key in settings if stored.get(key) != settings[key])
+            if changed and not restart:
+                detail = "; ".join(f"{key}: {stored.get(key)!r} then, {settings[key]!r} now" for key in changed)
+                raise SweepMismatchError(
+                    f"{out_dir}: made with other settings ({detail}); its results would be stale. Use the same "
+                    "settings to resume, another folder, or --restart to discard them"
+                )
+            if not changed:
+                log(f"resuming the sweep in {out_dir}")
+                return
+        log(f"--restart: clearing {out_dir}")
+        for entry in out_dir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(manifest_file, settings)
+
+
+def _check_statistics(out_dir: Path, settings: dict, digest: str) -> None:
+    """Record the statistics digest on first use; refuse results made with other statistics."""
+    manifest_file = out_dir / MANIFEST_FILE
+    stored = json.loads(manifest_file.read_text())
+    if stored.get("statistics_digest") is None:
+        write_json_atomic(manifest_file, {**stored, "statistics_digest": digest})
+    elif stored["statistics_digest"] != digest:
+        raise SweepMismatchError(
+            f"{out_dir / STATISTICS_FILE} is not the statistics its results were made with (digest {digest}, "
+            f"expected {stored['statistics_digest']}); pass --restart to redo the sweep"
+        )
 
 
 def _measure(label, pair, dense, folder: Path, data, eval_limit, batch_size, options, bench, repeats, progress, log):
@@ -134,11 +190,13 @@ def _measure(label, pair, dense, folder: Path, data, eval_limit, batch_size, opt
 
         log(f"timing the encoder of {label} against the dense model ...")
         write_json_atomic(bench_file, benchmark(model, baseline=dense, batch_sizes=(1,), repeats=repeats).to_dict())
+    same_kernels = None
     if bench_file.exists():
         timing = json.loads(bench_file.read_text())["results"][0]
-        latency, speedup = timing["model_ms"]["median"], timing["speedup"]
+        latency = timing["model_ms"]["median"]
+        speedup, same_kernels = timing["speedup"]["median"], timing["same_kernels_speedup"]["median"]
     return SweepPoint(label, encoder_params(model), encoder_flops(model), evaluation["wer"],
-                      evaluation["mean_utterance_wer"], latency, speedup)
+                      evaluation["mean_utterance_wer"], latency, speedup, same_kernels)
 
 
 def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:

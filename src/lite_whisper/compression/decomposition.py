@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lite_whisper.compression.statistics import Moments
+from lite_whisper.compression.moments import Moments
 
 
 def principal_basis(moments: Moments) -> tuple[Tensor, Tensor]:

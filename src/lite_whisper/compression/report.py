@@ -54,6 +54,9 @@ class CompressionReport:
     reduced_attention_layers: list[int] = field(default_factory=list)
     wall_seconds: float = 0.0  # compress(): factorisation only; the CLI: loading + calibration + factorisation
     peak_rss_mb: float = 0.0  # peak resident memory of the process so far
+    config: dict = field(default_factory=dict)  # CompressionConfig.to_dict(), with its version
+    lite_whisper_version: str = ""
+    calibration_seconds: float | None = None  # loading or calibrating the statistics (the CLI and sweep)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +66,10 @@ class CompressionReport:
 
     @classmethod
     def load(cls, path: str | Path) -> "CompressionReport":
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: unreadable compression report ({error})") from None
         data["layers"] = [{name: ModuleReport(**entry) for name, entry in layer.items()} for layer in data["layers"]]
         return cls(**data)
 

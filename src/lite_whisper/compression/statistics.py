@@ -1,35 +1,37 @@
-"""Streaming calibration statistics: the output moments of every target linear.
-
-PCA of a layer's outputs needs only their mean and covariance, and both follow from
-sums (METHOD §2): count n, s = sum of y, S = sum of y y^T, accumulated in float64.
-Memory is O(d^2) per hooked site whatever the amount of audio, and shards computed
-apart merge by addition.
+"""Calibration statistics: the moments of every target linear of an encoder, and their file format.
 
 Moments are accumulated on the cheaper side of each linear and mapped through its
 weights exactly when asked (`Moments.affine`): q, k and v read the same hidden
 states, so one d x d input matrix serves all three; fc1's d-wide input is cheaper than
 its 4d-wide output; out_proj and fc2 are measured on their outputs.
+
+Statistics carry the encoder's shape and a fingerprint of its weights, so they are never
+applied to another model by mistake (tiny's statistics to tiny.en, say): the moments of
+q/k/v/fc1 are mapped through the weights of the model being compressed, which must be the
+weights they were measured with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from lite_whisper.compression.moments import Moments
 from lite_whisper.compression.targets import LOW_RANK_TARGETS
+from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.files import atomic_file
 
 Side = Literal["input", "output"]
 
 # target -> (side that is measured, target whose module carries the hook). k and v reuse
 # q's input: WhisperAttention feeds the same hidden states to all three projections.
-_SOURCES: dict[str, tuple[Side, str]] = {
+SOURCES: dict[str, tuple[Side, str]] = {
     "q_proj": ("input", "q_proj"),
     "k_proj": ("input", "q_proj"),
     "v_proj": ("input", "q_proj"),
@@ -38,99 +40,50 @@ _SOURCES: dict[str, tuple[Side, str]] = {
     "fc2": ("output", "fc2"),
 }
 # The hooked sites, each as (target, side), in table order.
-_SITES: tuple[tuple[str, Side], ...] = tuple(
-    dict.fromkeys((hooked, side) for side, hooked in _SOURCES.values())
-)
+SITES: tuple[tuple[str, Side], ...] = tuple(dict.fromkeys((hooked, side) for side, hooked in SOURCES.values()))
 
 _FORMAT = "lite-whisper-statistics"
-_VERSION = 1
+_VERSION = 2  # 2: weight fingerprint. Version 1 files (no fingerprint) are still read.
+_READABLE_VERSIONS = (1, 2)
 _METADATA_KEY = "lite_whisper_statistics"
+_FINGERPRINT_SAMPLES = 4096  # values hashed per weight matrix
 
 
-@dataclass
-class Moments:
-    """Running sums over the rows of activations of width d.
+class StatisticsMismatchError(ValueError):
+    """Statistics belong to another model than the one they are applied to."""
 
-    count: rows seen; sum: sum of rows (d,); outer: sum of row outer products (d, d).
-    Both tensors are float64 so that sums over millions of rows keep their precision.
+
+def weight_fingerprint(model: nn.Module) -> str:
+    """A short hash of the encoder weights that statistics depend on.
+
+    Hashes the shapes and an evenly strided sample of the stem and of every q_proj and fc1
+    weight (the weights the input moments are mapped through), rounded to float16 so the same
+    checkpoint loaded in float32 or float16 has the same fingerprint. Cheap at any model size.
     """
-
-    count: int
-    sum: Tensor
-    outer: Tensor
-
-    @classmethod
-    def zeros(cls, dim: int, device: torch.device | str | None = None) -> Moments:
-        return cls(
-            count=0,
-            sum=torch.zeros(dim, dtype=torch.float64, device=device),
-            outer=torch.zeros(dim, dim, dtype=torch.float64, device=device),
-        )
-
-    @property
-    def dim(self) -> int:
-        return self.sum.shape[0]
-
-    def update(self, x: Tensor, mask: Tensor | None = None, chunk_rows: int = 4096) -> None:
-        """Add the rows of `x` (..., d); with a boolean `mask` of shape x.shape[:-1], only rows where it is True.
-
-        Rows are cast to float64 `chunk_rows` at a time so the temporary copy stays small.
-        """
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"expected activations of width {self.dim}, got shape {tuple(x.shape)}")
-        rows = x.reshape(-1, self.dim)
-        if mask is not None:
-            if mask.shape != x.shape[:-1]:
-                raise ValueError(f"mask shape {tuple(mask.shape)} does not match activations {tuple(x.shape)}")
-            rows = rows[mask.reshape(-1).to(rows.device)]
-        for chunk in rows.split(chunk_rows):
-            chunk = chunk.to(device=self.sum.device, dtype=torch.float64)
-            self.count += chunk.shape[0]
-            self.sum += chunk.sum(dim=0)
-            self.outer.addmm_(chunk.T, chunk)
-
-    def __add__(self, other: Moments) -> Moments:
-        """The moments of the union of both row sets."""
-        if other.dim != self.dim:
-            raise ValueError(f"cannot add moments of width {self.dim} and {other.dim}")
-        device = self.sum.device
-        return Moments(
-            count=self.count + other.count,
-            sum=self.sum + other.sum.to(device),
-            outer=self.outer + other.outer.to(device),
-        )
-
-    def mean(self) -> Tensor:
-        if self.count == 0:
-            raise ValueError("no rows accumulated: the mean is undefined")
-        return self.sum / self.count
-
-    def covariance(self) -> Tensor:
-        """The centred (population) covariance S/n - mean mean^T."""
-        mean = self.mean()
-        return self.outer / self.count - torch.outer(mean, mean)
-
-    def affine(self, weight: Tensor, bias: Tensor | None = None) -> Moments:
-        """The exact moments of y = x W^T + b given these moments of x.
-
-        s_y = W s_x + n b;  S_y = W S_x W^T + W s_x b^T + b s_x^T W^T + n b b^T.
-        """
-        w = weight.detach().to(device=self.sum.device, dtype=torch.float64)
-        if w.shape[1] != self.dim:
-            raise ValueError(f"weight of shape {tuple(w.shape)} does not take inputs of width {self.dim}")
-        w_sum = w @ self.sum
-        outer = w @ self.outer @ w.T
-        if bias is None:
-            return Moments(count=self.count, sum=w_sum, outer=outer)
-        b = bias.detach().to(device=self.sum.device, dtype=torch.float64)
-        cross = torch.outer(w_sum, b)
-        outer += cross + cross.T + self.count * torch.outer(b, b)
-        return Moments(count=self.count, sum=w_sum + self.count * b, outer=outer)
+    digest = hashlib.sha256()
+    encoder = encoder_of(model)
+    tensors = [encoder.conv1.weight]
+    for index, layer in enumerate(encoder.layers):
+        for name in ("q_proj", "fc1"):
+            weight = getattr(layer.get_submodule(LOW_RANK_TARGETS[name][0]), "weight", None)
+            if weight is None:
+                raise StatisticsMismatchError(
+                    f"encoder layer {index} {name} is already low-rank: statistics are taken on "
+                    "(and applied to) a dense model"
+                )
+            tensors.append(weight)
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1)
+        stride = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+        sample = flat[::stride].to(device="cpu", dtype=torch.float16).contiguous()
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """The encoder shape statistics belong to, and a free-form model name."""
+    """The encoder shape statistics belong to, a free-form model name and a weight fingerprint."""
 
     d_model: int
     encoder_layers: int
@@ -138,10 +91,11 @@ class ModelSignature:
     encoder_ffn_dim: int
     num_mel_bins: int
     model_name: str = ""
+    fingerprint: str | None = None  # `weight_fingerprint`; None in version-1 files
 
     @classmethod
     def of(cls, model: nn.Module, model_name: str = "") -> ModelSignature:
-        """Read the signature from a Whisper model's (or encoder's) config."""
+        """Read the signature from a Whisper model's config and weights."""
         config = model.config
         return cls(
             d_model=config.d_model,
@@ -150,11 +104,15 @@ class ModelSignature:
             encoder_ffn_dim=config.encoder_ffn_dim,
             num_mel_bins=config.num_mel_bins,
             model_name=model_name,
+            fingerprint=weight_fingerprint(model),
         )
 
+    def shape(self) -> tuple[int, ...]:
+        return (self.d_model, self.encoder_layers, self.encoder_attention_heads, self.encoder_ffn_dim, self.num_mel_bins)
+
     def same_architecture(self, other: ModelSignature) -> bool:
-        """True when the shapes agree, whatever the names."""
-        return asdict(self) | {"model_name": ""} == asdict(other) | {"model_name": ""}
+        """True when the shapes agree, whatever the names and weights."""
+        return self.shape() == other.shape()
 
     def describe(self) -> str:
         shape = (
@@ -189,9 +147,9 @@ class CalibrationStatistics:
         Targets measured on their input (q, k, v, fc1) need that linear's unmodified
         `weight` and `bias` to be mapped to the output side; the others ignore them.
         """
-        if name not in _SOURCES:
-            raise KeyError(f"unknown target {name!r}; known: {', '.join(_SOURCES)}")
-        side, hooked = _SOURCES[name]
+        if name not in SOURCES:
+            raise KeyError(f"unknown target {name!r}; known: {', '.join(SOURCES)}")
+        side, hooked = SOURCES[name]
         moments = self.moments[(layer, hooked, side)]
         if side == "output":
             return moments
@@ -201,31 +159,44 @@ class CalibrationStatistics:
             )
         return moments.affine(weight, bias)
 
-    def derive_output_moments(self, model: nn.Module) -> dict[tuple[int, str], Moments]:
+    def derive_output_moments(
+        self, model: nn.Module, allow_other_weights: bool = False
+    ) -> dict[tuple[int, str], Moments]:
         """Output moments of every (layer, target), using the weights of the unmodified `model`."""
-        self.check_compatible(model)
+        self.check_compatible(model, allow_other_weights=allow_other_weights)
         result = {}
-        for index, layer in enumerate(_encoder_of(model).layers):
+        for index, layer in enumerate(encoder_of(model).layers):
             for name, (path, _) in LOW_RANK_TARGETS.items():
                 linear = layer.get_submodule(path)
                 result[(index, name)] = self.output_moments(index, name, linear.weight, linear.bias)
         return result
 
-    def check_compatible(self, model: nn.Module) -> None:
-        """Raise ValueError when `model`'s encoder has another shape than the one calibrated."""
+    def check_compatible(self, model: nn.Module, allow_other_weights: bool = False) -> None:
+        """Raise StatisticsMismatchError when `model` is not the model these statistics were taken on.
+
+        Shapes must always agree. Weights must agree too (same fingerprint) unless
+        `allow_other_weights`; files without a fingerprint (version 1) are checked by shape only.
+        """
         theirs = ModelSignature.of(model)
         if not self.signature.same_architecture(theirs):
-            raise ValueError(
+            raise StatisticsMismatchError(
                 f"statistics were collected on a model with {self.signature.describe()}; "
                 f"this model has {theirs.describe()}"
+            )
+        mine = self.signature.fingerprint
+        if not allow_other_weights and mine is not None and mine != theirs.fingerprint:
+            origin = f" ({self.signature.model_name})" if self.signature.model_name else ""
+            raise StatisticsMismatchError(
+                f"statistics were collected on other weights{origin}, fingerprint {mine}; this model's is "
+                f"{theirs.fingerprint}. Calibrate this model, or pass --allow-stats-mismatch to use them anyway"
             )
 
     def merge(self, other: CalibrationStatistics) -> CalibrationStatistics:
         """Statistics of the union of both calibration sets (moments and counts add)."""
-        if self.signature != other.signature:
-            raise ValueError(
+        if self.signature.shape() != other.signature.shape() or self.signature.fingerprint != other.signature.fingerprint:
+            raise StatisticsMismatchError(
                 f"cannot merge statistics of different models: {self.signature.describe()} "
-                f"vs {other.signature.describe()}"
+                f"[{self.signature.fingerprint}] vs {other.signature.describe()} [{other.signature.fingerprint}]"
             )
         if self.exclude_padding != other.exclude_padding:
             raise ValueError(
@@ -242,8 +213,22 @@ class CalibrationStatistics:
             moments={key: moments + other.moments[key] for key, moments in self.moments.items()},
         )
 
+    def digest(self) -> str:
+        """A hash of the contents (counts, sums, the diagonals of the outer sums): equal statistics, equal digest."""
+        digest = hashlib.sha256(json.dumps([asdict(self.signature), self.exclude_padding,
+                                            self.calibration_clips, self.calibration_frames]).encode())
+        for key in sorted(self.moments):
+            moments = self.moments[key]
+            digest.update(f"{key}:{moments.count}".encode())
+            digest.update(moments.sum.detach().cpu().numpy().tobytes())
+            digest.update(torch.diagonal(moments.outer).detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def save(self, path: str | Path) -> None:
-        """Write one safetensors file: float64 sums as tensors, everything else as JSON metadata."""
+        """Write one safetensors file (float64 sums as tensors, the rest as JSON metadata), atomically.
+
+        The file appears complete or not at all: it is written beside `path` and renamed.
+        """
         from safetensors.torch import save_file
 
         tensors: dict[str, Tensor] = {}
@@ -262,128 +247,51 @@ class CalibrationStatistics:
             "calibration_frames": self.calibration_frames,
             "sites": sites,
         }
-        save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(header)})
+        with atomic_file(path) as temporary:
+            save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(header)})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> CalibrationStatistics:
-        """Read a file written by `save`."""
-        from safetensors import safe_open
+        """Read a file written by `save`; a truncated or corrupt file raises ValueError saying so."""
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: statistics file not found")
-        with safe_open(str(path), framework="pt", device=str(device)) as file:
-            raw = (file.metadata() or {}).get(_METADATA_KEY)
-            if raw is None:
-                raise ValueError(f"{path}: not a lite-whisper statistics file (no {_METADATA_KEY!r} metadata)")
-            header: dict[str, Any] = json.loads(raw)
-            if header.get("format") != _FORMAT or header.get("version") != _VERSION:
-                raise ValueError(
-                    f"{path}: unsupported statistics format {header.get('format')!r} "
-                    f"version {header.get('version')!r} (this version reads {_FORMAT!r} version {_VERSION})"
-                )
-            moments = {}
-            for site in header["sites"]:
-                prefix = _tensor_prefix(site["layer"], site["target"], site["side"])
-                moments[(site["layer"], site["target"], site["side"])] = Moments(
-                    count=site["count"],
-                    sum=file.get_tensor(f"{prefix}.sum"),
-                    outer=file.get_tensor(f"{prefix}.outer"),
-                )
-        return cls(
-            signature=ModelSignature(**header["signature"]),
-            exclude_padding=header["exclude_padding"],
-            calibration_clips=header["calibration_clips"],
-            calibration_frames=header["calibration_frames"],
-            moments=moments,
-        )
-
-
-def collect_statistics(
-    model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    *,
-    exclude_padding: bool = False,
-    progress: bool = True,
-    total_clips: int | None = None,
-    model_name: str = "",
-) -> CalibrationStatistics:
-    """Run only the encoder of `model` over `batches` and stream the moments of every target.
-
-    Each batch is (input_features, n_frames): log-mel features (B, n_mels, 3000), clips
-    padded to 30 s as Whisper does, and a LongTensor (B,) of encoder frames that carry
-    audio (1 to 1500; an encoder frame is two mel frames, rounded up). By default all
-    1500 rows of every clip count, as in the paper; with `exclude_padding` only the
-    first n_frames rows of each clip do. Memory does not grow with the number of clips.
-    """
-    encoder = _encoder_of(model)
-    statistics = CalibrationStatistics(
-        signature=ModelSignature.of(model, model_name), exclude_padding=exclude_padding
-    )
-    row_mask: Tensor | None = None  # rows that count in the current batch; read by the hooks
-
-    def record_input(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
-        def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            moments.update(args[0], row_mask)
-
-        return hook
-
-    def record_output(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
-        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            moments.update(output, row_mask)
-
-        return hook
-
-    handles = []
-    was_training = encoder.training
-    try:
-        for index, layer in enumerate(encoder.layers):
-            for target, side in _SITES:
-                linear = layer.get_submodule(LOW_RANK_TARGETS[target][0])
-                width = linear.in_features if side == "input" else linear.out_features
-                moments = Moments.zeros(width, device=linear.weight.device)
-                statistics.moments[(index, target, side)] = moments
-                if side == "input":
-                    handles.append(linear.register_forward_pre_hook(record_input(moments)))
-                else:
-                    handles.append(linear.register_forward_hook(record_output(moments)))
-
-        encoder.eval()  # dropout would distort the statistics
-        parameter = next(encoder.parameters())
-        with tqdm(total=total_clips, unit="clip", desc="calibration", disable=not progress) as bar:
-            for input_features, n_frames in batches:
-                encoder_frames = (input_features.shape[-1] + 1) // 2
-                _check_frames(n_frames, input_features.shape[0], encoder_frames)
-                if exclude_padding:
-                    positions = torch.arange(encoder_frames, device=n_frames.device)
-                    row_mask = positions < n_frames[:, None]
-                with torch.inference_mode():
-                    encoder(input_features.to(device=parameter.device, dtype=parameter.dtype))
-                statistics.calibration_clips += input_features.shape[0]
-                statistics.calibration_frames += int(n_frames.sum())
-                bar.update(input_features.shape[0])
-    finally:
-        for handle in handles:
-            handle.remove()
-        encoder.train(was_training)
-    return statistics
-
-
-def _encoder_of(model: nn.Module) -> nn.Module:
-    if hasattr(model, "get_encoder"):
-        return model.get_encoder()
-    if hasattr(model, "model") and hasattr(model.model, "encoder"):
-        return model.model.encoder
-    raise TypeError(f"{type(model).__name__} has no Whisper encoder (expected get_encoder() or .model.encoder)")
-
-
-def _check_frames(n_frames: Tensor, batch_size: int, encoder_frames: int) -> None:
-    if n_frames.shape != (batch_size,) or n_frames.dtype.is_floating_point:
-        raise ValueError(
-            f"n_frames must be an integer tensor of shape ({batch_size},), got {n_frames.dtype} {tuple(n_frames.shape)}"
-        )
-    if (n_frames < 1).any() or (n_frames > encoder_frames).any():
-        raise ValueError(f"n_frames must be between 1 and {encoder_frames} encoder frames, got {n_frames.tolist()}")
+        unreadable = (f"{path}: not a readable statistics file (truncated or corrupt: {{}}); "
+                      "delete it and calibrate again")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as file:
+                raw = (file.metadata() or {}).get(_METADATA_KEY)
+                if raw is None:
+                    raise ValueError(f"{path}: not a lite-whisper statistics file (no {_METADATA_KEY!r} metadata)")
+                header: dict[str, Any] = json.loads(raw)
+                if header.get("format") != _FORMAT or header.get("version") not in _READABLE_VERSIONS:
+                    raise ValueError(
+                        f"{path}: unsupported statistics format {header.get('format')!r} "
+                        f"version {header.get('version')!r} (this version reads {_FORMAT!r} versions "
+                        f"{', '.join(map(str, _READABLE_VERSIONS))})"
+                    )
+                moments = {}
+                for site in header["sites"]:
+                    prefix = _tensor_prefix(site["layer"], site["target"], site["side"])
+                    moments[(site["layer"], site["target"], site["side"])] = Moments(
+                        count=site["count"],
+                        sum=file.get_tensor(f"{prefix}.sum"),
+                        outer=file.get_tensor(f"{prefix}.outer"),
+                    )
+            signature = ModelSignature(**header["signature"])
+            return cls(
+                signature=signature,
+                exclude_padding=header["exclude_padding"],
+                calibration_clips=header["calibration_clips"],
+                calibration_frames=header["calibration_frames"],
+                moments=moments,
+            )
+        except SafetensorError as error:
+            raise ValueError(unreadable.format(error)) from None
+        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            raise ValueError(unreadable.format(f"bad header: {type(error).__name__} {error}")) from None
 
 
 def _tensor_prefix(layer: int, target: str, side: str) -> str:

@@ -35,8 +35,17 @@ TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "reference", 
 
 
 def default_speech_dir() -> Path:
-    """Real speech for the offline defaults: $LITE_WHISPER_SPEECH, else ../shared/speech."""
-    return Path(os.environ.get("LITE_WHISPER_SPEECH", "../shared/speech"))
+    """Real speech for the offline defaults: $LITE_WHISPER_SPEECH, else ../shared/speech.
+
+    Without the variable, `../shared/speech` is looked for from the working directory first,
+    then beside the source checkout this package runs from (so the defaults work from anywhere
+    in a development checkout).
+    """
+    if "LITE_WHISPER_SPEECH" in os.environ:
+        return Path(os.environ["LITE_WHISPER_SPEECH"])
+    relative = Path("../shared/speech")
+    beside_checkout = Path(__file__).resolve().parents[3].parent / "shared" / "speech"
+    return relative if relative.is_dir() or not beside_checkout.is_dir() else beside_checkout
 
 
 class DatasetError(ValueError):

@@ -1,4 +1,5 @@
-"""Analytic cost of a Whisper encoder: parameters and FLOPs at Whisper's fixed 30 s input.
+"""What a Whisper model costs: encoder parameters and FLOPs at Whisper's fixed 30 s input,
+decoder parameters, weight bytes in memory and on disk.
 
 FLOPs count 2 per multiply-add in the convolutions, the linears and the two attention
 matmuls (scores and values), the terms that dominate; layer norms, GELU, softmax and
@@ -7,6 +8,8 @@ reduced-dimension, see `modeling_lite_whisper.attention_flops`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from torch import nn
 
@@ -71,3 +74,34 @@ def reduced_attention_layers(model: nn.Module) -> list[int]:
         index for index, layer in enumerate(encoder_of(model).layers)
         if getattr(layer.self_attn, "uses_reduced_path", False)
     ]
+
+
+def decoder_params(model: nn.Module) -> int:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model.model, "decoder", None)
+    if decoder is None:
+        return 0
+    return sum(p.numel() for name, p in decoder.named_parameters() if not name.startswith("embed_positions"))
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights in memory; tensors that share storage (the tied output projection) count once."""
+    seen: set[tuple] = set()
+    total = 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        identity = (tensor.device.type, tensor.data_ptr() if not tensor.is_meta else id(tensor), tensor.shape)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def disk_bytes(model: nn.Module, source: str | Path | None = None) -> int | None:
+    """Size of the *.safetensors files of the folder `model` was loaded from (`source`, else its
+    config's `_name_or_path`); None when there is no such folder (random or hub-only models)."""
+    for candidate in (source, getattr(model.config, "_name_or_path", None)):
+        if candidate and Path(candidate).is_dir():
+            files = list(Path(candidate).glob("*.safetensors"))
+            if files:
+                return sum(f.stat().st_size for f in files)
+    return None

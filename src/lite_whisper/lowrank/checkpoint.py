@@ -18,14 +18,16 @@ import torch
 from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
 from lite_whisper.files import atomic_folder
-from lite_whisper.lowrank import modeling_lite_whisper
+from lite_whisper.lowrank import configuration_lite_whisper, fast_cpu, modeling_lite_whisper
 from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperConfig, LiteWhisperForConditionalGeneration
 
 MODEL_TYPE = LiteWhisperConfig.model_type
-MODELING_FILE = Path(modeling_lite_whisper.__file__)
+# The self-contained files copied into every folder; the modeling file imports the other two.
+SHIPPED_FILES = tuple(Path(module.__file__) for module in (modeling_lite_whisper, configuration_lite_whisper, fast_cpu))
+MODELING_FILE = SHIPPED_FILES[0]
 _MODEL_REF = f"{MODELING_FILE.stem}.{LiteWhisperForConditionalGeneration.__name__}"
 AUTO_MAP = {
-    "AutoConfig": f"{MODELING_FILE.stem}.{LiteWhisperConfig.__name__}",
+    "AutoConfig": f"{Path(configuration_lite_whisper.__file__).stem}.{LiteWhisperConfig.__name__}",
     "AutoModel": _MODEL_REF,
     "AutoModelForSpeechSeq2Seq": _MODEL_REF,
 }
@@ -62,11 +64,13 @@ def save_lite_whisper(
     dtype: torch.dtype = torch.float16,
     overwrite: bool = False,
     extra_files: dict[str, str] | None = None,
+    compression: dict | None = None,
 ) -> Path:
     """Write `model` (weights cast to `dtype`) and `processor` to `folder`, atomically.
 
     `extra_files` (name -> text) are written into the same folder before it appears,
-    e.g. the compression report.
+    e.g. the compression report. config.json records, under `lite_whisper`, the version of
+    lite-whisper that wrote it and `compression` (the compression config, with its version).
     """
     if not is_lite_whisper_model(model):
         raise TypeError(f"expected a lite-whisper model, got {type(model).__name__} with {type(model.config).__name__}")
@@ -77,11 +81,15 @@ def save_lite_whisper(
     # float32 by default, as for openai/whisper-*: half precision is slow on CPUs and the
     # processor's features are float32. Users on GPUs pass dtype=torch.float16.
     config.dtype = "float32"
+    from lite_whisper import __version__
+
+    config.lite_whisper = {"version": __version__, "compression": compression}
     with atomic_folder(folder, overwrite=overwrite) as staging:
         model.save_pretrained(staging, state_dict=_cast_state_dict(model, dtype))
         config.save_pretrained(staging)  # replaces the config.json written above: auto_map, dtype
         processor.save_pretrained(staging)
-        shutil.copyfile(MODELING_FILE, staging / MODELING_FILE.name)
+        for shipped in SHIPPED_FILES:
+            shutil.copyfile(shipped, staging / shipped.name)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
     return Path(folder)

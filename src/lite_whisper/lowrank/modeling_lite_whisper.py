@@ -1,8 +1,9 @@
 """Whisper with low-rank encoder linears (LiteASR), in the authors' Hugging Face format.
 
-This file is self-contained (torch, transformers and the standard library only): it is
-copied verbatim into every saved folder, so `AutoModel.from_pretrained(folder,
-trust_remote_code=True)` works where lite_whisper is not installed.
+Self-contained (torch, transformers and the standard library only): this file,
+`configuration_lite_whisper.py` and `fast_cpu.py` are copied into every saved folder, so
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` works where lite_whisper is not
+installed.
 
 On disk a low-rank module stores `weight1` (in x rank), `weight2` (rank x out) and `bias`
 under the dense module's path, like the authors' checkpoints. In memory it is two plain
@@ -11,167 +12,44 @@ conversion mapping registered at the bottom translates between the two layouts w
 transformers loads or saves.
 
 Inference on the CPU takes a faster route (same results within fp32 rounding; see
-`fast_cpu_kernels`): fp32 linears through oneDNN instead of MKL, GELU and the second
-residual add fused into the linears, the q/k/v projections that share an input fused into
-one matmul, and no layout copies around attention. Training, autograd, tracing and
-export (torch.jit, torch.compile, torch.export, ONNX) see the plain modules.
+`fast_cpu.py`): fp32 linears through oneDNN instead of MKL, GELU and the second residual add
+fused into the linears, the q/k/v projections that share an input fused into one matmul, and
+no layout copies around attention. Training, autograd, tracing, export (torch.jit,
+torch.compile, torch.export, ONNX) and anything with forward hooks see the plain modules.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
-from transformers import WhisperConfig, WhisperForConditionalGeneration
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import Transpose, WeightConverter, WeightRenaming
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.whisper.modeling_whisper import (
-    WhisperAttention,
-    WhisperEncoderLayer,
-    eager_attention_forward,
-)
 
-# The one target table: module short name -> (path inside an encoder layer, group).
-LOW_RANK_TARGETS: dict[str, tuple[str, str]] = {
-    "q_proj": ("self_attn.q_proj", "attention"),
-    "k_proj": ("self_attn.k_proj", "attention"),
-    "v_proj": ("self_attn.v_proj", "attention"),
-    "out_proj": ("self_attn.out_proj", "attention"),
-    "fc1": ("fc1", "mlp"),
-    "fc2": ("fc2", "mlp"),
-}
+try:  # the checkpoint conversion API and the attention interface of transformers 5
+    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+    from transformers.core_model_loading import Transpose, WeightConverter, WeightRenaming
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.whisper.modeling_whisper import (
+        WhisperAttention,
+        WhisperEncoderLayer,
+        WhisperForConditionalGeneration,
+        eager_attention_forward,
+    )
+except ImportError as error:
+    raise ImportError(
+        f"lite-whisper models need transformers >= 5.0 and < 6 (found {transformers.__version__}): "
+        f"pip install 'transformers>=5,<6' ({error})"
+    ) from None
 
+from .configuration_lite_whisper import LOW_RANK_TARGETS, LiteWhisperConfig
+from .fast_cpu import apply_linear, fast_cpu_kernels, fast_path, has_hooks, onednn_linear, tracing
 
-# ---------------------------------------------------------------------------------------
-# Fast CPU inference. PyTorch's fp32 nn.Linear calls MKL sgemm, which on non-Intel CPUs (and on
-# the thin shapes of low-rank factors everywhere) runs at a third to a half of oneDNN's speed
-# on the same shapes; oneDNN also fuses GELU and a residual add into the matmul.
-
-_FAST_CPU = os.environ.get("LITE_WHISPER_FAST_CPU", "1").lower() not in ("0", "false", "no", "off")
-
-
-def fast_cpu_kernels(enabled: bool | None = None) -> bool:
-    """Get (no argument) or set whether CPU inference takes the oneDNN/fused route.
-
-    On by default; off with `fast_cpu_kernels(False)` or the environment variable
-    LITE_WHISPER_FAST_CPU=0. Either route gives the same results within fp32 rounding.
-    """
-    global _FAST_CPU
-    if enabled is not None:
-        _FAST_CPU = bool(enabled)
-    return _FAST_CPU
-
-
-def _onednn_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN = _onednn_available()
-
-
-def _tracing() -> bool:
-    """True while torch.jit, torch.compile/torch.export or the ONNX exporter record the model."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return True
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", lambda: False)()):
-        return True
-    return torch.onnx.is_in_onnx_export()
-
-
-def _fast_path(x: torch.Tensor, *modules: nn.Module) -> bool:
-    """Whether `modules` may run on the oneDNN route for input `x`.
-
-    Plain fp32 CPU tensors only (no tensor subclasses, i.e. no fake or functional tensors
-    during tracing), plain nn.Linear modules only (a quantiser's replacement keeps its own
-    forward), and nothing that autograd must record: oneDNN's op has no backward.
-    """
-    if not (_FAST_CPU and _ONEDNN) or type(x) is not torch.Tensor:
-        return False
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())):
-        return False
-    if torch.is_autocast_enabled("cpu") or _tracing():
-        return False
-    for module in modules:
-        if type(module) is not nn.Linear or module.weight.dtype != torch.float32 or module.weight.device.type != "cpu":
-            return False
-    return True
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"):
-    """oneDNN's fp32 inner product, optionally followed by exact (erf) GELU."""
-    if activation == "gelu":
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-def _onednn_linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor):
-    """x W^T + b + other in one oneDNN call."""
-    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
-
-
-def apply_linear(
-    module: nn.Module, x: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None
-) -> torch.Tensor:
-    """activation(module(x)) + residual, on the fused oneDNN route when `_fast_path` allows it.
-
-    `module` is an nn.Linear or a LowRankLinear (then the fusions apply to its `up`);
-    `activation` is None or "gelu" (exact); anything else runs as written.
-    """
-    if isinstance(module, LowRankLinear):
-        if _fast_path(x, module.down, module.up):
-            x, module = _onednn_linear(x, module.down.weight, None), module.up
-        else:
-            x, module = module.down(x), module.up
-    if not _fast_path(x, module):
-        y = module(x)
-        if activation == "gelu":
-            y = F.gelu(y)
-        return y if residual is None else residual + y
-    if residual is not None and activation is None and residual.shape == (*x.shape[:-1], module.out_features):
-        return _onednn_linear_add(x, module.weight, module.bias, residual.contiguous())
-    y = _onednn_linear(x, module.weight, module.bias, activation or "none")
-    return y if residual is None else residual + y
-
-
-class _ModelType:
-    """`model_type` that reads "lite-whisper" on the class and "whisper" on instances.
-
-    The class value is what config.json and the Auto classes see (the authors' format).
-    transformers switches Whisper-only behaviour on `config.model_type == "whisper"` (the ASR
-    pipeline's timestamps and chunking, decoder prompts in `generate`); a lite-whisper model
-    needs all of it, so instances answer "whisper". Assignments (from_dict passes the stored
-    value back) are ignored.
-    """
-
-    def __get__(self, instance, owner) -> str:
-        return "lite-whisper" if instance is None else "whisper"
-
-    def __set__(self, instance, value) -> None:
-        pass
-
-
-class LiteWhisperConfig(WhisperConfig):
-    """Whisper config plus `low_rank_config`: one {short name: rank} dict per encoder layer."""
-
-    model_type = _ModelType()
-    low_rank_config: list[dict[str, int]] | None = None
-
-    @classmethod
-    def from_whisper(cls, config: WhisperConfig, low_rank_config: list[dict[str, int]]) -> "LiteWhisperConfig":
-        """`config`'s settings with these per-layer ranks (and this class's model type and architectures)."""
-        replaced = ("model_type", "architectures", "low_rank_config")
-        settings = {key: value for key, value in config.to_dict().items() if key not in replaced}
-        return cls(**settings, low_rank_config=low_rank_config)
+__all__ = [
+    "LOW_RANK_TARGETS", "LiteWhisperAttention", "LiteWhisperConfig", "LiteWhisperEncoderLayer",
+    "LiteWhisperForConditionalGeneration", "LowRankLinear", "attention_flops",
+]
 
 
 class LowRankLinear(nn.Module):
@@ -197,8 +75,8 @@ class LowRankLinear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fast_path(x, self.down, self.up):
-            return _onednn_linear(_onednn_linear(x, self.down.weight, None), self.up.weight, self.up.bias)
+        if fast_path(x, self.down, self.up):
+            return onednn_linear(onednn_linear(x, self.down.weight, None), self.up.weight, self.up.bias)
         return self.up(self.down(x))
 
     def extra_repr(self) -> str:
@@ -275,7 +153,8 @@ class LiteWhisperAttention(WhisperAttention):
             return super().forward(
                 hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs
             )
-        if self.uses_reduced_path:
+        # Hooks on q/k/v/out must see those modules run: the reduced path never computes q, k, v in full.
+        if self.uses_reduced_path and not (self.path == "auto" and has_hooks(self)):
             return self._reduced_forward(hidden_states, attention_mask, **kwargs)
         if self._fast_ordinary_path(hidden_states, kwargs):
             return self._ordinary_forward(hidden_states, attention_mask)
@@ -284,13 +163,14 @@ class LiteWhisperAttention(WhisperAttention):
     def _fast_ordinary_path(self, hidden_states: torch.Tensor, kwargs: dict) -> bool:
         """Whether our own ordinary forward may replace transformers' (inference with SDPA only)."""
         return (
-            _FAST_CPU
+            fast_cpu_kernels()
             and self.fast_inference
             and not self.training
             and self.config._attn_implementation == "sdpa"
             and not kwargs.get("output_attentions", False)
             and type(hidden_states) is torch.Tensor
-            and not _tracing()
+            and not tracing()
+            and not has_hooks(self)
         )
 
     def _first_stage(self, hidden_states: torch.Tensor) -> list[torch.Tensor]:
@@ -302,10 +182,10 @@ class LiteWhisperAttention(WhisperAttention):
         """
         modules = (self.q_proj, self.k_proj, self.v_proj)
         stages = [m.down if isinstance(m, LowRankLinear) else m for m in modules]
-        if not _fast_path(hidden_states, *stages):
+        if not fast_path(hidden_states, *stages):
             return [stage(hidden_states) for stage in stages]
         weight, bias = self._fused_first_stage(stages)
-        fused = _onednn_linear(hidden_states, weight, bias)
+        fused = onednn_linear(hidden_states, weight, bias)
         return list(fused.split([stage.out_features for stage in stages], dim=-1))
 
     def _fused_first_stage(self, stages: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -422,8 +302,8 @@ class LiteWhisperEncoderLayer(WhisperEncoderLayer):
         self.fast_inference = True  # see LiteWhisperForConditionalGeneration.__init__
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor:
-        fast = _FAST_CPU and self.fast_inference and not self.training
-        if not fast or type(hidden_states) is not torch.Tensor or _tracing():
+        fast = fast_cpu_kernels() and self.fast_inference and not self.training
+        if not fast or type(hidden_states) is not torch.Tensor or tracing() or has_hooks(self):
             return super().forward(hidden_states, attention_mask, **kwargs)
         # The encoder's stem hands over a channels-first view; transformers keeps that layout through
         # every residual add, so each layer norm copies its input and each add transposes.

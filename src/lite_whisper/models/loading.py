@@ -87,23 +87,44 @@ def load_folder(path: Path, dtype: torch.dtype = torch.float32):
     if not path.is_dir():
         raise ModelLoadError(f"{path}: expected a model folder, found a file")
     config_file = path / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
     if ctranslate2.is_ctranslate2_folder(path):
         return ctranslate2.ctranslate2_to_transformers(path, dtype=dtype)
-    model_type = config.get("model_type")
-    if model_type in ("lite-whisper", "lite_whisper"):
-        from lite_whisper.lowrank.checkpoint import load_lite_whisper
+    try:
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{config_file}: unreadable config ({error})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type in ("lite-whisper", "lite_whisper", "whisper"):
+        _check_weights(path)
+    try:
+        if model_type in ("lite-whisper", "lite_whisper"):
+            from lite_whisper.lowrank.checkpoint import load_lite_whisper
 
-        return load_lite_whisper(path, dtype=dtype)
-    if model_type == "whisper":
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+            return load_lite_whisper(path, dtype=dtype)
+        if model_type == "whisper":
+            from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
-        return model, WhisperProcessor.from_pretrained(path)
+            model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+            return model, WhisperProcessor.from_pretrained(path)
+    except (OSError, KeyError, TypeError) as error:  # transformers' words for missing or misshapen files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{path}: cannot load this {model_type} folder ({first_line})") from None
     raise ModelLoadError(
         f"{path}: not a Whisper model folder (config.json model_type={model_type!r}; expected 'whisper' "
         "or 'lite-whisper', or a CTranslate2 folder with model.bin)"
     )
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _check_weights(path: Path) -> None:
+    """A Hugging Face folder must hold its weights: say so before transformers raises about it."""
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelLoadError(
+            f"{path}: has config.json but no weights ({' or '.join(WEIGHT_FILES[::2])}); was the download or "
+            "the save interrupted? Copy the whole model folder, or give its hub id"
+        )
 
 
 def _short_name_folders(name: str) -> list[Path] | None:

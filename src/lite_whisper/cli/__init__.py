@@ -1,0 +1,99 @@
+"""The `lite-whisper` command: parse, validate, call the library, print.
+
+One module per command (`transcribe`, `evaluate`, `convert`, `compress`, `inspect`, `sweep`,
+`bench`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
+`main(argv)` returns an exit code, so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """examples:
+  lite-whisper eval tiny.en --data ../shared/speech/splits/dev.txt --output tiny.json
+  lite-whisper transcribe base talk.flac --timestamps
+  lite-whisper convert ./faster-whisper-base ./whisper-base-hf
+  lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
+  lite-whisper bench tiny-lite --baseline tiny.en --batch-size 1,4
+  lite-whisper sweep tiny.en --thresholds 0.99:0.999,0.95 -o sweeps/tiny.en
+
+Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, shows the traceback.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lite_whisper import __version__
+    from lite_whisper.cli import bench, compress, convert, evaluate, inspect, sweep, transcribe
+
+    parser = argparse.ArgumentParser(
+        prog="lite-whisper",
+        description="Compress Whisper's encoder with calibrated low-rank approximation; measure WER and speed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lite-whisper {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (transcribe, evaluate, convert, compress, inspect, sweep, bench):
+        command.add_parser(commands)
+    return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the input was wrong (not a bug): one line, exit code 2."""
+    from safetensors import SafetensorError
+
+    from lite_whisper.cli.common import CLIError
+
+    return (CLIError, ValueError, OSError, SafetensorError, ImportError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("LITE_WHISPER_DEBUG", "").lower() in ("1", "true", "yes")
+    _quiet_transformers()
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as error:
+        if debug:
+            raise
+        print(f"lite-whisper {args.command}: error: {_describe(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: still one line, with where to look
+        if debug:
+            raise
+        print(f"lite-whisper {args.command}: internal error: {type(error).__name__}: {error} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _describe(error: BaseException) -> str:
+    """One line: the message, with the OS's words for file errors (disk full, permission denied)."""
+    from safetensors import SafetensorError
+
+    if isinstance(error, SafetensorError):
+        return f"could not read or write a safetensors file ({error}); is the disk full, or the file truncated?"
+    if isinstance(error, OSError) and error.strerror and not str(error).startswith(str(error.filename or "\0")):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split())
+
+
+def _quiet_transformers() -> None:
+    """transformers warns on every Whisper generate call (attention mask of fixed 30 s inputs,
+    deprecated argument styles); those say nothing a user can act on."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()  # per-file load/save bars of local folders; ours show the long work
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""What every command shares: the user-error type, shared options and their validation.
+
+A user error (bad argument, missing file, wrong model) is a `CLIError` or one of the library's
+ValueError/OSError subclasses: `main` prints it as one line and exits with code 2, before any
+expensive work where the check can be made up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MODEL_HELP = "a short name (tiny.en, base), a Hugging Face or CTranslate2 folder, or a hub id"
+DTYPES = ["float32", "float16", "bfloat16"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument("--device", default="cpu", help=f"torch device{what}: cpu, cuda, cuda:N or mps (default: cpu)")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    add_device_option(parser)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default: float32)")
+
+
+def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None) -> None:
+    parser.add_argument(
+        "--language", default=language_default,
+        help="spoken language code, e.g. en (default: %(default)s; none = detect, multilingual models only)",
+    )
+    parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    parser.add_argument("--beam-size", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default: 8)")
+    parser.add_argument("--max-new-tokens", type=int, help=(
+        "stop each transcript after N tokens (default: Whisper's 448-token limit); "
+        "bounds the time a badly compressed model spends repeating itself"))
+    parser.add_argument("--no-speech-threshold", type=float, default=0.6, help=(
+        "a clip whose no-speech probability exceeds this and whose mean token log-probability is below "
+        "-1 transcribes as empty, as in Whisper and faster-whisper (default: 0.6; 1 = never)"))
+
+
+def decoding_options(args):
+    from lite_whisper.inference.transcribe import DecodingOptions
+
+    language = None if args.language in (None, "none", "auto") else args.language
+    positive(args.max_new_tokens, "--max-new-tokens")
+    positive(args.beam_size, "--beam-size")
+    threshold = getattr(args, "no_speech_threshold", 0.6)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise CLIError(f"--no-speech-threshold must be between 0 and 1, got {threshold}")
+    return DecodingOptions(language=language, task=args.task, beam_size=args.beam_size,
+                           timestamps=getattr(args, "timestamps", False), max_new_tokens=args.max_new_tokens,
+                           no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold)
+
+
+def positive(value: int | None, what: str) -> None:
+    if value is not None and value < 1:
+        raise CLIError(f"{what} must be at least 1, got {value}")
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a CLIError saying what to pass instead."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {device}: not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+            raise CLIError(f"--device {device}: CUDA is not available (torch {torch.__version__} is {build}); "
+                           "use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CLIError(f"--device {device}: Apple's MPS backend is not available here; use --device cpu")
+    elif parsed.type != "cpu":
+        raise CLIError(f"--device {device}: lite-whisper runs on cpu, cuda or mps")
+    return device
+
+
+def check_output_file(path: Path | None, example: str) -> None:
+    """An --output that names a file (not a folder) in a folder that exists or can be made."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise CLIError(f"--output {path} is a folder; give a file name such as {example}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"--output {path}: {parent} is a file, not a folder")
+
+
+def open_dataset(spec: str | None, limit: int | None, what: str, default_name: str):
+    """Open a dataset spec (cheap: no audio is decoded), or the default split with a hint if it is missing."""
+    from lite_whisper.data.datasets import DatasetError, default_speech_dir, load_dataset
+
+    if spec is not None:
+        return load_dataset(spec, limit=limit)
+    default = default_speech_dir() / "splits" / default_name
+    try:
+        return load_dataset(default, limit=limit)
+    except DatasetError:
+        raise CLIError(
+            f"the default {what} set {default} was not found; pass {'--calibration' if what == 'calibration' else '--data'} "
+            "SPEC (a folder, list file, manifest or hf:NAME:SPLIT) or set LITE_WHISPER_SPEECH to the speech folder"
+        ) from None
+
+
+def require_matplotlib(what: str) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError(f"{what} needs matplotlib for its plots: pip install 'lite-whisper[plot]'") from None

@@ -1,0 +1,129 @@
+"""`lite-whisper compress`: calibrate (or load statistics), factorise the encoder, save a lite-whisper folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lite_whisper.cli.common import (
+    MODEL_HELP,
+    CLIError,
+    add_device_option,
+    check_device,
+    open_dataset,
+    positive,
+)
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "compress", help="compress the encoder (LiteASR) and save a lite-whisper folder",
+        description="Calibrate on audio, pick per-layer ranks by explained variance, factorise the encoder's "
+        "linears and save a Hugging Face folder that loads with or without lite-whisper.",
+        epilog="examples:\n"
+        "  lite-whisper compress tiny.en -o tiny.en-lite --evaluate\n"
+        "  lite-whisper compress base --threshold 0.95 --limit 32 --stats base.stats -o base-0.95\n"
+        "  lite-whisper compress base --threshold 0.99 --stats base.stats -o base-0.99   # reuses the statistics\n"
+        "  lite-whisper compress base --stats shard1.stats --stats shard2.stats -o base-lite   # merged shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help=MODEL_HELP + " (dense: not an already compressed folder)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--calibration",
+                   help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH "
+                   "or ../shared/speech)")
+    p.add_argument("--threshold", default="0.99:0.999",
+                   help="explained-variance threshold for all six linears, or ATTN:MLP (default: %(default)s)")
+    p.add_argument("--rank-multiple", type=int, default=16, help="ranks are multiples of this (default: 16)")
+    p.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration clips per encoder pass (default: 8)")
+    p.add_argument("--exclude-padding", action="store_true",
+                   help="count only frames that carry audio (default: all 1500 frames per clip, as the paper)")
+    p.add_argument(
+        "--stats", type=Path, action="append",
+        help="statistics file: loaded if it exists (given twice or more: merged), else written after calibrating",
+    )
+    p.add_argument("--allow-stats-mismatch", action="store_true",
+                   help="use --stats files taken on other weights of the same shape (refused by default)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="weight dtype on disk (default: float16)")
+    add_device_option(p, " for calibration")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--evaluate", action="store_true",
+                   help="afterwards, evaluate the dense and the compressed model on --data and compare")
+    p.add_argument("--data", help="evaluation dataset for --evaluate (default: the dev split)")
+    p.add_argument("--eval-limit", type=int, help="with --evaluate: evaluate only the first N clips")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from lite_whisper.compression.config import CompressionConfig
+    from lite_whisper.files import output_lock
+
+    # Validate everything cheap before the expensive part.
+    config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple)
+    for value, flag in ((args.limit, "--limit"), (args.batch_size, "--batch-size"), (args.eval_limit, "--eval-limit")):
+        positive(value, flag)
+    check_device(args.device)
+    if args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
+    stats_files = args.stats or []
+    existing = [path for path in stats_files if path.exists()]
+    if len(stats_files) > 1 and len(existing) < len(stats_files):
+        missing = ", ".join(str(p) for p in stats_files if not p.exists())
+        raise CLIError(f"--stats given several times merges existing files, but these do not exist: {missing}")
+    for path in stats_files:
+        if path.is_dir():
+            raise CLIError(f"--stats {path} is a folder; give a file name such as model.stats")
+    calibration = None if existing else open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+    if not args.evaluate and (args.data is not None or args.eval_limit is not None):
+        raise CLIError("--data and --eval-limit only apply with --evaluate")
+    evaluation = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt") if args.evaluate else None
+
+    with output_lock(args.output):  # a second process on the same output fails now, not after calibrating
+        _compress(args, config, calibration, evaluation, stats_files)
+    return 0
+
+
+def _compress(args, config, calibration, evaluation, stats_files) -> None:
+    from lite_whisper.compression.compress import check_dense
+    from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
+    from lite_whisper.models.loading import load_model, resolve_dtype
+
+    start = time.perf_counter()
+    model, processor = load_model(args.model, dtype="float32", device=args.device)
+    check_dense(model, args.model)
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    loaded = load_or_calibrate(model, processor, calibration, stats_files=stats_files, limit=args.limit,
+                               batch_size=args.batch_size, exclude_padding=args.exclude_padding,
+                               progress=not args.no_progress, model_name=args.model, log=log)
+    report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
+                               dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,
+                               allow_other_weights=args.allow_stats_mismatch, started=start)
+    print(report.table())
+    print(f"wrote {args.output}")
+    if evaluation is not None:
+        _compare(args, (model, processor), args.output, evaluation)
+
+
+def _compare(args, dense, compressed_folder: Path, dataset) -> None:
+    """Evaluate the dense and the compressed model on the same data and print them side by side."""
+    from lite_whisper.evaluation.cost import encoder_flops, encoder_params
+    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.inference.transcribe import DecodingOptions
+    from lite_whisper.models.loading import load_model
+
+    compressed = load_model(compressed_folder, dtype="float32", device=args.device)
+    options = DecodingOptions(language="en")
+    rows = []
+    for name, pair in (("dense", dense), ("compressed", compressed)):
+        result = evaluate(pair, dataset, options=options, progress=not args.no_progress)
+        rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
+    print(f"\nevaluated on {dataset.spec} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
+    print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} {'RTFx':>6}")
+    for name, params, flops, result in rows:
+        print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
+              f"{result.mean_utterance_wer:>16.2f} {result.rtfx:>6.1f}")

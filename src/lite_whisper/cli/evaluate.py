@@ -1,0 +1,59 @@
+"""`lite-whisper eval`: corpus WER, mean per-utterance WER and RTFx of a model on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lite_whisper.cli.common import (
+    MODEL_HELP,
+    add_decoding_options,
+    add_model_options,
+    check_device,
+    check_output_file,
+    decoding_options,
+    open_dataset,
+    positive,
+)
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "eval", help="measure WER and speed on a dataset",
+        description="Transcribe a dataset and report corpus WER, mean per-utterance WER and RTFx.",
+        epilog="example: lite-whisper eval base --data ../shared/speech/splits/dev.txt --limit 20 --output base.json",
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument(
+        "--data",
+        help="dataset: folder, list file, .tsv/.jsonl manifest or hf:NAME[:CONFIG]:SPLIT "
+        "(default: the dev split under $LITE_WHISPER_SPEECH or ../shared/speech)",
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--output", type=Path, help="write the full result (per-utterance rows too) as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--timestamps", action="store_true",
+                   help="decode with timestamp tokens (Whisper's own default; the leaderboard convention is without)")
+    add_decoding_options(p, language_default="en")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.models.loading import load_model
+
+    positive(args.limit, "--limit")
+    positive(args.batch_size, "--batch-size")
+    check_output_file(args.output, "result.json")
+    options = decoding_options(args)
+    check_device(args.device)
+    dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
+    model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
+    result = evaluate((model, processor), dataset, batch_size=args.batch_size,
+                      options=options, progress=not args.no_progress)
+    result.model = args.model
+    print(result.table())
+    if args.output is not None:
+        result.save(args.output)
+        print(f"wrote {args.output}")
+    return 0

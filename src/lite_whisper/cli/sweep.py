@@ -1,0 +1,74 @@
+"""`lite-whisper sweep`: one calibration, many thresholds, WER (and encoder speed) of each; Pareto plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, positive, require_matplotlib
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "sweep", help="calibrate once, compress at many thresholds, measure WER (and speed) of each",
+        description="A measured Pareto frontier: one calibration, a compressed model per threshold, each "
+        "evaluated (and its encoder timed) against the dense model. Writes DIR/pareto.json, DIR/pareto.png "
+        "and DIR/ranks.png. Re-running the same command resumes an interrupted sweep; a run with other "
+        "calibration or evaluation settings is refused (pass --restart to start the folder afresh).",
+        epilog="example:\n  lite-whisper sweep tiny.en --thresholds 0.999,0.99:0.999,0.99,0.95:0.99,0.95,0.9 -o sweeps/tiny.en",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("-o", "--output", type=Path, required=True, help="sweep folder (created, or resumed if it exists)")
+    p.add_argument("--thresholds", required=True, help="comma-separated thresholds, each T or ATTN:MLP")
+    p.add_argument("--calibration", help="calibration dataset spec (default: the shared calibration split)")
+    p.add_argument("--data", help="evaluation dataset spec (default: the shared dev split)")
+    p.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per batch for calibration and decoding")
+    p.add_argument("--max-new-tokens", type=int, help=(
+        "stop each transcript after N tokens (default: Whisper's 448-token limit); "
+        "bounds the time a badly compressed model spends repeating itself"))
+    p.add_argument("--no-bench", action="store_true", help="skip encoder timing (WER and size only)")
+    p.add_argument("--repeats", type=int, default=5, help="timed encoder runs per model (default: 5)")
+    p.add_argument("--heatmap", help="threshold whose ranks go into ranks.png (default: the first one)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard results in the folder made with other settings and start again")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from lite_whisper.benchmark.sweep import parse_thresholds, sweep
+    from lite_whisper.inference.transcribe import DecodingOptions
+
+    for value, flag in ((args.limit, "--limit"), (args.eval_limit, "--eval-limit"), (args.repeats, "--repeats"),
+                        (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size")):
+        positive(value, flag)
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"--output {args.output} is a file; give a folder for the sweep")
+    parse_thresholds(args.thresholds.split(","), args.heatmap)  # raises ValueError before anything runs
+    require_matplotlib("sweep")
+    calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+    data = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt")
+
+    options = DecodingOptions(language="en", max_new_tokens=args.max_new_tokens)
+    thresholds = [t.strip() for t in args.thresholds.split(",") if t.strip()]
+    points = sweep(args.model, calibration.spec, data.spec, thresholds, args.output, limit=args.limit,
+                   eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench, options=options,
+                   repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress, restart=args.restart,
+                   log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"{'setting':<12} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. %':>12} "
+          f"{'latency ms':>11} {'vs dense':>9} {'same kern.':>10}  Pareto")
+    for p in points:
+        latency = f"{p.latency_ms:11.1f}" if p.latency_ms is not None else f"{'-':>11}"
+        speedup = f"{p.speedup:9.2f}" if p.speedup is not None else f"{'-':>9}"
+        same = f"{p.speedup_same_kernels:10.2f}" if p.speedup_same_kernels is not None else f"{'-':>10}"
+        front = ",".join(name for name, flag in (("size", p.pareto_params), ("latency", p.pareto_latency)) if flag)
+        print(f"{p.label:<12} {p.encoder_params / 1e6:>11.2f}M {p.encoder_flops / 1e9:>12.2f} {p.wer:>7.2f} "
+              f"{p.mean_utterance_wer:>12.2f} {latency} {speedup} {same}  {front}")
+    print("vs dense: against the dense model as users run it (stock transformers); same kern.: against the dense "
+          "model on the same kernels (what the compression alone buys)")
+    print(f"wrote {args.output / 'pareto.json'}, {args.output / 'pareto.png'}, {args.output / 'ranks.png'}")
+    return 0

@@ -1,0 +1,124 @@
+"""Calibration: run the encoder over audio and stream the moments of every target linear.
+
+Only the encoder runs (no decoding). Forward hooks, owned here and always removed, add each
+batch's activations to float64 sums; nothing is kept but O(d^2) per hooked site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lite_whisper.compression.moments import Moments
+from lite_whisper.compression.statistics import SITES, CalibrationStatistics, ModelSignature
+from lite_whisper.compression.targets import LOW_RANK_TARGETS
+from lite_whisper.data.datasets import SpeechDataset, load_dataset
+from lite_whisper.data.features import feature_batches
+from lite_whisper.evaluation.cost import encoder_of
+
+
+def calibrate(
+    model,
+    processor,
+    data: SpeechDataset | str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 8,
+    exclude_padding: bool = False,
+    progress: bool = True,
+    model_name: str = "",
+) -> CalibrationStatistics:
+    """Stream the output statistics of every target linear over a calibration dataset."""
+    dataset = data if isinstance(data, SpeechDataset) else load_dataset(data, limit=limit)
+    skipped: list[str] = []
+    batches = feature_batches(dataset, processor, batch_size, model.device, model.dtype, skipped)
+    statistics = collect_statistics(
+        model, batches, exclude_padding=exclude_padding, progress=progress,
+        total_clips=dataset.size, model_name=model_name,
+    )
+    if statistics.calibration_clips == 0:
+        detail = f" ({len(skipped)} clips could not be read, e.g. {skipped[0]})" if skipped else ""
+        raise ValueError(f"calibration data {dataset.spec}: no usable audio{detail}")
+    return statistics
+
+
+def collect_statistics(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    exclude_padding: bool = False,
+    progress: bool = True,
+    total_clips: int | None = None,
+    model_name: str = "",
+) -> CalibrationStatistics:
+    """Run only the encoder of `model` over `batches` and stream the moments of every target.
+
+    Each batch is (input_features, n_frames): log-mel features (B, n_mels, 3000), clips
+    padded to 30 s as Whisper does, and a LongTensor (B,) of encoder frames that carry
+    audio (1 to 1500; an encoder frame is two mel frames, rounded up). By default all
+    1500 rows of every clip count, as in the paper; with `exclude_padding` only the
+    first n_frames rows of each clip do. Memory does not grow with the number of clips.
+    """
+    encoder = encoder_of(model)
+    statistics = CalibrationStatistics(
+        signature=ModelSignature.of(model, model_name), exclude_padding=exclude_padding
+    )
+    row_mask: Tensor | None = None  # rows that count in the current batch; read by the hooks
+
+    def record_input(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
+        def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            moments.update(args[0], row_mask)
+
+        return hook
+
+    def record_output(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            moments.update(output, row_mask)
+
+        return hook
+
+    handles = []
+    was_training = encoder.training
+    try:
+        for index, layer in enumerate(encoder.layers):
+            for target, side in SITES:
+                linear = layer.get_submodule(LOW_RANK_TARGETS[target][0])
+                width = linear.in_features if side == "input" else linear.out_features
+                moments = Moments.zeros(width, device=linear.weight.device)
+                statistics.moments[(index, target, side)] = moments
+                if side == "input":
+                    handles.append(linear.register_forward_pre_hook(record_input(moments)))
+                else:
+                    handles.append(linear.register_forward_hook(record_output(moments)))
+
+        encoder.eval()  # dropout would distort the statistics
+        parameter = next(encoder.parameters())
+        with tqdm(total=total_clips, unit="clip", desc="calibration", disable=not progress) as bar:
+            for input_features, n_frames in batches:
+                encoder_frames = (input_features.shape[-1] + 1) // 2
+                _check_frames(n_frames, input_features.shape[0], encoder_frames)
+                if exclude_padding:
+                    positions = torch.arange(encoder_frames, device=n_frames.device)
+                    row_mask = positions < n_frames[:, None]
+                with torch.inference_mode():
+                    encoder(input_features.to(device=parameter.device, dtype=parameter.dtype))
+                statistics.calibration_clips += input_features.shape[0]
+                statistics.calibration_frames += int(n_frames.sum())
+                bar.update(input_features.shape[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+        encoder.train(was_training)
+    return statistics
+
+
+def _check_frames(n_frames: Tensor, batch_size: int, encoder_frames: int) -> None:
+    if n_frames.shape != (batch_size,) or n_frames.dtype.is_floating_point:
+        raise ValueError(
+            f"n_frames must be an integer tensor of shape ({batch_size},), got {n_frames.dtype} {tuple(n_frames.shape)}"
+        )
+    if (n_frames < 1).any() or (n_frames > encoder_frames).any():
+        raise ValueError(f"n_frames must be between 1 and {encoder_frames} encoder frames, got {n_frames.tolist()}")

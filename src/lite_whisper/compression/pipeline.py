@@ -1,0 +1,93 @@
+"""The whole compression job, as the CLI and `sweep` run it: load or calibrate, compress, save, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.compression.compress import compress
+from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.compression.report import REPORT_FILE, CompressionReport
+from lite_whisper.compression.statistics import CalibrationStatistics
+from lite_whisper.data.datasets import SpeechDataset
+from lite_whisper.lowrank.checkpoint import save_lite_whisper
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedStatistics:
+    statistics: CalibrationStatistics
+    source: str  # the calibration data spec, or the statistics files read
+    seconds: float  # time spent calibrating or reading
+
+
+def load_or_calibrate(
+    model,
+    processor,
+    calibration: SpeechDataset | str | None,
+    *,
+    stats_files: Sequence[Path] = (),
+    limit: int | None = None,
+    batch_size: int = 8,
+    exclude_padding: bool = False,
+    progress: bool = True,
+    model_name: str = "",
+    log: Callable[[str], None] = lambda message: None,
+) -> LoadedStatistics:
+    """Statistics from `stats_files` (all existing: merged) or, if there are none yet, by calibrating.
+
+    With one statistics file that does not exist, calibration runs and its result is written
+    there (atomically) for the next run. `calibration` may be None when the files exist.
+    """
+    start = time.perf_counter()
+    existing = [Path(path) for path in stats_files if Path(path).exists()]
+    if existing:
+        statistics = CalibrationStatistics.load(existing[0])
+        for path in existing[1:]:
+            statistics = statistics.merge(CalibrationStatistics.load(path))
+        source = ", ".join(str(path) for path in existing)
+        log(f"loaded statistics of {statistics.calibration_clips} clips from {source}")
+        return LoadedStatistics(statistics, source, time.perf_counter() - start)
+    if calibration is None:
+        raise ValueError("no statistics files to load and no calibration data to compute them from")
+    statistics = calibrate(model, processor, calibration, limit=limit, batch_size=batch_size,
+                           exclude_padding=exclude_padding, progress=progress, model_name=model_name)
+    if stats_files:
+        statistics.save(stats_files[0])
+        log(f"wrote statistics to {stats_files[0]}")
+    source = calibration.spec if isinstance(calibration, SpeechDataset) else str(calibration)
+    return LoadedStatistics(statistics, source, time.perf_counter() - start)
+
+
+def compress_and_save(
+    model,
+    processor,
+    loaded: LoadedStatistics,
+    config: CompressionConfig,
+    output: str | Path,
+    *,
+    model_name: str = "",
+    dtype: torch.dtype = torch.float16,
+    overwrite: bool = False,
+    allow_other_weights: bool = False,
+    started: float | None = None,
+) -> CompressionReport:
+    """Compress `model` with `loaded` statistics, save the lite-whisper folder with its report, return the report.
+
+    `started` (a `time.perf_counter()` value): the report's wall time counts from then, so it
+    covers loading and calibration too; by default it covers the factorisation alone.
+    """
+    lite, report = compress(model, loaded.statistics, config, model_name=model_name,
+                            calibration_data=loaded.source, allow_other_weights=allow_other_weights)
+    if started is not None:
+        report = dataclasses.replace(report, wall_seconds=time.perf_counter() - started)
+    report = dataclasses.replace(report, calibration_seconds=loaded.seconds)
+    save_lite_whisper(lite, processor, output, dtype=dtype, overwrite=overwrite,
+                      extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2) + "\n"},
+                      compression=report.config)
+    return report

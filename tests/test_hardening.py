@@ -1,0 +1,313 @@
+"""Bad input as a new user makes it, and files that survive crashes: one-line errors (exit 2), nothing
+half-written, stale or foreign results refused, two writers never interleaved."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_processor, tiny_whisper_model
+
+from lite_whisper.cli import main
+from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.compression.compress import compress
+from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.compression.statistics import CalibrationStatistics, StatisticsMismatchError
+from lite_whisper.files import OutputBusyError, atomic_folder, output_lock
+from lite_whisper.models.loading import save_model
+
+
+@pytest.fixture
+def dense_folder(tmp_path):
+    return save_model(tiny_whisper_model(vocab_size=51864), tiny_processor(), tmp_path / "dense")
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit code 2 and a one-line error without a traceback; return that line."""
+    capsys.readouterr()  # drop what earlier commands printed
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]  # progress notes may come first; the error is one line at the end
+    assert last.startswith(f"lite-whisper {argv[0]}: error: "), err
+    return last
+
+
+def compress_args(dense, calibration, out, *extra) -> list[str]:
+    return ["compress", str(dense), "--calibration", str(calibration), "--threshold", "0.6:0.7", "--no-progress",
+            "-o", str(out), *extra]
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize("command", [["eval", "tiny.en"], ["transcribe", "tiny.en", "x.wav"],
+                                     ["bench", "tiny.en"], ["compress", "tiny.en", "-o", "never"]])
+def test_bad_devices_are_one_line_errors(capsys, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.wav").write_bytes(b"")
+    assert "not a torch device" in cli_error(capsys, [*command, "--device", "foo"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in cli_error(capsys, [*command, "--device", "cuda"])
+    assert not (tmp_path / "never").exists()
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_folder_with_config_but_no_weights(tmp_path, capsys, dense_folder):
+    broken = tmp_path / "broken"
+    shutil.copytree(dense_folder, broken)
+    (broken / "model.safetensors").unlink()
+    message = cli_error(capsys, ["inspect", str(broken)])
+    assert "no weights" in message and str(broken) in message
+
+
+def test_compressing_a_compressed_folder_is_refused_before_calibrating(tmp_path, capsys, dense_folder,
+                                                                      calibration_folder, monkeypatch):
+    lite = tmp_path / "lite"
+    assert main(compress_args(dense_folder, calibration_folder, lite)) == 0
+    import lite_whisper.compression.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "calibrate", lambda *a, **k: pytest.fail("calibrated a compressed model"))
+    message = cli_error(capsys, compress_args(lite, calibration_folder, tmp_path / "again"))
+    assert "already compressed" in message and "dense model" in message
+    assert not (tmp_path / "again").exists()
+
+
+# ----------------------------------------------------------------------------- statistics files
+
+
+def test_statistics_are_written_atomically_and_truncation_is_detected(tmp_path, capsys, dense_folder,
+                                                                      calibration_folder, monkeypatch):
+    stats = tmp_path / "tiny.stats"
+    assert main(compress_args(dense_folder, calibration_folder, tmp_path / "a", "--stats", str(stats))) == 0
+    whole = stats.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    stats.write_bytes(whole[: len(whole) // 2])
+    message = cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "b", "--stats", str(stats)))
+    assert "truncated or corrupt" in message and "calibrate again" in message
+    stats.write_bytes(whole[:5])
+    assert "truncated or corrupt" in cli_error(
+        capsys, compress_args(dense_folder, calibration_folder, tmp_path / "b", "--stats", str(stats)))
+
+    # a crash while writing leaves the old file as it was and no temporary behind
+    import safetensors.torch
+
+    def crash(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    stats.write_bytes(whole)
+    statistics = CalibrationStatistics.load(stats)
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError):
+        statistics.save(stats)
+    assert stats.read_bytes() == whole
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_statistics_of_other_weights_are_refused_unless_allowed(tmp_path, capsys, calibration_folder):
+    processor = tiny_processor()
+    first = save_model(tiny_whisper_model(seed=0, vocab_size=51864), processor, tmp_path / "first")
+    second = save_model(tiny_whisper_model(seed=1, vocab_size=51864), processor, tmp_path / "second")  # same shape
+    stats = tmp_path / "first.stats"
+    assert main(compress_args(first, calibration_folder, tmp_path / "a", "--stats", str(stats))) == 0
+    message = cli_error(capsys, compress_args(second, calibration_folder, tmp_path / "b", "--stats", str(stats)))
+    assert "other weights" in message and "--allow-stats-mismatch" in message
+    assert not (tmp_path / "b").exists()
+    assert main(compress_args(second, calibration_folder, tmp_path / "b", "--stats", str(stats),
+                              "--allow-stats-mismatch")) == 0
+    # library: the same check
+    model = tiny_whisper_model(seed=1, vocab_size=51864)
+    with pytest.raises(StatisticsMismatchError, match="fingerprint"):
+        compress(model, CalibrationStatistics.load(stats), CompressionConfig())
+
+
+def test_fingerprint_is_the_same_in_float16_and_float32():
+    from lite_whisper.compression.statistics import weight_fingerprint
+
+    model = tiny_whisper_model().half().float()  # weights representable in float16
+    assert weight_fingerprint(model) == weight_fingerprint(model.half())
+    assert weight_fingerprint(model) != weight_fingerprint(tiny_whisper_model(seed=3))
+
+
+def test_stats_given_twice_merge_and_a_missing_one_is_an_error(tmp_path, capsys, dense_folder, calibration_folder):
+    a, b = tmp_path / "a.stats", tmp_path / "b.stats"
+    for stats, limit in ((a, "2"), (b, "4")):
+        assert main(compress_args(dense_folder, calibration_folder, tmp_path / f"out-{stats.stem}",
+                                  "--stats", str(stats), "--limit", limit)) == 0
+    merged = tmp_path / "merged"
+    assert main(compress_args(dense_folder, tmp_path / "nowhere", merged, "--stats", str(a), "--stats", str(b))) == 0
+    assert json.loads((merged / "compression_report.json").read_text())["calibration_clips"] == 6
+    message = cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "x",
+                                              "--stats", str(a), "--stats", str(tmp_path / "missing.stats")))
+    assert "missing.stats" in message and "do not exist" in message
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def test_disk_full_while_saving_leaves_nothing_and_says_so(tmp_path, capsys, dense_folder, calibration_folder,
+                                                           monkeypatch):
+    from safetensors import SafetensorError
+
+    import lite_whisper.lowrank.checkpoint as checkpoint
+
+    def full(self, *args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(checkpoint.LiteWhisperForConditionalGeneration, "save_pretrained", full)
+    out = tmp_path / "lite"
+    message = cli_error(capsys, compress_args(dense_folder, calibration_folder, out))
+    assert "disk" in message
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name or "lock" in p.name]
+
+
+def test_failed_overwrite_leaves_the_old_folder_intact(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target, overwrite=True) as staging:
+            (staging / "weights").write_text("half new")
+            raise RuntimeError("crash while writing")
+    assert (target / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def _hold_lock(path, ready, release):
+    with output_lock(path):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_writer_of_the_same_output_gets_a_clear_error(tmp_path, capsys, dense_folder, calibration_folder):
+    out = tmp_path / "lite"
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(out, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(OutputBusyError, match="another lite-whisper process"):
+            with atomic_folder(out):
+                pass
+        message = cli_error(capsys, compress_args(dense_folder, calibration_folder, out))
+        assert "another lite-whisper process is writing" in message
+    finally:
+        release.set()
+        holder.join(30)
+    assert not out.exists()
+    assert main(compress_args(dense_folder, calibration_folder, out)) == 0  # free again
+    with output_lock(out):  # the same process may nest
+        with output_lock(out):
+            pass
+
+
+# ----------------------------------------------------------------------------- validation before work
+
+
+def test_evaluate_and_default_paths_are_checked_before_loading(tmp_path, capsys, dense_folder, calibration_folder,
+                                                               monkeypatch):
+    import lite_whisper.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("loaded a model before validating"))
+    message = cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "o", "--evaluate",
+                                              "--data", str(tmp_path / "no-such-data")))
+    assert "no-such-data" in message
+    assert "--eval-limit" in cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "o",
+                                                             "--evaluate", "--eval-limit", "0"))
+    assert "only apply with --evaluate" in cli_error(
+        capsys, compress_args(dense_folder, calibration_folder, tmp_path / "o", "--eval-limit", "3"))
+    monkeypatch.setenv("LITE_WHISPER_SPEECH", str(tmp_path / "no-speech-here"))
+    message = cli_error(capsys, ["compress", str(dense_folder), "-o", str(tmp_path / "o")])
+    assert "default calibration set" in message and "--calibration" in message and "LITE_WHISPER_SPEECH" in message
+    message = cli_error(capsys, ["eval", str(dense_folder)])
+    assert "default evaluation set" in message and "--data" in message
+
+
+def test_sweep_arguments_are_checked_before_loading(tmp_path, capsys, dense_folder, calibration_folder, monkeypatch):
+    import lite_whisper.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("loaded a model before validating"))
+    base = ["sweep", str(dense_folder), "--calibration", str(calibration_folder), "--data", str(calibration_folder),
+            "-o", str(tmp_path / "sweep")]
+    assert "--batch-size" in cli_error(capsys, [*base, "--thresholds", "0.9", "--batch-size", "0"])
+    assert "expected a number" in cli_error(capsys, [*base, "--thresholds", "0.9,abc"])
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert "pip install 'lite-whisper[plot]'" in cli_error(capsys, [*base, "--thresholds", "0.9"])
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_internal_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import lite_whisper.cli.inspect as inspect_command
+
+    def bug(args):
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(inspect_command, "run", bug)
+    assert main(["inspect", "anything"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(AttributeError):
+        main(["--debug", "inspect", "anything"])
+
+
+def test_calibration_statistics_equal_after_save_and_load(tmp_path, calibration_folder):
+    model, processor = tiny_whisper_model(vocab_size=51864), tiny_processor()
+    statistics = calibrate(model, processor, calibration_folder, progress=False)
+    statistics.save(tmp_path / "s.stats")
+    loaded = CalibrationStatistics.load(tmp_path / "s.stats")
+    assert loaded.digest() == statistics.digest() and loaded.signature == statistics.signature
+    assert loaded.signature.fingerprint is not None and len(loaded.signature.fingerprint) == 16
+
+
+def test_inspect_a_folder_without_its_report(tmp_path, capsys, dense_folder, calibration_folder):
+    lite = tmp_path / "lite"
+    assert main(compress_args(dense_folder, calibration_folder, lite)) == 0
+    report = json.loads((lite / "compression_report.json").read_text())
+    (lite / "compression_report.json").unlink()
+    capsys.readouterr()
+    assert main(["inspect", str(lite), "--json"]) == 0
+    structural = json.loads(capsys.readouterr().out)
+    assert structural["threshold"] == "unknown"  # calibration facts are gone with the report
+    assert structural["encoder_params_after"] == report["encoder_params_after"]
+    assert [{k: v["rank"] for k, v in layer.items()} for layer in structural["layers"]] == \
+        [{k: v["rank"] for k, v in layer.items()} for layer in report["layers"]]
+
+
+def test_pipeline_saves_a_folder_that_loads_with_its_config_recorded(tmp_path, calibration_folder):
+    from lite_whisper import __version__
+    from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
+    from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperForConditionalGeneration
+    from lite_whisper.models.loading import load_model
+
+    model, processor = tiny_whisper_model(vocab_size=51864), tiny_processor()
+    loaded = load_or_calibrate(model, processor, str(calibration_folder), stats_files=[tmp_path / "s.stats"],
+                               progress=False)
+    assert loaded.source == str(calibration_folder) and (tmp_path / "s.stats").exists()
+    report = compress_and_save(model, processor, loaded, CompressionConfig.parse("0.6"), tmp_path / "lite")
+    again = load_or_calibrate(model, processor, None, stats_files=[tmp_path / "s.stats"])  # read back, no audio
+    assert again.statistics.digest() == loaded.statistics.digest() and again.source == str(tmp_path / "s.stats")
+    lite, _ = load_model(tmp_path / "lite")
+    assert isinstance(lite, LiteWhisperForConditionalGeneration)
+    assert [dict(layer) for layer in lite.config.low_rank_config] == [
+        {name: entry.rank for name, entry in layer.items() if entry.rank} for layer in report.layers]
+    config = json.loads((tmp_path / "lite" / "config.json").read_text())
+    assert config["lite_whisper"] == {"version": __version__, "compression": {
+        "attention_threshold": 0.6, "mlp_threshold": 0.6, "rank_multiple": 16, "version": 1}}
+    assert report.config == config["lite_whisper"]["compression"] and report.lite_whisper_version == __version__

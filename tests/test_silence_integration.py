@@ -1,0 +1,48 @@
+"""Silence and non-speech transcribe as empty text (Whisper's no-speech rule), real speech does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lite_whisper import load_audio, load_model, transcribe
+from lite_whisper.inference.transcribe import DecodingOptions
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_en():
+    return load_model("tiny.en")
+
+
+def non_speech() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    seconds = np.arange(5 * 16000) / 16000
+    return {
+        "digital silence": np.zeros(3 * 16000, np.float32),
+        "white noise": (0.05 * rng.standard_normal(5 * 16000)).astype(np.float32),
+        "loud white noise": (0.3 * rng.standard_normal(5 * 16000)).astype(np.float32),
+        "60 Hz hum": (0.1 * np.sin(2 * np.pi * 60 * seconds)).astype(np.float32),
+        "1 kHz tone": (0.3 * np.sin(2 * np.pi * 1000 * seconds)).astype(np.float32),
+    }
+
+
+def test_silence_and_noise_give_empty_transcripts(tiny_en, speech_dir):
+    clips = non_speech()
+    jfk = load_audio(speech_dir / "extra" / "jfk.flac")
+    results = transcribe(tiny_en, [*clips.values(), jfk])
+    assert {name: r.text for name, r in zip(clips, results)} == dict.fromkeys(clips, "")
+    assert results[-1].text.startswith("And so my fellow Americans")
+    # without the rule, tiny.en hallucinates on them (the classic " you"): the rule is what empties them
+    ungated = transcribe(tiny_en, list(clips.values()), options=DecodingOptions(no_speech_threshold=None))
+    assert sum(bool(r.text) for r in ungated) >= 3
+
+
+def test_the_rule_keeps_every_dev_clip_with_speech(tiny_en, speech_dir):
+    from lite_whisper import load_dataset
+
+    clips = [(clip.id, clip.audio) for clip in load_dataset(speech_dir / "splits" / "dev.txt", limit=48)]
+    results = transcribe(tiny_en, [audio for _, audio in clips], batch_size=8)
+    empty = [name for (name, _), r in zip(clips, results) if not r.text]
+    assert empty == []
