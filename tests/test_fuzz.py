@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from lite_whisper.data.datasets import DatasetError, load_dataset
 from lite_whisper.models.ctranslate2 import read_model_bin
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI sees the same examples every run (a failure reproduces); raise max_examples to search wider
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
@@ -23,8 +25,8 @@ def test_dataset_specs_from_random_bytes(tmp_path, content, suffix):
     spec.write_bytes(content)
     try:
         dataset = load_dataset(spec)
-    except (DatasetError, UnicodeDecodeError) as error:  # a clear error naming what was wrong
-        assert str(error)
+    except DatasetError as error:  # a clear error naming the file
+        assert str(spec) in str(error)
     else:
         assert len(dataset) >= 1  # only lists whose every line names an existing file get here
 
@@ -38,7 +40,7 @@ def test_dataset_specs_from_random_text(tmp_path, lines, suffix):
     try:
         load_dataset(spec)
     except DatasetError as error:
-        assert str(spec) in str(error) or "no audio" in str(error) or str(error)
+        assert str(spec) in str(error)
 
 
 def _valid_model_bin(tmp_path):

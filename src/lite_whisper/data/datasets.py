@@ -120,12 +120,8 @@ def load_dataset(spec: str | Path, limit: int | None = None) -> SpeechDataset:
         entries = [_entry(p, path) for p in files]
     elif path.suffix.lower() in AUDIO_SUFFIXES:
         entries = [_Entry(path.stem, path, None)]
-    elif path.suffix.lower() in LIST_SUFFIXES:
-        entries = _list_entries(path)
-    elif path.suffix.lower() == ".tsv":
-        entries = _manifest_entries(path, _read_tsv_rows(path))
-    elif path.suffix.lower() == ".jsonl":
-        entries = _manifest_entries(path, _read_jsonl_rows(path))
+    elif path.suffix.lower() in LIST_SUFFIXES | {".tsv", ".jsonl"}:
+        entries = _read_spec_file(path)
     else:
         raise DatasetError(
             f"{path}: unknown dataset type '{path.suffix}'; use a folder, a .txt list of audio paths, "
@@ -136,6 +132,22 @@ def load_dataset(spec: str | Path, limit: int | None = None) -> SpeechDataset:
     return SpeechDataset(text, entries=entries, limit=limit)
 
 
+def _read_spec_file(path: Path) -> list[_Entry]:
+    """Entries of a list file or manifest; any unreadable content is a DatasetError naming the file."""
+    try:
+        if path.suffix.lower() == ".tsv":
+            return _manifest_entries(path, _read_tsv_rows(path))
+        if path.suffix.lower() == ".jsonl":
+            return _manifest_entries(path, _read_jsonl_rows(path))
+        return _list_entries(path)
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {error.start}); a dataset spec is a text file") from None
+    except (ValueError, OSError) as error:  # e.g. a NUL byte or an over-long name in a path
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot use this file as a dataset spec ({error})") from None
+
+
 def _entry(audio: Path, root: Path) -> _Entry:
     clip_id = audio.relative_to(root).with_suffix("").as_posix()
     return _Entry(clip_id, audio, lookup_reference(audio))
@@ -144,7 +156,7 @@ def _entry(audio: Path, root: Path) -> _Entry:
 def _list_entries(list_file: Path) -> list[_Entry]:
     lines = [
         (number, line.strip())
-        for number, line in enumerate(list_file.read_text().splitlines(), start=1)
+        for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1)
         if line.strip() and not line.strip().startswith("#")
     ]
     root = _list_root(list_file, lines[0][1]) if lines else list_file.parent
@@ -171,18 +183,27 @@ def _list_root(list_file: Path, first: str) -> Path:
 
 
 def _read_tsv_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            if None in row:  # more cells than header columns
+                raise DatasetError(f"{path}:{number}: more tab-separated cells than the header has columns")
+            rows.append(row)
+        return rows
 
 
 def _read_jsonl_rows(path: Path) -> list[dict]:
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise DatasetError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+            rows.append(row)
     return rows
 
 
@@ -202,11 +223,14 @@ def _manifest_entries(manifest: Path, rows: list[dict]) -> list[_Entry]:
         )
     entries = []
     for number, row in enumerate(rows, start=1):
+        if row.get(path_key) in (None, ""):
+            raise DatasetError(f"{manifest}: row {number}: no audio path in column {path_key!r}")
         relative = str(row[path_key])
         audio = Path(relative) if Path(relative).is_absolute() else manifest.parent / relative
-        if not audio.exists():
+        if not audio.is_file():
             raise DatasetError(f"{manifest}: row {number}: audio file {relative} not found")
         reference = row.get(text_key) if text_key else None
+        reference = None if reference is None else str(reference)
         entries.append(_Entry(Path(relative).with_suffix("").as_posix(), audio, reference))
     return entries
 
