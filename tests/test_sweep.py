@@ -88,7 +88,7 @@ def test_pareto_flags():
 
 
 def test_sweep_rejects_bad_heatmap(setup):
-    with pytest.raises(ValueError, match="not one of the swept thresholds"):
+    with pytest.raises(ValueError, match="not one of the swept settings"):
         _run(setup, heatmap="0.9")
 
 
@@ -152,3 +152,16 @@ def test_sweep_refuses_a_folder_that_is_not_a_sweep(setup):
     with pytest.raises(sweep_module.SweepMismatchError, match="not empty"):
         _run(setup)
     assert (out / "thesis.tex").read_text() == "mine"
+
+
+def test_sweep_by_method_and_target(setup):
+    points = _run(setup, targets=[0.8], methods=["paper", "robust", "budget"])
+    labels = [p.label for p in points]
+    assert labels == ["dense", "0.6", "0.5:0.7", "paper-params0.8", "robust-params0.8", "allocate-params0.8"]
+    dense = points[0].encoder_params
+    for point in points[3:]:
+        assert point.encoder_params <= 0.8 * dense
+    with pytest.raises(ValueError, match="unknown method"):
+        sweep_module.parse_thresholds([], targets=[0.8], methods=["magic"])
+    with pytest.raises(ValueError, match="needs --methods"):
+        sweep_module.parse_thresholds([], targets=[0.8])

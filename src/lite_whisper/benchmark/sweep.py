@@ -59,13 +59,30 @@ def slug(label: str) -> str:
     return DENSE if label == DENSE else "t" + label.replace(":", "_")
 
 
-def parse_thresholds(thresholds: list[str], heatmap: str | None = None) -> dict[str, CompressionConfig]:
-    """Label -> config for every threshold; ValueError for a bad threshold, none, or a heatmap not among them."""
+METHODS = {"paper": "paper", "robust": "robust", "allocate": "allocate", "budget": "allocate"}
+
+
+def parse_thresholds(thresholds: list[str], heatmap: str | None = None, targets: list[float] | None = None,
+                     methods: list[str] | None = None, kind: str = "params") -> dict[str, CompressionConfig]:
+    """Label -> config for every threshold (the paper's rule) and every (method, target) pair.
+
+    ValueError for a bad threshold, target or method, for nothing to sweep, or a heatmap not among them.
+    """
     configs = {config.label: config for config in (CompressionConfig.parse(t) for t in thresholds if t.strip())}
+    for method in methods or []:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if targets and not methods:
+        raise ValueError("--targets needs --methods (e.g. paper,robust,allocate)")
+    for target in targets or []:
+        for method in methods or []:
+            budget = {"target_params": target} if kind == "params" else {"target_flops": target}
+            config = CompressionConfig.parse("1", rank_rule=METHODS[method], **budget)
+            configs[config.label] = config
     if not configs:
-        raise ValueError("give at least one threshold")
-    if heatmap is not None and CompressionConfig.parse(heatmap).label not in configs:
-        raise ValueError(f"--heatmap {heatmap} is not one of the swept thresholds {', '.join(configs)}")
+        raise ValueError("give at least one threshold, or --targets with --methods")
+    if heatmap is not None and heatmap not in configs and CompressionConfig.parse(heatmap).label not in configs:
+        raise ValueError(f"--heatmap {heatmap} is not one of the swept settings {', '.join(configs)}")
     return configs
 
 
@@ -85,6 +102,8 @@ def sweep(
     options: DecodingOptions | None = None,
     progress: bool = True,
     restart: bool = False,
+    targets: list[float] | None = None,
+    methods: list[str] | None = None,
     log=print,
 ) -> list[SweepPoint]:
     """Run (or resume) a sweep and write pareto.json, pareto.png and ranks.png to `out_dir`.
@@ -92,7 +111,7 @@ def sweep(
     Resuming needs the same settings as the run that made the folder (see `sweep.json`):
     otherwise SweepMismatchError, or with `restart=True` the old results are discarded.
     """
-    configs = parse_thresholds(thresholds, heatmap)
+    configs = parse_thresholds(thresholds, heatmap, targets, methods)
     out_dir = Path(out_dir)
     options = options or DecodingOptions(language="en")
     settings = {"version": MANIFEST_VERSION, "model": model_spec, "calibration": calibration, "limit": limit,
@@ -109,8 +128,9 @@ def sweep(
         for label, config in configs.items():
             folder = out_dir / slug(label) / "model"
             if not folder.exists():
-                log(f"compressing at threshold {label} ...")
-                compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec)
+                log(f"compressing at {label} ...")
+                compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec,
+                                  calibration=calibration, log=log)
             compressed = load_model(folder)
             points.append(_measure(label, compressed, dense, out_dir / slug(label), data, eval_limit, batch_size,
                                    options, bench, repeats, progress, log))
@@ -125,7 +145,8 @@ def sweep(
         from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
 
         plot_pareto(points, out_dir / "pareto.png", title=f"{model_spec}: WER vs encoder size and latency")
-        chosen = CompressionConfig.parse(heatmap).label if heatmap else next(iter(configs))
+        chosen = (heatmap if heatmap in configs else CompressionConfig.parse(heatmap).label) if heatmap \
+            else next(iter(configs))
         report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
         plot_ranks(report, out_dir / "ranks.png", title=f"{model_spec} at threshold {chosen}: rank per layer and module")
     return points

@@ -36,6 +36,17 @@ def add_parser(commands) -> None:
                    "or ../shared/speech)")
     p.add_argument("--threshold", default="0.99:0.999",
                    help="explained-variance threshold for all six linears, or ATTN:MLP (default: %(default)s)")
+    p.add_argument("--rank-rule", choices=["paper", "robust", "allocate"],
+                   help="paper: the LiteASR explained-variance rule; robust: the same measured without the few "
+                   "massive directions (always kept); allocate: with a --target-*, ranks distributed by measured "
+                   "damage (default: paper, or allocate with a target). With a target, paper and robust search "
+                   "the one threshold that fits it")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--target-params", type=float, metavar="F",
+                        help="compress to this fraction of the dense encoder's parameters (e.g. 0.75), ranks allocated "
+                        "across all linears by measured damage; --threshold is then unused")
+    budget.add_argument("--target-flops", type=float, metavar="F",
+                        help="likewise, to this fraction of the dense encoder's FLOPs at 30 s")
     p.add_argument("--rank-multiple", type=int, default=16, help="ranks are multiples of this (default: 16)")
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
     p.add_argument("--batch-size", type=int, default=8, help="calibration clips per encoder pass (default: 8)")
@@ -64,7 +75,8 @@ def run(args) -> int:
     from lite_whisper.files import output_lock
 
     # Validate everything cheap before the expensive part.
-    config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple)
+    config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple, rank_rule=args.rank_rule,
+                                     target_params=args.target_params, target_flops=args.target_flops)
     for value, flag in ((args.limit, "--limit"), (args.batch_size, "--batch-size"), (args.eval_limit, "--eval-limit")):
         positive(value, flag)
     check_device(args.device)
@@ -78,7 +90,17 @@ def run(args) -> int:
     for path in stats_files:
         if path.is_dir():
             raise CLIError(f"--stats {path} is a folder; give a file name such as model.stats")
-    calibration = None if existing else open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+    if not existing:
+        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+    elif config.budget is not None and args.calibration is not None:  # a few clips measure each linear's damage
+        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+    elif config.budget is not None:
+        try:  # the default split, if it is there; else damage is estimated from variance (with a warning)
+            calibration = open_dataset(None, args.limit, "calibration", "calibration.txt")
+        except CLIError:
+            calibration = None
+    else:
+        calibration = None
     if not args.evaluate and (args.data is not None or args.eval_limit is not None):
         raise CLIError("--data and --eval-limit only apply with --evaluate")
     evaluation = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt") if args.evaluate else None
@@ -102,7 +124,8 @@ def _compress(args, config, calibration, evaluation, stats_files) -> None:
                                progress=not args.no_progress, model_name=args.model, log=log)
     report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
                                dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,
-                               allow_other_weights=args.allow_stats_mismatch, started=start)
+                               allow_other_weights=args.allow_stats_mismatch, started=start,
+                               calibration=calibration, log=log)
     print(report.table())
     print(f"wrote {args.output}")
     if evaluation is not None:

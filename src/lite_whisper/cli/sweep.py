@@ -16,12 +16,16 @@ def add_parser(commands) -> None:
         "evaluated (and its encoder timed) against the dense model. Writes DIR/pareto.json, DIR/pareto.png "
         "and DIR/ranks.png. Re-running the same command resumes an interrupted sweep; a run with other "
         "calibration or evaluation settings is refused (pass --restart to start the folder afresh).",
-        epilog="example:\n  lite-whisper sweep tiny.en --thresholds 0.999,0.99:0.999,0.99,0.95:0.99,0.95,0.9 -o sweeps/tiny.en",
+        epilog="examples:\n  lite-whisper sweep tiny.en --thresholds 0.999,0.99:0.999,0.99,0.95:0.99,0.95,0.9 -o sweeps/tiny.en\n"
+        "  lite-whisper sweep tiny.en --targets 0.9,0.75,0.6 --methods paper,robust,allocate -o sweeps/tiny.en-frontier",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("-o", "--output", type=Path, required=True, help="sweep folder (created, or resumed if it exists)")
-    p.add_argument("--thresholds", required=True, help="comma-separated thresholds, each T or ATTN:MLP")
+    p.add_argument("--thresholds", default="", help="comma-separated thresholds of the paper's rule, each T or ATTN:MLP")
+    p.add_argument("--targets", help="comma-separated encoder-parameter fractions, e.g. 0.9,0.75,0.6 (with --methods)")
+    p.add_argument("--methods", help="comma-separated: paper and robust (one threshold searched to fit each target), "
+                   "allocate (alias budget: ranks distributed by measured damage)")
     p.add_argument("--calibration", help="calibration dataset spec (default: the shared calibration split)")
     p.add_argument("--data", help="evaluation dataset spec (default: the shared dev split)")
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
@@ -48,7 +52,12 @@ def run(args) -> int:
         positive(value, flag)
     if args.output.exists() and not args.output.is_dir():
         raise CLIError(f"--output {args.output} is a file; give a folder for the sweep")
-    parse_thresholds(args.thresholds.split(","), args.heatmap)  # raises ValueError before anything runs
+    try:
+        targets = [float(t) for t in args.targets.split(",") if t.strip()] if args.targets else None
+    except ValueError:
+        raise CLIError(f"--targets takes comma-separated fractions such as 0.9,0.75, got {args.targets!r}") from None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    parse_thresholds(args.thresholds.split(","), args.heatmap, targets, methods)  # raises before anything runs
     require_matplotlib("sweep")
     calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
     data = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt")
@@ -58,6 +67,7 @@ def run(args) -> int:
     points = sweep(args.model, calibration.spec, data.spec, thresholds, args.output, limit=args.limit,
                    eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench, options=options,
                    repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress, restart=args.restart,
+                   targets=targets, methods=methods,
                    log=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"{'setting':<12} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. %':>12} "
           f"{'latency ms':>11} {'vs dense':>9} {'same kern.':>10}  Pareto")

@@ -8,17 +8,30 @@ Each step is separate so that one calibration serves many compressions (`sweep`)
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
+from collections.abc import Callable
 
 import torch
 
 from lite_whisper import __version__
-from lite_whisper.compression.config import CompressionConfig
-from lite_whisper.compression.decomposition import ModuleDecision, decide_layer, low_rank_factors, principal_basis
+from lite_whisper.compression.allocation import BudgetError, Option, allocate
+from lite_whisper.compression.config import MASSIVE_GAP, MAX_MASSIVE, CompressionConfig
+from lite_whisper.compression.decomposition import (
+    ModuleDecision,
+    breaks_even,
+    decide_layer,
+    explained_variance,
+    low_rank_factors,
+    massive_directions,
+    principal_basis,
+)
+from lite_whisper.compression.sensitivity import discarded_variance, measure_sensitivities
 from lite_whisper.compression.report import CompressionReport, ModuleReport, peak_rss_mb
 from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.compression.targets import LOW_RANK_TARGETS
-from lite_whisper.evaluation.cost import encoder_flops, encoder_of, encoder_params, reduced_attention_layers
+from lite_whisper.evaluation.cost import ENCODER_FRAMES, encoder_flops, encoder_of, encoder_params, reduced_attention_layers
 from lite_whisper.lowrank.convert import to_lite_whisper
 
 
@@ -50,27 +63,50 @@ def compress(
     model_name: str = "",
     calibration_data: str = "",
     allow_other_weights: bool = False,
+    probe_features: torch.Tensor | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ):
-    """Factorise every target linear whose rank beats break-even; return (lite model, report)."""
+    """Factorise the encoder's linears as `config` says; return (lite model, report).
+
+    Thresholds: each linear gets the rank its rule picks, or stays dense below break-even.
+    A budget (`config.target_params` / `target_flops`): ranks are allocated across all linears by
+    estimated damage; the estimate is measured on `probe_features` (a few calibration clips'
+    log-mel features, see `sensitivity`) when given, else it is the discarded share of each
+    linear's output variance (blind to where errors show; a warning says so).
+    """
     start = time.perf_counter()
+    requested = config
     check_dense(model, model_name)
-    moments = statistics.derive_output_moments(model, allow_other_weights=allow_other_weights)
+    statistics.check_compatible(model, allow_other_weights=allow_other_weights)
     decisions: dict[tuple[int, str], ModuleDecision] = {}
     factors = {}
-    for (layer, name), output_moments in moments.items():
-        module = _target_module(model, layer, name)
-        eigenvalues, eigenvectors = principal_basis(output_moments)
-        decision = decide_layer(eigenvalues, module.in_features, config.threshold_for(name), config.rank_multiple)
-        decisions[layer, name] = decision
-        if decision.rank is not None:
-            a, b, bias = low_rank_factors(module.weight, module.bias, output_moments.mean(), eigenvectors[:, : decision.rank])
-            factors[layer, name] = (a.to(model.dtype), b.to(model.dtype), bias.to(model.dtype))
+    budget = None
+    if config.budget is not None and config.rank_rule != "allocate":  # the rule, at one threshold that fits
+        config, budget = _threshold_for_budget(model, statistics, config)
+    if config.budget is None or config.rank_rule != "allocate":
+        for key, output_moments, eigenvalues, eigenvectors in _bases(model, statistics):  # one at a time
+            module = _target_module(model, *key)
+            decision = _decide(config, key[1], eigenvalues, module)
+            decisions[key] = decision
+            if decision.rank is not None:
+                factors[key] = _factors(model, module, output_moments, eigenvectors, decision.rank)
+    else:
+        bases = {key: (moments, values, vectors) for key, moments, values, vectors in _bases(model, statistics)}
+        ranks, budget = _allocate(model, bases, config, probe_features, log)
+        for key, (output_moments, eigenvalues, eigenvectors) in bases.items():
+            module = _target_module(model, *key)
+            rank, reason = ranks[key]
+            kept = 1.0 if rank is None else float(explained_variance(eigenvalues)[rank - 1])
+            decisions[key] = ModuleDecision(rank, kept, module.in_features, module.out_features, reason)
+            if rank is not None:
+                factors[key] = _factors(model, module, output_moments, eigenvectors, rank)
     lite = to_lite_whisper(model, factors)
+    allocated = config.budget is not None and config.rank_rule == "allocate"
     report = CompressionReport(
         model=model_name or str(getattr(model.config, "_name_or_path", "")),
-        threshold=config.label,
-        attention_threshold=config.attention_threshold,
-        mlp_threshold=config.mlp_threshold,
+        threshold=requested.label,
+        attention_threshold=None if allocated else config.attention_threshold,
+        mlp_threshold=None if allocated else config.mlp_threshold,
         rank_multiple=config.rank_multiple,
         calibration_data=calibration_data,
         calibration_clips=statistics.calibration_clips,
@@ -87,10 +123,122 @@ def compress(
         reduced_attention_layers=reduced_attention_layers(lite),
         wall_seconds=time.perf_counter() - start,
         peak_rss_mb=peak_rss_mb(),
-        config=config.to_dict(),
+        config=requested.to_dict(),
         lite_whisper_version=__version__,
+        rank_rule=config.rank_rule,
+        budget=budget,
     )
     return lite, report
+
+
+def _bases(model, statistics: CalibrationStatistics):
+    """(key, output moments, eigenvalues, eigenvectors) of every target linear, derived one at a time."""
+    for index, layer in enumerate(encoder_of(model).layers):
+        for name, (path, _) in LOW_RANK_TARGETS.items():
+            linear = layer.get_submodule(path)
+            moments = statistics.output_moments(index, name, linear.weight, linear.bias)
+            eigenvalues, eigenvectors = principal_basis(moments)
+            yield (index, name), moments, eigenvalues, eigenvectors
+
+
+def _decide(config: CompressionConfig, name: str, eigenvalues, module) -> ModuleDecision:
+    massive = massive_directions(eigenvalues, MASSIVE_GAP, MAX_MASSIVE) if config.rank_rule == "robust" else 0
+    return decide_layer(eigenvalues, module.in_features, config.threshold_for(name), config.rank_multiple, massive)
+
+
+def _threshold_for_budget(model, statistics: CalibrationStatistics, config: CompressionConfig):
+    """The largest single threshold (all six linears) at which `config.rank_rule` fits the budget.
+
+    Bisection on the threshold over the eigenvalues alone (no factorisation); returns the config
+    with that threshold and no budget, and the budget's outcome for the report.
+    """
+    kind, fraction = config.budget
+    dense_total = encoder_params(model) if kind == "params" else encoder_flops(model)
+    spectra = []
+    for key, _, eigenvalues, _ in _bases(model, statistics):
+        module = _target_module(model, *key)
+        spectra.append((key[1], eigenvalues, module, module.bias is not None))
+
+    def size(threshold: float) -> int:
+        trial = dataclasses.replace(config, attention_threshold=threshold, mlp_threshold=threshold,
+                                    target_params=None, target_flops=None)
+        total = dense_total
+        for name, eigenvalues, module, has_bias in spectra:
+            rank = _decide(trial, name, eigenvalues, module).rank
+            if rank is not None:
+                total -= (linear_size(kind, module.in_features, module.out_features, None, has_bias)
+                          - linear_size(kind, module.in_features, module.out_features, rank, has_bias))
+        return total
+
+    low, high = 1e-6, 1.0  # size grows with the threshold; size(1.0) is dense
+    if size(low) > fraction * dense_total:
+        raise BudgetError(f"the {config.rank_rule} rule cannot reach {kind} {fraction:g} at any threshold; "
+                          "use rank rule allocate")
+    for _ in range(40):
+        middle = (low + high) / 2
+        if size(middle) <= fraction * dense_total:
+            low = middle
+        else:
+            high = middle
+    chosen = dataclasses.replace(config, attention_threshold=low, mlp_threshold=low, target_params=None,
+                                 target_flops=None)
+    return chosen, {"kind": kind, "target": fraction, "achieved": size(low) / dense_total,
+                    "estimate": f"one {config.rank_rule}-rule threshold, {low:.6f}"}
+
+
+def _factors(model, module, output_moments, eigenvectors, rank: int):
+    a, b, bias = low_rank_factors(module.weight, module.bias, output_moments.mean(), eigenvectors[:, :rank])
+    return a.to(model.dtype), b.to(model.dtype), bias.to(model.dtype)
+
+
+def linear_size(kind: str, d_in: int, d_out: int, rank: int | None, has_bias: bool) -> int:
+    """Parameters (kind "params") or FLOPs at 30 s (kind "flops") of one linear, dense (rank None) or factorised."""
+    if kind == "flops":
+        return 2 * ENCODER_FRAMES * (d_in * d_out if rank is None else rank * (d_in + d_out))
+    if rank is None:
+        return d_in * d_out + (d_out if has_bias else 0)
+    return rank * (d_in + d_out) + d_out  # a factorised linear always has a bias (k_proj gains one)
+
+
+def _allocate(model, bases, config: CompressionConfig, probe_features, log):
+    """Ranks for every linear under the budget, and the budget's outcome for the report."""
+    kind, fraction = config.budget
+    dense_total = encoder_params(model) if kind == "params" else encoder_flops(model)
+    if probe_features is not None:
+        log(f"measuring the output damage of each of {len(bases)} linears on {probe_features.shape[0]} clips ...")
+        sensitivity = measure_sensitivities(
+            model, {key: (values, vectors) for key, (_, values, vectors) in bases.items()},
+            {key: moments for key, (moments, _, _) in bases.items()}, probe_features, config.rank_multiple)
+        estimate = "measured output damage"
+    else:
+        warnings.warn("no calibration audio for measuring damage: allocating by discarded variance alone",
+                      stacklevel=3)
+        sensitivity = {key: 1.0 / max(float(values.sum()), 1e-30) for key, (_, values, _) in bases.items()}
+        estimate = "discarded variance share"
+    options, linear_total = {}, 0
+    for key, (_, eigenvalues, _) in bases.items():
+        module = _target_module(model, *key)
+        d_in, d_out, has_bias = module.in_features, module.out_features, module.bias is not None
+        discarded = discarded_variance(eigenvalues)
+        choices = [Option(None, linear_size(kind, d_in, d_out, None, has_bias), 0.0)]
+        for rank in range(config.rank_multiple, d_out, config.rank_multiple):
+            if breaks_even(rank, d_in, d_out):
+                break
+            choices.append(Option(rank, linear_size(kind, d_in, d_out, rank, has_bias),
+                                  sensitivity[key] * float(discarded[rank])))
+        options[key] = choices
+        linear_total += choices[0].size
+    fixed = dense_total - linear_total
+    chosen = allocate(options, fixed, fraction * dense_total)
+    achieved = (fixed + sum(option.size for option in chosen.values())) / dense_total
+    ranks = {
+        key: (option.rank, f"allocated: {'dense' if option.rank is None else f'rank {option.rank}'} "
+                           f"(estimated cost {option.cost:.3g}, {estimate})")
+        for key, option in chosen.items()
+    }
+    log(f"budget {kind} {fraction:g}: allocated {achieved:.4f} of the dense encoder")
+    return ranks, {"kind": kind, "target": fraction, "achieved": achieved, "estimate": estimate,
+                   "sensitivity": {f"{layer}.{name}": value for (layer, name), value in sensitivity.items()}}
 
 
 def _target_module(model, layer: int, name: str) -> torch.nn.Module:

@@ -36,17 +36,34 @@ def explained_variance(eigenvalues: Tensor) -> Tensor:
     return eigenvalues.cumsum(0) / total
 
 
-def rank_for_threshold(eigenvalues: Tensor, threshold: float, multiple: int = 16) -> int | None:
+def massive_directions(eigenvalues: Tensor, gap: float = 10.0, max_count: int = 4) -> int:
+    """How many leading eigenvalues are massive: m such that lambda_m / lambda_(m+1) >= `gap`, the
+    largest such m up to `max_count` (0 when no leading gap is that large).
+
+    Massive activations (a few directions hundreds of times larger than the rest) make a tiny rank
+    "explain 99%" while the next layer norm divides them away (METHOD §8).
+    """
+    head = eigenvalues[: max_count + 1]
+    count = 0
+    for index in range(min(max_count, head.shape[0] - 1)):
+        if head[index] > 0 and (head[index + 1] <= 0 or head[index] / head[index + 1] >= gap):
+            count = index + 1
+    return count
+
+
+def rank_for_threshold(eigenvalues: Tensor, threshold: float, multiple: int = 16, massive: int = 0) -> int | None:
     """Smallest multiple of `multiple` below full rank whose explained variance exceeds `threshold`.
 
-    Strictly greater, as in METHOD §3. None when no such rank exists (the layer stays dense).
+    Strictly greater, as in METHOD §3. With `massive` = m > 0 (the robust rule) the top m directions
+    are always kept and the variance is measured over the rest of the spectrum only. None when
+    no such rank exists (the layer stays dense).
     """
     _check_threshold(threshold)
     if multiple < 1:
         raise ValueError(f"multiple must be a positive integer, got {multiple}")
-    ratios = explained_variance(eigenvalues)
-    for rank in range(multiple, ratios.shape[0], multiple):
-        if ratios[rank - 1] > threshold:
+    ratios = explained_variance(eigenvalues[massive:])
+    for rank in range(multiple, eigenvalues.shape[0], multiple):
+        if rank > massive and ratios[rank - massive - 1] > threshold:
             return rank
     return None
 
@@ -111,23 +128,26 @@ class ModuleDecision:
         return self.rank is None
 
 
-def decide_layer(eigenvalues: Tensor, d_in: int, threshold: float, multiple: int = 16) -> ModuleDecision:
+def decide_layer(eigenvalues: Tensor, d_in: int, threshold: float, multiple: int = 16, massive: int = 0) -> ModuleDecision:
     """Choose the rank of one linear from its output eigenvalues, or keep it dense.
 
     Dense when the threshold is not reached below full rank, or when the chosen rank
-    does not beat the break-even rank d_in d_out / (d_in + d_out).
+    does not beat the break-even rank d_in d_out / (d_in + d_out). `massive`: see
+    `rank_for_threshold` (the reported explained variance is then that of the rest too).
     """
     d_out = eigenvalues.shape[0]
-    rank = rank_for_threshold(eigenvalues, threshold, multiple)
+    rank = rank_for_threshold(eigenvalues, threshold, multiple, massive)
     if rank is None:
         reason = f"threshold {threshold:g} not reached below full rank"
         return ModuleDecision(rank=None, explained_variance=1.0, d_in=d_in, d_out=d_out, reason=reason)
-    kept = float(explained_variance(eigenvalues)[rank - 1])
+    kept = float(explained_variance(eigenvalues[massive:])[rank - massive - 1])
     if breaks_even(rank, d_in, d_out):
         break_even = d_in * d_out / (d_in + d_out)
         reason = f"rank {rank} does not beat break-even {break_even:g}"
         return ModuleDecision(rank=None, explained_variance=kept, d_in=d_in, d_out=d_out, reason=reason)
     reason = f"rank {rank} explains {kept:.6f} > {threshold:g}"
+    if massive:
+        reason += f" of the variance beyond {massive} massive direction{'s' if massive > 1 else ''}"
     return ModuleDecision(rank=rank, explained_variance=kept, d_in=d_in, d_out=d_out, reason=reason)
 
 

@@ -76,14 +76,26 @@ def compress_and_save(
     overwrite: bool = False,
     allow_other_weights: bool = False,
     started: float | None = None,
+    calibration: SpeechDataset | str | None = None,
+    probe_clips: int = 4,
+    log: Callable[[str], None] = lambda message: None,
 ) -> CompressionReport:
     """Compress `model` with `loaded` statistics, save the lite-whisper folder with its report, return the report.
 
     `started` (a `time.perf_counter()` value): the report's wall time counts from then, so it
-    covers loading and calibration too; by default it covers the factorisation alone.
+    covers loading and calibration too; by default it covers the factorisation alone. With a
+    budget, the first `probe_clips` clips of `calibration` serve to measure each linear's damage.
     """
-    lite, report = compress(model, loaded.statistics, config, model_name=model_name,
-                            calibration_data=loaded.source, allow_other_weights=allow_other_weights)
+    probe = None
+    if config.budget is not None and calibration is not None:  # a few clips to measure damage on
+        from lite_whisper.data.datasets import load_dataset
+        from lite_whisper.data.features import first_clips_features
+
+        dataset = calibration if isinstance(calibration, SpeechDataset) else load_dataset(calibration)
+        parameter = next(model.parameters())
+        probe = first_clips_features(dataset, processor, probe_clips, parameter.device, parameter.dtype)
+    lite, report = compress(model, loaded.statistics, config, model_name=model_name, calibration_data=loaded.source,
+                            allow_other_weights=allow_other_weights, probe_features=probe, log=log)
     if started is not None:
         report = dataclasses.replace(report, wall_seconds=time.perf_counter() - started)
     report = dataclasses.replace(report, calibration_seconds=loaded.seconds)

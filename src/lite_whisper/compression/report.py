@@ -57,6 +57,8 @@ class CompressionReport:
     config: dict = field(default_factory=dict)  # CompressionConfig.to_dict(), with its version
     lite_whisper_version: str = ""
     calibration_seconds: float | None = None  # loading or calibrating the statistics (the CLI and sweep)
+    rank_rule: str = "paper"  # "paper", "robust" or "budget"
+    budget: dict | None = None  # kind, target, achieved fraction, how damage was estimated, sensitivities
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,8 +89,10 @@ class CompressionReport:
         flops = self.encoder_flops_after / self.encoder_flops_before
         lines += [
             "",
-            f"threshold {self.threshold} (attention {self.attention_threshold}, mlp {self.mlp_threshold}), "
-            f"ranks in multiples of {self.rank_multiple}",
+            (f"threshold {self.threshold} (attention {self.attention_threshold}, mlp {self.mlp_threshold}), "
+             f"rank rule {self.rank_rule}, ranks in multiples of {self.rank_multiple}") if self.budget is None else
+            (f"budget: {self.budget['kind']} {self.budget['target']:g} of the dense encoder, allocated "
+             f"{self.budget['achieved']:.4f} ({self.budget['estimate']}), ranks in multiples of {self.rank_multiple}"),
             f"encoder parameters  {self.encoder_params_before / 1e6:8.2f}M -> {self.encoder_params_after / 1e6:8.2f}M  ({100 * params:.1f}%)",
             f"encoder GFLOPs/30 s {self.encoder_flops_before / 1e9:8.2f}  -> {self.encoder_flops_after / 1e9:8.2f}   ({100 * flops:.1f}%)",
             f"reduced-dimension attention in layers: {self.reduced_attention_layers or 'none'}",

@@ -46,3 +46,11 @@ def feature_batches(dataset: SpeechDataset, processor, batch_size: int, device, 
         features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         frames = torch.tensor([encoder_frames(len(a)) for a in audio], dtype=torch.long)
         yield features.to(device=device, dtype=dtype), frames.to(device)
+
+
+def first_clips_features(dataset: SpeechDataset, processor, clips: int, device="cpu", dtype=torch.float32) -> torch.Tensor | None:
+    """Log-mel features (clips x n_mels x 3000) of the first `clips` readable clips; None if none is readable."""
+    skipped: list[str] = []
+    batch = next(feature_batches(SpeechDataset(dataset.spec, dataset._entries, dataset._stream, clips),
+                                 processor, clips, device, dtype, skipped), None)
+    return None if batch is None else batch[0]
