@@ -124,7 +124,7 @@ def test_measured_damage_matches_a_manual_truncation_and_restores_the_model(cali
 
 def test_robust_rule_through_compress(calibrated):
     model, statistics, _ = calibrated
-    _, paper = compress(model, statistics, CompressionConfig.parse("0.6"))
+    _, paper = compress(model, statistics, CompressionConfig.parse("0.6", rank_rule="paper"))
     _, robust = compress(model, statistics, CompressionConfig.parse("0.6", rank_rule="robust"))
     paper_ranks = [e.rank or 10**6 for layer in paper.layers for e in layer.values()]
     robust_ranks = [e.rank or 10**6 for layer in robust.layers for e in layer.values()]

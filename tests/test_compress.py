@@ -28,7 +28,8 @@ def tiny_pair():
 def test_threshold_parsing():
     assert CompressionConfig.parse("0.99:0.999") == CompressionConfig(0.99, 0.999)
     assert CompressionConfig.parse(0.95) == CompressionConfig(0.95, 0.95)
-    assert CompressionConfig.parse("1").label == "1"
+    assert CompressionConfig.parse("1").label == "robust-1"  # the default rule since issue 9
+    assert CompressionConfig.parse("1", rank_rule="paper").label == "1"
     assert CompressionConfig(0.9, 0.95).threshold_for("k_proj") == 0.9
     assert CompressionConfig(0.9, 0.95).threshold_for("fc2") == 0.95
     for bad in ("", "0.9:", "abc", "0.9:0.9:0.9"):
@@ -132,7 +133,7 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
     for key in ("encoder_params_before", "encoder_params_after", "encoder_flops_before", "encoder_flops_after",
                 "calibration_clips", "calibration_frames", "threshold", "layers", "wall_seconds", "peak_rss_mb"):
         assert key in report
-    assert report["calibration_clips"] == 6 and report["threshold"] == "0.6:0.7"
+    assert report["calibration_clips"] == 6 and report["threshold"] == "robust-0.6:0.7"
     assert report["wall_seconds"] > 0 and report["peak_rss_mb"] > 0
     assert set(report["layers"][0]) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
     assert {"rank", "explained_variance"} <= set(report["layers"][0]["fc1"])

@@ -309,6 +309,6 @@ def test_pipeline_saves_a_folder_that_loads_with_its_config_recorded(tmp_path, c
         {name: entry.rank for name, entry in layer.items() if entry.rank} for layer in report.layers]
     config = json.loads((tmp_path / "lite" / "config.json").read_text())
     assert config["lite_whisper"] == {"version": __version__, "compression": {
-        "attention_threshold": 0.6, "mlp_threshold": 0.6, "rank_multiple": 16, "rank_rule": "paper",
+        "attention_threshold": 0.6, "mlp_threshold": 0.6, "rank_multiple": 16, "rank_rule": "robust",
         "target_params": None, "target_flops": None, "version": 2}}
     assert report.config == config["lite_whisper"]["compression"] and report.lite_whisper_version == __version__

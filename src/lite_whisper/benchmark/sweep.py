@@ -68,7 +68,7 @@ def parse_thresholds(thresholds: list[str], heatmap: str | None = None, targets:
 
     ValueError for a bad threshold, target or method, for nothing to sweep, or a heatmap not among them.
     """
-    configs = {config.label: config for config in (CompressionConfig.parse(t) for t in thresholds if t.strip())}
+    configs = {config.label: config for config in (CompressionConfig.parse(t, rank_rule="paper") for t in thresholds if t.strip())}
     for method in methods or []:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -81,7 +81,7 @@ def parse_thresholds(thresholds: list[str], heatmap: str | None = None, targets:
             configs[config.label] = config
     if not configs:
         raise ValueError("give at least one threshold, or --targets with --methods")
-    if heatmap is not None and heatmap not in configs and CompressionConfig.parse(heatmap).label not in configs:
+    if heatmap is not None and heatmap not in configs and CompressionConfig.parse(heatmap, rank_rule="paper").label not in configs:
         raise ValueError(f"--heatmap {heatmap} is not one of the swept settings {', '.join(configs)}")
     return configs
 
@@ -145,7 +145,7 @@ def sweep(
         from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
 
         plot_pareto(points, out_dir / "pareto.png", title=f"{model_spec}: WER vs encoder size and latency")
-        chosen = (heatmap if heatmap in configs else CompressionConfig.parse(heatmap).label) if heatmap \
+        chosen = (heatmap if heatmap in configs else CompressionConfig.parse(heatmap, rank_rule="paper").label) if heatmap \
             else next(iter(configs))
         report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
         plot_ranks(report, out_dir / "ranks.png", title=f"{model_spec} at threshold {chosen}: rank per layer and module")

@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
     p.add_argument("--rank-rule", choices=["paper", "robust", "allocate"],
                    help="paper: the LiteASR explained-variance rule; robust: the same measured without the few "
                    "massive directions (always kept); allocate: with a --target-*, ranks distributed by measured "
-                   "damage (default: paper, or allocate with a target). With a target, paper and robust search "
+                   "damage (default: robust, or allocate with a target). With a target, paper and robust search "
                    "the one threshold that fits it")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--target-params", type=float, metavar="F",

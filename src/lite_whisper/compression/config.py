@@ -31,7 +31,7 @@ class CompressionConfig:
     attention_threshold: float = 0.99
     mlp_threshold: float = 0.999
     rank_multiple: int = 16
-    rank_rule: str = "paper"
+    rank_rule: str = "robust"  # measured better than "paper" at every size tried (docs/RESULTS.md §6)
     target_params: float | None = None
     target_flops: float | None = None
     version: int = 2  # 2: rank_rule, target_params, target_flops
@@ -69,7 +69,7 @@ class CompressionConfig:
             raise ValueError(f"threshold {text!r}: expected a number like 0.99 or ATTN:MLP like 0.99:0.999") from None
         attention, mlp = values if len(values) == 2 else values * 2
         if rank_rule is None:
-            rank_rule = "allocate" if (target_params is not None or target_flops is not None) else "paper"
+            rank_rule = "allocate" if (target_params is not None or target_flops is not None) else "robust"
         return cls(attention, mlp, rank_multiple, rank_rule, target_params, target_flops)
 
     @property
