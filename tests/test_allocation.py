@@ -81,7 +81,10 @@ def test_budget_is_met_and_within_one_rank_step(calibrated, kind, target):
     # within one rank step: the largest single step (16 more rank on the widest linear, 64 + 256 wide) would not fit
     step = linear_size(kind, 64, 256, 32, True) - linear_size(kind, 64, 256, 16, True)
     assert after > target * before - step
-    assert report.budget["achieved"] == pytest.approx(after / before) if kind == "params" else True
+    if kind == "params":
+        assert report.budget["achieved"] == pytest.approx(after / before)
+    else:  # linears counted as dense-path FLOPs; reduced attention can only make the model cheaper
+        assert report.budget["achieved"] >= after / before - 1e-12
     assert report.rank_rule == "allocate" and report.budget["estimate"] == "measured output damage"
     assert all(v >= 0 for v in report.budget["sensitivity"].values())
 

@@ -75,8 +75,9 @@ def test_ct2_reader_on_truncated_and_corrupted_files(tmp_path, valid_bytes, data
         model = read_model_bin(path)
     except ValueError as error:
         assert str(path) in str(error)  # names the file (and the byte offset)
-    else:  # a flipped byte inside the data of a tensor still parses: shapes must be intact
-        assert set(model.variables) <= {"encoder/num_heads", "w", "q"} or mode != "truncate"
+    else:  # a flipped byte inside a tensor's data (or a lucky random file) may parse; a truncated file never
+        assert mode != "truncate"
+        assert all(isinstance(value, np.ndarray) for value in model.variables.values())
 
 
 def test_ct2_reader_never_reads_a_huge_declared_size(tmp_path):

@@ -81,18 +81,21 @@ def compress(
     decisions: dict[tuple[int, str], ModuleDecision] = {}
     factors = {}
     budget = None
-    if config.budget is not None and config.rank_rule != "allocate":  # the rule, at one threshold that fits
-        config, budget = _threshold_for_budget(model, statistics, config)
-    if config.budget is None or config.rank_rule != "allocate":
+    if config.budget is None:
         for key, output_moments, eigenvalues, eigenvectors in _bases(model, statistics):  # one at a time
             module = _target_module(model, *key)
-            decision = _decide(config, key[1], eigenvalues, module)
-            decisions[key] = decision
-            if decision.rank is not None:
-                factors[key] = _factors(model, module, output_moments, eigenvectors, decision.rank)
-    else:
+            decisions[key] = _decide(config, key[1], eigenvalues, module)
+            if decisions[key].rank is not None:
+                factors[key] = _factors(model, module, output_moments, eigenvectors, decisions[key].rank)
+    else:  # a budget needs every spectrum at once; each is decomposed once
         bases = {key: (moments, values, vectors) for key, moments, values, vectors in _bases(model, statistics)}
-        ranks, budget = _allocate(model, bases, config, probe_features, log)
+        if config.rank_rule == "allocate":
+            ranks, budget = _allocate(model, bases, config, probe_features, log)
+        else:  # the rule, at the one threshold that fits
+            config, budget = _threshold_for_budget(model, bases, config)
+            ranks = {key: (decision.rank, decision.reason) for key, decision in
+                     ((key, _decide(config, key[1], values, _target_module(model, *key)))
+                      for key, (_, values, _) in bases.items())}
         for key, (output_moments, eigenvalues, eigenvectors) in bases.items():
             module = _target_module(model, *key)
             rank, reason = ranks[key]
@@ -133,12 +136,9 @@ def compress(
 
 def _bases(model, statistics: CalibrationStatistics):
     """(key, output moments, eigenvalues, eigenvectors) of every target linear, derived one at a time."""
-    for index, layer in enumerate(encoder_of(model).layers):
-        for name, (path, _) in LOW_RANK_TARGETS.items():
-            linear = layer.get_submodule(path)
-            moments = statistics.output_moments(index, name, linear.weight, linear.bias)
-            eigenvalues, eigenvectors = principal_basis(moments)
-            yield (index, name), moments, eigenvalues, eigenvectors
+    for key, moments in statistics.iter_output_moments(model):
+        eigenvalues, eigenvectors = principal_basis(moments)
+        yield key, moments, eigenvalues, eigenvectors
 
 
 def _decide(config: CompressionConfig, name: str, eigenvalues, module) -> ModuleDecision:
@@ -146,7 +146,7 @@ def _decide(config: CompressionConfig, name: str, eigenvalues, module) -> Module
     return decide_layer(eigenvalues, module.in_features, config.threshold_for(name), config.rank_multiple, massive)
 
 
-def _threshold_for_budget(model, statistics: CalibrationStatistics, config: CompressionConfig):
+def _threshold_for_budget(model, bases, config: CompressionConfig):
     """The largest single threshold (all six linears) at which `config.rank_rule` fits the budget.
 
     Bisection on the threshold over the eigenvalues alone (no factorisation); returns the config
@@ -155,7 +155,7 @@ def _threshold_for_budget(model, statistics: CalibrationStatistics, config: Comp
     kind, fraction = config.budget
     dense_total = encoder_params(model) if kind == "params" else encoder_flops(model)
     spectra = []
-    for key, _, eigenvalues, _ in _bases(model, statistics):
+    for key, (_, eigenvalues, _) in bases.items():
         module = _target_module(model, *key)
         spectra.append((key[1], eigenvalues, module, module.bias is not None))
 

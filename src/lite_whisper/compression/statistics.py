@@ -164,12 +164,16 @@ class CalibrationStatistics:
     ) -> dict[tuple[int, str], Moments]:
         """Output moments of every (layer, target), using the weights of the unmodified `model`."""
         self.check_compatible(model, allow_other_weights=allow_other_weights)
-        result = {}
+        return dict(self.iter_output_moments(model))
+
+    def iter_output_moments(self, model: nn.Module):
+        """((layer, target), output moments) one at a time, so only one derived matrix need be alive.
+
+        Shapes and weights are not checked here: call `check_compatible` first."""
         for index, layer in enumerate(encoder_of(model).layers):
             for name, (path, _) in LOW_RANK_TARGETS.items():
                 linear = layer.get_submodule(path)
-                result[(index, name)] = self.output_moments(index, name, linear.weight, linear.bias)
-        return result
+                yield (index, name), self.output_moments(index, name, linear.weight, linear.bias)
 
     def check_compatible(self, model: nn.Module, allow_other_weights: bool = False) -> None:
         """Raise StatisticsMismatchError when `model` is not the model these statistics were taken on.

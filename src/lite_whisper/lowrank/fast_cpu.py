@@ -148,18 +148,14 @@ def apply_linear(
     called as a whole, so its hooks (and its children's) fire.
     """
     low_rank = hasattr(module, "down") and hasattr(module, "up")
-    if has_hooks(module) or (low_rank and not fast_path(x, module.down, module.up)):
+    plain = has_hooks(module) or not (fast_path(x, module.down, module.up) if low_rank else fast_path(x, module))
+    if plain:
         y = module(x)
         if activation == "gelu":
             y = F.gelu(y)
         return y if residual is None else residual + y
-    if low_rank:
+    if low_rank:  # the down factor alone, then the fusions on the up factor (fast_path already allowed both)
         x, module = onednn_linear(x, module.down.weight, None), module.up
-    if not fast_path(x, module):
-        y = module(x)
-        if activation == "gelu":
-            y = F.gelu(y)
-        return y if residual is None else residual + y
     if residual is not None and activation is None and residual.shape == (*x.shape[:-1], module.out_features):
         return onednn_linear_add(x, module.weight, module.bias, residual.contiguous())
     y = onednn_linear(x, module.weight, module.bias, activation or "none")
