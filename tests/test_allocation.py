@@ -112,10 +112,10 @@ def test_measured_damage_matches_a_manual_truncation_and_restores_the_model(cali
     with torch.inference_mode():
         assert torch.equal(encoder(probe).last_hidden_state, before)  # every linear put back
     # layer 1 fc1 by hand: truncate at the probe rank, measure the relative squared error at the output
-    moments, values, vectors = bases[1, "fc1"]
+    mean, values, vectors = bases[1, "fc1"]
     rank = probe_rank(64, 256, 16)
     dense = encoder.layers[1].fc1
-    encoder.layers[1].fc1 = LowRankLinear.from_factors(*_factors(model, dense, moments, vectors, rank))
+    encoder.layers[1].fc1 = LowRankLinear.from_factors(*_factors(model, dense, mean, vectors, rank))
     with torch.inference_mode():
         after = encoder(probe).last_hidden_state
     encoder.layers[1].fc1 = dense

@@ -14,6 +14,7 @@ from lite_whisper.compression.decomposition import (
     explained_variance,
     low_rank_factors,
     principal_basis,
+    principal_basis_through,
     rank_for_threshold,
     truncated_svd_factors,
 )
@@ -65,6 +66,30 @@ def test_principal_basis_recovers_known_axes_and_variances():
     _, sampled_vectors = principal_basis(moments_of(x))
     found, known = sampled_vectors[:, :STRONG], axes[:, :STRONG]
     assert torch.linalg.matrix_norm(found @ found.T - known @ known.T, ord=2) < 0.05
+
+
+def test_principal_basis_through_a_widening_linear_equals_the_full_decomposition():
+    # fc1's shape: Cov(y) = W C W^T is 4d x 4d but of rank <= d; C itself rank-deficient (rank 10 of 16)
+    d_in, d_out, rank = 16, 64, 10
+    axes = random_orthonormal(d_in, seed=4)[:, :rank]
+    known = torch.logspace(2, -2, rank, dtype=torch.float64)
+    covariance = axes @ torch.diag(known) @ axes.T
+    mean = torch.linspace(-1, 1, d_in, dtype=torch.float64)
+    inputs = Moments(count=500, sum=500 * mean, outer=500 * (covariance + torch.outer(mean, mean)))
+    weight = torch.randn(d_out, d_in, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    bias = torch.randn(d_out, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+
+    full_values, full_vectors = principal_basis(inputs.affine(weight, bias))
+    values, vectors = principal_basis_through(inputs, weight)
+    assert values.shape == (d_out,) and vectors.shape == (d_out, d_in)
+    torch.testing.assert_close(values, full_values, atol=1e-9, rtol=1e-9)
+    assert (values[rank:] < 1e-9).all()  # the covariance's rank, exactly: the rest is zero
+    for k in (1, 4, rank):  # the same principal subspaces (each eigenvector is defined up to sign)
+        mine, theirs = vectors[:, :k], full_vectors[:, :k]
+        torch.testing.assert_close(mine @ mine.T, theirs @ theirs.T, atol=1e-8, rtol=0)
+    torch.testing.assert_close(inputs.affine_mean(weight, bias), inputs.affine(weight, bias).mean())
+    with pytest.raises(ValueError, match="does not take inputs of width 16"):
+        principal_basis_through(inputs, weight[:, :8])
 
 
 def test_rank_for_threshold_returns_known_multiple_of_16():

@@ -9,6 +9,7 @@ Each step is separate so that one calibration serves many compressions (`sweep`)
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -20,16 +21,18 @@ from lite_whisper.compression.allocation import BudgetError, Option, allocate
 from lite_whisper.compression.config import MASSIVE_GAP, MAX_MASSIVE, CompressionConfig
 from lite_whisper.compression.decomposition import (
     ModuleDecision,
+    break_even_rank,
     breaks_even,
     decide_layer,
     explained_variance,
     low_rank_factors,
     massive_directions,
     principal_basis,
+    principal_basis_through,
 )
 from lite_whisper.compression.sensitivity import discarded_variance, measure_sensitivities
 from lite_whisper.compression.report import CompressionReport, ModuleReport, peak_rss_mb
-from lite_whisper.compression.statistics import CalibrationStatistics
+from lite_whisper.compression.statistics import SOURCES, CalibrationStatistics
 from lite_whisper.compression.targets import LOW_RANK_TARGETS
 from lite_whisper.evaluation.cost import ENCODER_FRAMES, encoder_flops, encoder_of, encoder_params, reduced_attention_layers
 from lite_whisper.lowrank.convert import to_lite_whisper
@@ -82,13 +85,13 @@ def compress(
     factors = {}
     budget = None
     if config.budget is None:
-        for key, output_moments, eigenvalues, eigenvectors in _bases(model, statistics):  # one at a time
+        for key, mean, eigenvalues, eigenvectors in _bases(model, statistics):  # one at a time, then freed
             module = _target_module(model, *key)
             decisions[key] = _decide(config, key[1], eigenvalues, module)
             if decisions[key].rank is not None:
-                factors[key] = _factors(model, module, output_moments, eigenvectors, decisions[key].rank)
-    else:  # a budget needs every spectrum at once; each is decomposed once
-        bases = {key: (moments, values, vectors) for key, moments, values, vectors in _bases(model, statistics)}
+                factors[key] = _factors(model, module, mean, eigenvectors, decisions[key].rank)
+    else:  # a budget needs every spectrum at once; each is decomposed once, vectors kept up to break-even
+        bases = {key: (mean, values, vectors) for key, mean, values, vectors in _bases(model, statistics, truncate=True)}
         if config.rank_rule == "allocate":
             ranks, budget = _allocate(model, bases, config, probe_features, log)
         else:  # the rule, at the one threshold that fits
@@ -96,13 +99,14 @@ def compress(
             ranks = {key: (decision.rank, decision.reason) for key, decision in
                      ((key, _decide(config, key[1], values, _target_module(model, *key)))
                       for key, (_, values, _) in bases.items())}
-        for key, (output_moments, eigenvalues, eigenvectors) in bases.items():
+        for key in list(bases):
+            mean, eigenvalues, eigenvectors = bases.pop(key)  # freed as factorised
             module = _target_module(model, *key)
             rank, reason = ranks[key]
             kept = 1.0 if rank is None else float(explained_variance(eigenvalues)[rank - 1])
             decisions[key] = ModuleDecision(rank, kept, module.in_features, module.out_features, reason)
             if rank is not None:
-                factors[key] = _factors(model, module, output_moments, eigenvectors, rank)
+                factors[key] = _factors(model, module, mean, eigenvectors, rank)
     lite = to_lite_whisper(model, factors)
     allocated = config.budget is not None and config.rank_rule == "allocate"
     report = CompressionReport(
@@ -130,15 +134,36 @@ def compress(
         lite_whisper_version=__version__,
         rank_rule=config.rank_rule,
         budget=budget,
+        factorisation_seconds=time.perf_counter() - start,
     )
     return lite, report
 
 
-def _bases(model, statistics: CalibrationStatistics):
-    """(key, output moments, eigenvalues, eigenvectors) of every target linear, derived one at a time."""
-    for key, moments in statistics.iter_output_moments(model):
-        eigenvalues, eigenvectors = principal_basis(moments)
-        yield key, moments, eigenvalues, eigenvectors
+def _bases(model, statistics: CalibrationStatistics, truncate: bool = False):
+    """(key, output mean, eigenvalues, eigenvectors) of every target linear, one at a time.
+
+    A linear measured on its input that widens it (fc1) is decomposed in its input space
+    (`principal_basis_through`): its d_out x d_out covariance is never formed. With `truncate`
+    only the eigenvectors a factorisation can use (below break-even) are kept, to bound memory
+    when all bases must be alive at once.
+    """
+    for index, layer in enumerate(encoder_of(model).layers):
+        for name, (path, _) in LOW_RANK_TARGETS.items():
+            linear = layer.get_submodule(path)
+            side, hooked = SOURCES[name]
+            if side == "input" and linear.out_features > linear.in_features:
+                moments = statistics.moments[index, hooked, side]
+                eigenvalues, eigenvectors = principal_basis_through(moments, linear.weight)
+                mean = moments.affine_mean(linear.weight, linear.bias)
+            else:
+                moments = statistics.output_moments(index, name, linear.weight, linear.bias)
+                eigenvalues, eigenvectors = principal_basis(moments)
+                mean = moments.mean()
+                del moments
+            if truncate:
+                keep = math.ceil(break_even_rank(linear.in_features, linear.out_features))
+                eigenvectors = eigenvectors[:, :keep].clone()
+            yield (index, name), mean, eigenvalues, eigenvectors
 
 
 def _decide(config: CompressionConfig, name: str, eigenvalues, module) -> ModuleDecision:
@@ -186,8 +211,8 @@ def _threshold_for_budget(model, bases, config: CompressionConfig):
                     "estimate": f"one {config.rank_rule}-rule threshold, {low:.6f}"}
 
 
-def _factors(model, module, output_moments, eigenvectors, rank: int):
-    a, b, bias = low_rank_factors(module.weight, module.bias, output_moments.mean(), eigenvectors[:, :rank])
+def _factors(model, module, mean, eigenvectors, rank: int):
+    a, b, bias = low_rank_factors(module.weight, module.bias, mean, eigenvectors[:, :rank])
     return a.to(model.dtype), b.to(model.dtype), bias.to(model.dtype)
 
 
@@ -208,7 +233,7 @@ def _allocate(model, bases, config: CompressionConfig, probe_features, log):
         log(f"measuring the output damage of each of {len(bases)} linears on {probe_features.shape[0]} clips ...")
         sensitivity = measure_sensitivities(
             model, {key: (values, vectors) for key, (_, values, vectors) in bases.items()},
-            {key: moments for key, (moments, _, _) in bases.items()}, probe_features, config.rank_multiple)
+            {key: mean for key, (mean, _, _) in bases.items()}, probe_features, config.rank_multiple)
         estimate = "measured output damage"
     else:
         warnings.warn("no calibration audio for measuring damage: allocating by discarded variance alone",

@@ -25,6 +25,26 @@ def principal_basis(moments: Moments) -> tuple[Tensor, Tensor]:
     return eigenvalues.flip(0).clamp_min(0.0), eigenvectors.flip(1)
 
 
+def principal_basis_through(input_moments: Moments, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The principal basis of y = x W^T + b from the moments of x, without forming Cov(y).
+
+    Cov(y) = W C W^T has rank <= d_in. With C = U S U^T and M = W U S^(1/2), Cov(y) = M M^T, so
+    the left singular vectors of M are its eigenvectors and the squared singular values its
+    eigenvalues: exact, and O(d_out d_in^2) instead of O(d_out^3) (64x cheaper for fc1 at
+    ffn = 4 d_model, and no d_out x d_out matrix). Returns all d_out eigenvalues in descending
+    order (the last d_out - d_in are 0) and the d_in eigenvectors that can carry variance, as
+    columns (d_out, min(d_in, d_out)); ranks below d_in never need the others.
+    """
+    covariance = input_moments.covariance().to(torch.float64)
+    w = weight.detach().to(device=covariance.device, dtype=torch.float64)
+    if w.shape[1] != covariance.shape[0]:
+        raise ValueError(f"weight of shape {tuple(w.shape)} does not take inputs of width {covariance.shape[0]}")
+    values, vectors = torch.linalg.eigh(covariance)
+    left, singular, _ = torch.linalg.svd(w @ (vectors * values.clamp_min(0.0).sqrt()), full_matrices=False)
+    eigenvalues = torch.cat([singular.square(), singular.new_zeros(w.shape[0] - singular.shape[0])])
+    return eigenvalues, left
+
+
 def explained_variance(eigenvalues: Tensor) -> Tensor:
     """Cumulative ratio: entry k-1 is the share of total variance in the top k eigenvalues.
 
@@ -33,7 +53,9 @@ def explained_variance(eigenvalues: Tensor) -> Tensor:
     total = eigenvalues.sum()
     if total <= 0:
         return torch.ones_like(eigenvalues)
-    return eigenvalues.cumsum(0) / total
+    # clamped: a cumulative sum may round above the total (sums in another order), and a spectrum with
+    # exact zeros (`principal_basis_through`) must not "exceed" a threshold of 1 before full rank
+    return (eigenvalues.cumsum(0) / total).clamp(max=1.0)
 
 
 def massive_directions(eigenvalues: Tensor, gap: float = 10.0, max_count: int = 4) -> int:

@@ -59,6 +59,7 @@ class CompressionReport:
     calibration_seconds: float | None = None  # loading or calibrating the statistics (the CLI and sweep)
     rank_rule: str = "paper"  # "paper", "robust" or "budget"
     budget: dict | None = None  # kind, target, achieved fraction, how damage was estimated, sensitivities
+    factorisation_seconds: float | None = None  # compress() alone: decompositions, allocation, factors
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,9 +99,15 @@ class CompressionReport:
             f"reduced-dimension attention in layers: {self.reduced_attention_layers or 'none'}",
             f"calibration: {self.calibration_clips} clips, {self.calibration_frames} audio frames"
             f"{' (padding excluded)' if self.exclude_padding else ' (padding included)'} from {self.calibration_data or '?'}",
-            f"wall time {self.wall_seconds:.1f} s, peak memory {self.peak_rss_mb:.0f} MB",
+            f"wall time {self.wall_seconds:.1f} s{self._time_split()}, peak memory {self.peak_rss_mb:.0f} MB",
         ]
         return "\n".join(lines)
+
+    def _time_split(self) -> str:
+        parts = [f"{label} {seconds:.1f} s" for label, seconds in
+                 (("statistics", self.calibration_seconds), ("factorisation", self.factorisation_seconds))
+                 if seconds is not None]
+        return f" ({', '.join(parts)})" if parts else ""
 
 
 def structural_report(model, model_name: str = "") -> CompressionReport:

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from lite_whisper.compression.decomposition import break_even_rank, low_rank_factors
-from lite_whisper.compression.moments import Moments
 from lite_whisper.compression.targets import LOW_RANK_TARGETS
 from lite_whisper.evaluation.cost import encoder_of
 from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
@@ -41,15 +40,15 @@ def discarded_variance(eigenvalues: Tensor) -> Tensor:
 def measure_sensitivities(
     model: nn.Module,
     bases: dict[tuple[int, str], tuple[Tensor, Tensor]],
-    moments: dict[tuple[int, str], Moments],
+    means: dict[tuple[int, str], Tensor],
     features: Tensor,
     multiple: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[tuple[int, str], float]:
     """s_i for every (layer, target): relative squared output error per unit of discarded variance.
 
-    `bases[key]` = (eigenvalues, eigenvectors) of that linear's output covariance, `moments[key]`
-    its output moments, `features` a batch of log-mel inputs. The model is restored afterwards.
+    `bases[key]` = (eigenvalues, eigenvectors) of that linear's output covariance, `means[key]`
+    its output mean, `features` a batch of log-mel inputs. The model is restored afterwards.
     """
     encoder = encoder_of(model)
     features = features.to(device=encoder.conv1.weight.device, dtype=encoder.conv1.weight.dtype)
@@ -66,7 +65,7 @@ def measure_sensitivities(
         if discarded <= 0:  # nothing to lose at this rank: any rank down to it is free
             sensitivities[layer, name] = 0.0
             continue
-        a, b, bias = low_rank_factors(dense.weight, dense.bias, moments[layer, name].mean(), eigenvectors[:, :rank])
+        a, b, bias = low_rank_factors(dense.weight, dense.bias, means[layer, name], eigenvectors[:, :rank])
         dtype = dense.weight.dtype
         setattr(parent, attribute, LowRankLinear.from_factors(a.to(dtype), b.to(dtype), bias.to(dtype)))
         try:
