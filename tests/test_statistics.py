@@ -78,7 +78,7 @@ def hook_counts(model) -> list[tuple[int, int]]:
 
 
 def test_chunked_and_merged_moments_equal_whole():
-    x = anisotropic(1000, 12, seed=1)
+    x = anisotropic(1000, 12, seed=1).double()  # float64 rows: float64 products, exact to round-off
     whole = moments_of(x)
 
     chunked = Moments.zeros(12)
@@ -92,6 +92,36 @@ def test_chunked_and_merged_moments_equal_whole():
     assert_moments_close(first + second, whole)
 
 
+def test_float32_activations_keep_their_covariance_beside_a_massive_mean():
+    # A massive direction (mean 2000, as in Whisper's residual stream) beside unit-scale ones: uncentred
+    # float32 products would lose the small covariance to cancellation; centred ones keep it.
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 1500, 16, generator=generator, dtype=torch.float64) * torch.logspace(0, -2, 16, dtype=torch.float64)
+    x[..., 0] += 2000.0
+    moments = Moments.zeros(16)
+    moments.update(x.float())  # the float32 activations calibration sees
+    reference = moments_of(x.float().double())
+    exact = reference.covariance()
+    scale = exact.diagonal().sqrt()
+
+    def error(measured: Moments) -> float:  # entry-wise, in units of sqrt(var_i var_j)
+        return float(((measured.covariance() - exact).abs() / torch.outer(scale, scale)).max())
+
+    assert error(moments) < 1e-5
+    naive = Moments(count=reference.count, sum=reference.sum,
+                    outer=(x.float().reshape(-1, 16).T @ x.float().reshape(-1, 16)).double())
+    assert error(naive) > 1e-2  # uncentred float32 products: what centring avoids
+
+
+def test_sums_do_not_depend_on_how_clips_are_batched():
+    x = anisotropic(4 * 300, 12, seed=5).reshape(4, 300, 12)
+    together, apart = Moments.zeros(12), Moments.zeros(12)
+    together.update(x)
+    for clip in x.split(1):
+        apart.update(clip)
+    assert_moments_close(together, apart, rtol=1e-14)
+
+
 def test_mean_and_covariance_match_torch():
     x = anisotropic(500, 8, seed=2).double()
     moments = moments_of(x)
@@ -100,7 +130,7 @@ def test_mean_and_covariance_match_torch():
 
 
 def test_mask_counts_only_selected_rows():
-    x = anisotropic(60, 5, seed=3).reshape(3, 20, 5)
+    x = anisotropic(60, 5, seed=3).double().reshape(3, 20, 5)
     mask = torch.arange(20) < torch.tensor([20, 7, 1])[:, None]
     moments = Moments.zeros(5)
     moments.update(x, mask)
@@ -151,8 +181,10 @@ def test_hooked_statistics_equal_manual_capture(exclude_padding):
     assert derived.keys() == manual.keys() == {(i, n) for i in range(2) for n in LOW_RANK_TARGETS}
     for key, expected in manual.items():
         measured = statistics_module.SOURCES[key[1]][0] == "output"
-        # Derived moments map float64 inputs exactly; the reference sums float32 outputs.
-        assert_moments_close(derived[key], expected, rtol=1e-12 if measured else 1e-5)
+        # float32 activations: products centred and summed in float32 per clip (Moments._add_rows), so
+        # measured moments agree with the float64 reference to float32 precision; derived ones map
+        # float64 input moments, against a reference that sums float32 outputs.
+        assert_moments_close(derived[key], expected, rtol=1e-6 if measured else 1e-5)
 
 
 def test_hooks_removed_after_run_and_after_error():

@@ -16,6 +16,7 @@ EPILOG = f"""examples:
   lite-whisper bench base-0.95 --baseline base --batch-size 1,4 --threads 2 --output bench.json
   lite-whisper bench base-0.95 --data ../shared/speech/splits/dev.txt --limit 16   # + end to end
   lite-whisper bench --random-weights large-v3 --rank-fraction 0.5 --repeats 3
+  lite-whisper bench --random-weights large-v3 --calibration-cost --batch-size 2   # what the moments cost
 
 The model, the dense baseline as users run it (stock transformers) and, when the model runs
 on lite-whisper's fast CPU kernels, the same baseline on those kernels run interleaved
@@ -64,6 +65,9 @@ def add_parser(commands) -> None:
     p.add_argument("--max-new-tokens", type=int,
                    help="with --data: stop each transcript after N tokens (a model that babbles otherwise "
                    "decodes to Whisper's 448-token limit)")
+    p.add_argument("--calibration-cost", action="store_true",
+                   help="instead: time calibration passes (hooks + float64 moments) of the dense MODEL against "
+                   "plain encoder passes over the same batch; reports the throughput fraction")
     p.add_argument("--output", type=Path, help="write the result as JSON")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -108,6 +112,10 @@ def _validate(args) -> tuple[int, ...]:
     for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens")):
         if value is not None and args.data is None:
             raise CLIError(f"{flag} only applies with --data")
+    if args.calibration_cost:
+        for given, flag in ((args.data, "--data"), (args.baseline, "--baseline"), (args.rank_fraction, "--rank-fraction")):
+            if given is not None:
+                raise CLIError(f"{flag} does not apply with --calibration-cost (it times the dense model alone)")
     check_output_file(args.output, "bench.json")
     check_device(args.device)
     return batch_sizes
@@ -135,6 +143,8 @@ def run(args) -> int:
     if not os.environ.get("GLIBC_TUNABLES"):
         log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
             "that make CPU timings steadier")
+    if args.calibration_cost:
+        return _calibration_cost(args, batch_sizes, log)
     processor = baseline_processor = None
     if args.random_weights is not None:
         from lite_whisper.benchmark.random_models import random_model
@@ -174,5 +184,40 @@ def run(args) -> int:
     print(result.table())
     if args.output is not None:
         result.save(args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _calibration_cost(args, batch_sizes, log) -> int:
+    import torch
+
+    from lite_whisper.benchmark.calibration_speed import calibration_speed
+    from lite_whisper.benchmark.environment import environment
+    from lite_whisper.compression.compress import check_dense
+    from lite_whisper.files import write_json_atomic
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.random_weights is not None:
+        from lite_whisper.benchmark.random_models import random_model
+        from lite_whisper.models.loading import resolve_dtype
+
+        model = random_model(args.random_weights, None, dtype=resolve_dtype(args.dtype), device=args.device)
+        name = f"random {args.random_weights} dense"
+    else:
+        from lite_whisper.models.loading import load_model
+
+        model, _ = load_model(args.model, dtype=args.dtype, device=args.device)
+        check_dense(model, args.model)
+        name = args.model
+    results = []
+    for batch_size in batch_sizes:
+        log(f"timing {args.repeats} calibration and plain encoder passes at batch {batch_size} ...")
+        result = calibration_speed(model, batch_size, repeats=args.repeats, warmup=args.warmup)
+        print(result.table())
+        results.append(result.to_dict())
+    if args.output is not None:
+        write_json_atomic(args.output, {"kind": "calibration-cost", "model": name, "results": results,
+                                        "environment": environment()})
         print(f"wrote {args.output}")
     return 0

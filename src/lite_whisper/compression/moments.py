@@ -40,20 +40,44 @@ class Moments:
     def update(self, x: Tensor, mask: Tensor | None = None, chunk_rows: int = 4096) -> None:
         """Add the rows of `x` (..., d); with a boolean `mask` of shape x.shape[:-1], only rows where it is True.
 
-        Rows are cast to float64 `chunk_rows` at a time so the temporary copy stays small.
+        Activations (..., T, d) are added one sequence (clip) of T rows at a time, so the sums do not
+        depend on how clips were batched; a 2-D `x` is one sequence. See `_add_rows` for the precision.
         """
-        if x.shape[-1] != self.dim:
+        if x.dim() < 2 or x.shape[-1] != self.dim:
             raise ValueError(f"expected activations of width {self.dim}, got shape {tuple(x.shape)}")
-        rows = x.reshape(-1, self.dim)
-        if mask is not None:
-            if mask.shape != x.shape[:-1]:
-                raise ValueError(f"mask shape {tuple(mask.shape)} does not match activations {tuple(x.shape)}")
-            rows = rows[mask.reshape(-1).to(rows.device)]
-        for chunk in rows.split(chunk_rows):
-            chunk = chunk.to(device=self.sum.device, dtype=torch.float64)
-            self.count += chunk.shape[0]
-            self.sum += chunk.sum(dim=0)
-            self.outer.addmm_(chunk.T, chunk)
+        if mask is not None and mask.shape != x.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match activations {tuple(x.shape)}")
+        sequences = x.reshape(-1, x.shape[-2], self.dim)
+        masks = None if mask is None else mask.reshape(sequences.shape[:2]).to(x.device)
+        for index, rows in enumerate(sequences):
+            if masks is not None:
+                rows = rows[masks[index]]
+            for chunk in rows.split(chunk_rows):
+                self._add_rows(chunk)
+
+    def _add_rows(self, rows: Tensor) -> None:
+        """Add up to `chunk_rows` rows: sums in float64; products centred on the rows' own mean.
+
+        sum x x^T = sum (x - m)(x - m)^T + m s^T + s m^T - n m m^T exactly, for any m. With m the
+        rows' (rounded) mean, the centred products are small and computed in the activations'
+        precision (float32 for float32/16 activations: half the cost of float64 matrix products,
+        and no cancellation against large means, such as massive activations), accumulated in
+        float64; the mean terms are float64. Float64 activations stay float64 throughout.
+        """
+        n = rows.shape[0]
+        if n == 0:
+            return
+        dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+        rows = rows.to(device=self.sum.device, dtype=dtype)
+        shift = rows.mean(dim=0)
+        centred = rows - shift
+        shift = shift.to(torch.float64)
+        total = n * shift + centred.sum(dim=0).to(torch.float64)  # accurate: the centred rows are small
+        cross = torch.outer(shift, total)
+        self.outer += (centred.T @ centred).to(torch.float64)
+        self.outer += cross + cross.T - n * torch.outer(shift, shift)
+        self.sum += total
+        self.count += n
 
     def __add__(self, other: Moments) -> Moments:
         """The moments of the union of both row sets."""
@@ -75,6 +99,12 @@ class Moments:
         """The centred (population) covariance S/n - mean mean^T."""
         mean = self.mean()
         return self.outer / self.count - torch.outer(mean, mean)
+
+    def affine_mean(self, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """The mean of y = x W^T + b given these moments of x (without the d_out x d_out outer sum)."""
+        w = weight.detach().to(device=self.sum.device, dtype=torch.float64)
+        mean = w @ self.mean()
+        return mean if bias is None else mean + bias.detach().to(device=self.sum.device, dtype=torch.float64)
 
     def affine(self, weight: Tensor, bias: Tensor | None = None) -> Moments:
         """The exact moments of y = x W^T + b given these moments of x.
