@@ -17,6 +17,7 @@ resumes where it stopped: finished steps are read back, missing ones are done):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
+from lite_whisper.distributed import SINGLE, Ranks, on_main
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.evaluation.evaluate import evaluate
 from lite_whisper.files import output_lock, write_json_atomic
@@ -105,36 +107,49 @@ def sweep(
     targets: list[float] | None = None,
     methods: list[str] | None = None,
     log=print,
-) -> list[SweepPoint]:
+    ranks: Ranks = SINGLE,
+) -> list[SweepPoint] | None:
     """Run (or resume) a sweep and write pareto.json, pareto.png and ranks.png to `out_dir`.
 
     Resuming needs the same settings as the run that made the folder (see `sweep.json`):
     otherwise SweepMismatchError, or with `restart=True` the old results are discarded.
+    Under torch.distributed (`ranks`) calibration and every evaluation are sharded over the
+    ranks; rank 0 alone compresses, writes and times, and returns the points (the others None).
+    The ranks must share `out_dir` (one machine, or a shared filesystem).
     """
     configs = parse_thresholds(thresholds, heatmap, targets, methods)
     out_dir = Path(out_dir)
     options = options or DecodingOptions(language="en")
     settings = {"version": MANIFEST_VERSION, "model": model_spec, "calibration": calibration, "limit": limit,
                 "batch_size": batch_size, "data": data, "eval_limit": eval_limit, "decoding": asdict(options)}
-    with output_lock(out_dir):
-        _claim_folder(out_dir, settings, restart, log)
+    if not ranks.main:
+        log = lambda message: None  # noqa: E731
+    with output_lock(out_dir) if ranks.main else contextlib.nullcontext():
+        on_main(ranks, _claim_folder, out_dir, settings, restart, log)
         dense, processor = load_model(model_spec)
         loaded = load_or_calibrate(dense, processor, calibration, stats_files=[out_dir / STATISTICS_FILE],
-                                   limit=limit, batch_size=batch_size, progress=progress, model_name=model_spec, log=log)
-        _check_statistics(out_dir, settings, loaded.statistics.digest())
+                                   limit=limit, batch_size=batch_size, progress=progress, model_name=model_spec,
+                                   log=log, ranks=ranks)
+        on_main(ranks, _check_statistics, out_dir, settings, loaded.statistics.digest())
 
-        points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, data, eval_limit, batch_size,
-                           options, bench, repeats, progress, log)]
+        measure = dict(data=data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
+                       repeats=repeats, progress=progress, log=log, ranks=ranks)
+        points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, **measure)]
         for label, config in configs.items():
             folder = out_dir / slug(label) / "model"
-            if not folder.exists():
-                log(f"compressing at {label} ...")
-                compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec,
-                                  calibration=calibration, log=log)
+
+            def compress_once(folder=folder, label=label, config=config):
+                if not folder.exists():
+                    log(f"compressing at {label} ...")
+                    compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec,
+                                      calibration=calibration, log=log)
+
+            on_main(ranks, compress_once)
             compressed = load_model(folder)
-            points.append(_measure(label, compressed, dense, out_dir / slug(label), data, eval_limit, batch_size,
-                                   options, bench, repeats, progress, log))
+            points.append(_measure(label, compressed, dense, out_dir / slug(label), **measure))
             del compressed
+        if not ranks.main:
+            return None
 
         points = mark_pareto(points)
         write_json_atomic(out_dir / "pareto.json", {
@@ -193,15 +208,19 @@ def _check_statistics(out_dir: Path, settings: dict, digest: str) -> None:
         )
 
 
-def _measure(label, pair, dense, folder: Path, data, eval_limit, batch_size, options, bench, repeats, progress, log):
-    """Evaluate (and benchmark) one point, reusing results already on disk."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, options, bench, repeats, progress,
+             log, ranks: Ranks = SINGLE):
+    """Evaluate (and benchmark) one point, reusing results already on disk; None on ranks other than 0."""
     model = pair[0]
     eval_file = folder / "eval.json"
-    if not eval_file.exists():
+    if not on_main(ranks, lambda: folder.mkdir(parents=True, exist_ok=True) or eval_file.exists()):
         log(f"evaluating {label} on {data} ...")
-        result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress)
-        write_json_atomic(eval_file, result.to_dict())
+        result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress,
+                          ranks=ranks)
+        if ranks.main:
+            write_json_atomic(eval_file, result.to_dict())
+    if not ranks.main:
+        return None
     evaluation = json.loads(eval_file.read_text())
 
     latency = speedup = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ def add_parser(commands) -> None:
         "  lite-whisper compress tiny.en -o tiny.en-lite --evaluate\n"
         "  lite-whisper compress base --threshold 0.95 --limit 32 --stats base.stats -o base-0.95\n"
         "  lite-whisper compress base --threshold 0.99 --stats base.stats -o base-0.99   # reuses the statistics\n"
-        "  lite-whisper compress base --stats shard1.stats --stats shard2.stats -o base-lite   # merged shards",
+        "  lite-whisper compress base --stats shard1.stats --stats shard2.stats -o base-lite   # merged shards\n"
+        "  torchrun --nproc-per-node 4 --no-python lite-whisper compress base -o base-lite   # sharded calibration",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP + " (dense: not an already compressed folder)")
@@ -72,6 +74,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from lite_whisper.compression.config import CompressionConfig
+    from lite_whisper.distributed import finish, initialise
     from lite_whisper.files import output_lock
 
     # Validate everything cheap before the expensive part.
@@ -105,46 +108,60 @@ def run(args) -> int:
         raise CLIError("--data and --eval-limit only apply with --evaluate")
     evaluation = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt") if args.evaluate else None
 
-    with output_lock(args.output):  # a second process on the same output fails now, not after calibrating
-        _compress(args, config, calibration, evaluation, stats_files)
+    ranks = initialise(args.device)  # under torchrun: join the job (every rank validated the same input)
+    try:
+        with output_lock(args.output) if ranks.main else contextlib.nullcontext():  # fails now, not after calibrating
+            _compress(args, config, calibration, evaluation, stats_files, ranks)
+    finally:
+        finish(ranks)
     return 0
 
 
-def _compress(args, config, calibration, evaluation, stats_files) -> None:
+def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None:
     from lite_whisper.compression.compress import check_dense
     from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
+    from lite_whisper.distributed import on_main, process_device
     from lite_whisper.models.loading import load_model, resolve_dtype
 
     start = time.perf_counter()
-    model, processor = load_model(args.model, dtype="float32", device=args.device)
+    model, processor = load_model(args.model, dtype="float32", device=process_device(args.device))
     check_dense(model, args.model)
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    log = (lambda message: print(message, file=sys.stderr)) if ranks.main else (lambda message: None)  # noqa: E731
     loaded = load_or_calibrate(model, processor, calibration, stats_files=stats_files, limit=args.limit,
                                batch_size=args.batch_size, exclude_padding=args.exclude_padding,
-                               progress=not args.no_progress, model_name=args.model, log=log)
-    report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
-                               dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,
-                               allow_other_weights=args.allow_stats_mismatch, started=start,
-                               calibration=calibration, log=log)
-    print(report.table())
-    print(f"wrote {args.output}")
-    if evaluation is not None:
-        _compare(args, (model, processor), args.output, evaluation)
+                               progress=not args.no_progress, model_name=args.model, log=log, ranks=ranks)
+    def factorise_and_save():  # rank 0 alone
+        report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
+                                   dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,
+                                   allow_other_weights=args.allow_stats_mismatch, started=start,
+                                   calibration=calibration, log=log)
+        print(report.table())
+        print(f"wrote {args.output}" + (f" (calibrated on {ranks.world_size} ranks)" if ranks.distributed else ""))
+
+    if evaluation is None:
+        if ranks.main:
+            factorise_and_save()
+        return
+    on_main(ranks, factorise_and_save)  # then every rank loads the folder (one machine or a shared filesystem)
+    _compare(args, (model, processor), args.output, evaluation, ranks)
 
 
-def _compare(args, dense, compressed_folder: Path, dataset) -> None:
+def _compare(args, dense, compressed_folder: Path, dataset, ranks) -> None:
     """Evaluate the dense and the compressed model on the same data and print them side by side."""
     from lite_whisper.evaluation.cost import encoder_flops, encoder_params
     from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.distributed import process_device
     from lite_whisper.inference.transcribe import DecodingOptions
     from lite_whisper.models.loading import load_model
 
-    compressed = load_model(compressed_folder, dtype="float32", device=args.device)
+    compressed = load_model(compressed_folder, dtype="float32", device=process_device(args.device))
     options = DecodingOptions(language="en")
     rows = []
     for name, pair in (("dense", dense), ("compressed", compressed)):
-        result = evaluate(pair, dataset, options=options, progress=not args.no_progress)
+        result = evaluate(pair, dataset, options=options, progress=not args.no_progress, ranks=ranks)
         rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
+    if not ranks.main:
+        return
     print(f"\nevaluated on {dataset.spec} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
     print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} {'RTFx':>6}")
     for name, params, flops, result in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from lite_whisper.cli.common import (
@@ -20,7 +21,10 @@ def add_parser(commands) -> None:
     p = commands.add_parser(
         "eval", help="measure WER and speed on a dataset",
         description="Transcribe a dataset and report corpus WER, mean per-utterance WER and RTFx.",
-        epilog="example: lite-whisper eval base --data ../shared/speech/splits/dev.txt --limit 20 --output base.json",
+        epilog="examples:\n"
+        "  lite-whisper eval base --data ../shared/speech/splits/dev.txt --limit 20 --output base.json\n"
+        "  torchrun --nproc-per-node 2 --no-python lite-whisper eval base --output base.json   # clips sharded",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
@@ -39,6 +43,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from lite_whisper.distributed import finish, initialise, process_device
     from lite_whisper.evaluation.evaluate import evaluate
     from lite_whisper.models.loading import load_model
 
@@ -48,9 +53,15 @@ def run(args) -> int:
     options = decoding_options(args)
     check_device(args.device)
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
-    model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
-    result = evaluate((model, processor), dataset, batch_size=args.batch_size,
-                      options=options, progress=not args.no_progress)
+    ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
+    try:
+        model, processor = load_model(args.model, dtype=args.dtype, device=process_device(args.device))
+        result = evaluate((model, processor), dataset, batch_size=args.batch_size,
+                          options=options, progress=not args.no_progress, ranks=ranks)
+    finally:
+        finish(ranks)
+    if result is None:  # not rank 0
+        return 0
     result.model = args.model
     print(result.table())
     if args.output is not None:

@@ -45,6 +45,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from lite_whisper.benchmark.sweep import parse_thresholds, sweep
+    from lite_whisper.distributed import finish, initialise
     from lite_whisper.inference.transcribe import DecodingOptions
 
     for value, flag in ((args.limit, "--limit"), (args.eval_limit, "--eval-limit"), (args.repeats, "--repeats"),
@@ -64,11 +65,17 @@ def run(args) -> int:
 
     options = DecodingOptions(language="en", max_new_tokens=args.max_new_tokens)
     thresholds = [t.strip() for t in args.thresholds.split(",") if t.strip()]
-    points = sweep(args.model, calibration.spec, data.spec, thresholds, args.output, limit=args.limit,
-                   eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench, options=options,
-                   repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress, restart=args.restart,
-                   targets=targets, methods=methods,
-                   log=lambda message: print(message, file=sys.stderr, flush=True))
+    ranks = initialise("cpu")  # under torchrun: calibration and evaluations sharded, rank 0 writes and times
+    try:
+        points = sweep(args.model, calibration.spec, data.spec, thresholds, args.output, limit=args.limit,
+                       eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
+                       options=options, repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
+                       restart=args.restart, targets=targets, methods=methods,
+                       log=lambda message: print(message, file=sys.stderr, flush=True), ranks=ranks)
+    finally:
+        finish(ranks)
+    if points is None:  # not rank 0
+        return 0
     print(f"{'setting':<12} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. %':>12} "
           f"{'latency ms':>11} {'vs dense':>9} {'same kern.':>10}  Pareto")
     for p in points:

@@ -17,6 +17,7 @@ from lite_whisper.compression.statistics import SITES, CalibrationStatistics, Mo
 from lite_whisper.compression.targets import LOW_RANK_TARGETS
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.data.features import feature_batches
+from lite_whisper.distributed import SINGLE, Ranks, all_reduce_statistics
 from lite_whisper.evaluation.cost import encoder_of
 
 
@@ -30,15 +31,23 @@ def calibrate(
     exclude_padding: bool = False,
     progress: bool = True,
     model_name: str = "",
+    ranks: Ranks = SINGLE,
 ) -> CalibrationStatistics:
-    """Stream the output statistics of every target linear over a calibration dataset."""
+    """Stream the output statistics of every target linear over a calibration dataset.
+
+    Under torch.distributed (`ranks`), each rank reads every world_size-th clip and the sums
+    are all-reduced: every rank returns the statistics of the whole dataset.
+    """
     dataset = data if isinstance(data, SpeechDataset) else load_dataset(data, limit=limit)
+    if ranks.distributed:
+        dataset = dataset.sharded(ranks.rank, ranks.world_size)
     skipped: list[str] = []
     batches = feature_batches(dataset, processor, batch_size, model.device, model.dtype, skipped)
     statistics = collect_statistics(
-        model, batches, exclude_padding=exclude_padding, progress=progress,
+        model, batches, exclude_padding=exclude_padding, progress=progress and ranks.main,
         total_clips=dataset.size, model_name=model_name,
     )
+    all_reduce_statistics(statistics, ranks)
     if statistics.calibration_clips == 0:
         detail = f" ({len(skipped)} clips could not be read, e.g. {skipped[0]})" if skipped else ""
         raise ValueError(f"calibration data {dataset.spec}: no usable audio{detail}")

@@ -16,6 +16,7 @@ from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.data.datasets import SpeechDataset
+from lite_whisper.distributed import SINGLE, Ranks
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
 
 
@@ -38,11 +39,14 @@ def load_or_calibrate(
     progress: bool = True,
     model_name: str = "",
     log: Callable[[str], None] = lambda message: None,
+    ranks: Ranks = SINGLE,
 ) -> LoadedStatistics:
     """Statistics from `stats_files` (all existing: merged) or, if there are none yet, by calibrating.
 
     With one statistics file that does not exist, calibration runs and its result is written
     there (atomically) for the next run. `calibration` may be None when the files exist.
+    Under torch.distributed (`ranks`) calibration is sharded and summed (see `calibrate`) and
+    rank 0 alone writes the file.
     """
     start = time.perf_counter()
     existing = [Path(path) for path in stats_files if Path(path).exists()]
@@ -56,8 +60,8 @@ def load_or_calibrate(
     if calibration is None:
         raise ValueError("no statistics files to load and no calibration data to compute them from")
     statistics = calibrate(model, processor, calibration, limit=limit, batch_size=batch_size,
-                           exclude_padding=exclude_padding, progress=progress, model_name=model_name)
-    if stats_files:
+                           exclude_padding=exclude_padding, progress=progress, model_name=model_name, ranks=ranks)
+    if stats_files and ranks.main:
         statistics.save(stats_files[0])
         log(f"wrote statistics to {stats_files[0]}")
     source = calibration.spec if isinstance(calibration, SpeechDataset) else str(calibration)

@@ -73,33 +73,67 @@ class _Entry:
 class SpeechDataset:
     """An ordered, lazily decoded collection of clips; iterate to get `Clip`s."""
 
-    def __init__(self, spec: str, entries: list[_Entry] | None = None, stream=None, limit: int | None = None):
+    def __init__(self, spec: str, entries: list[_Entry] | None = None, stream=None, limit: int | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         self.spec = spec
         self._entries = entries
         self._stream = stream  # callable returning an iterator of Clip (hub datasets)
         self.limit = limit
+        self.shard_index, self.shard_count = shard  # this dataset is every shard_count-th clip from shard_index
 
     def __len__(self) -> int:
         if self._entries is None:
             raise TypeError(f"the size of streamed dataset {self.spec} is not known in advance")
-        return len(self._entries) if self.limit is None else min(self.limit, len(self._entries))
+        total = len(self._entries) if self.limit is None else min(self.limit, len(self._entries))
+        return len(range(self.shard_index, total, self.shard_count))
 
     @property
     def size(self) -> int | None:
         """Number of clips, or None when streamed without a limit."""
         if self._entries is None:
-            return self.limit
+            return None if self.limit is None else len(range(self.shard_index, self.limit, self.shard_count))
         return len(self)
+
+    def with_limit(self, limit: int | None) -> SpeechDataset:
+        """The first `limit` clips (before any sharding)."""
+        return SpeechDataset(self.spec, self._entries, self._stream, limit, (self.shard_index, self.shard_count))
+
+    def sharded(self, index: int, count: int) -> SpeechDataset:
+        """Clips index, index + count, index + 2 count, ... of this (unsharded) dataset.
+
+        Over index = 0 .. count-1 the shards hold every clip exactly once, in any order of
+        processes: what torch.distributed ranks calibrate or evaluate on.
+        """
+        if not 0 <= index < count:
+            raise ValueError(f"shard index must be in [0, {count}), got {index}")
+        if self.shard_count != 1:
+            raise ValueError("this dataset is already a shard")
+        return SpeechDataset(self.spec, self._entries, self._stream, self.limit, (index, count))
+
+    def shuffled(self, seed: int, buffer_size: int = 10_000) -> SpeechDataset:
+        """The same clips in an order fixed by `seed` (before `limit` and sharding).
+
+        Listed datasets are permuted exactly; a streamed one is shuffled by `datasets`
+        through a buffer of `buffer_size` rows (its own approximate shuffle).
+        """
+        if self._entries is not None:
+            order = np.random.default_rng(seed).permutation(len(self._entries))
+            entries = [self._entries[index] for index in order]
+            return SpeechDataset(self.spec, entries, None, self.limit, (self.shard_index, self.shard_count))
+        stream = self._stream
+        return SpeechDataset(self.spec, None, lambda: stream(shuffle=(seed, buffer_size)), self.limit,
+                             (self.shard_index, self.shard_count))
 
     def __iter__(self) -> Iterator[Clip]:
         if self._entries is not None:
-            for entry in self._entries[: self.limit]:
+            for entry in self._entries[: self.limit][self.shard_index :: self.shard_count]:
                 yield Clip(entry.id, load_audio(entry.path), entry.reference)
             return
         for index, clip in enumerate(self._stream()):
             if self.limit is not None and index >= self.limit:
                 return
-            yield clip
+            if index % self.shard_count == self.shard_index:
+                yield clip
 
     def __repr__(self) -> str:
         return f"SpeechDataset({self.spec!r}, clips={self.size})"
@@ -274,11 +308,13 @@ def _hub_dataset(spec: str, limit: int | None) -> SpeechDataset:
             f"{spec}: hub datasets need the 'datasets' package: pip install 'lite-whisper[datasets]'"
         ) from None
 
-    def stream() -> Iterator[Clip]:
+    def stream(shuffle: tuple[int, int] | None = None) -> Iterator[Clip]:
         try:
             rows = datasets.load_dataset(name, config, split=split, streaming=True)
         except Exception as error:  # network, auth, unknown name: say which spec failed
             raise DatasetError(f"{spec}: cannot open hub dataset ({type(error).__name__}: {error})") from error
+        if shuffle is not None:
+            rows = rows.shuffle(seed=shuffle[0], buffer_size=shuffle[1])
         for index, row in enumerate(rows):
             audio = row.get("audio")
             if not isinstance(audio, dict) or "array" not in audio:

@@ -51,6 +51,6 @@ def feature_batches(dataset: SpeechDataset, processor, batch_size: int, device, 
 def first_clips_features(dataset: SpeechDataset, processor, clips: int, device="cpu", dtype=torch.float32) -> torch.Tensor | None:
     """Log-mel features (clips x n_mels x 3000) of the first `clips` readable clips; None if none is readable."""
     skipped: list[str] = []
-    batch = next(feature_batches(SpeechDataset(dataset.spec, dataset._entries, dataset._stream, clips),
+    batch = next(feature_batches(dataset.with_limit(clips),
                                  processor, clips, device, dtype, skipped), None)
     return None if batch is None else batch[0]

@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
-from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+from lite_whisper.distributed import SINGLE, Ranks, gather_to_main, max_over_ranks
+from lite_whisper.evaluation.wer import NO_ERRORS, WordErrors, normalize, word_errors
 from lite_whisper.files import write_json_atomic
 from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 from lite_whisper.models.loading import resolve_model
@@ -74,11 +75,15 @@ def evaluate(
     batch_size: int = 8,
     options: DecodingOptions | None = None,
     progress: bool = True,
-) -> EvaluationResult:
+    ranks: Ranks = SINGLE,
+) -> EvaluationResult | None:
     """Transcribe every clip that has a reference and score it against that reference.
 
     `model` is a spec, a `(model, processor)` pair, or a model with `processor`. English is
-    assumed unless `options` say otherwise (the normaliser is English).
+    assumed unless `options` say otherwise (the normaliser is English). Under torch.distributed
+    (`ranks`) each rank transcribes every world_size-th clip; rank 0 gathers the rows and returns
+    the result, in dataset order with the single-process totals; the other ranks return None.
+    Wall time is then that of the slowest rank.
     """
     model_name = str(model) if isinstance(model, (str, Path)) else None
     model, processor = resolve_model(model, processor)
@@ -86,41 +91,53 @@ def evaluate(
     if not isinstance(dataset, SpeechDataset):
         dataset = load_dataset(dataset, limit=limit)
     elif limit is not None:
-        dataset = SpeechDataset(dataset.spec, dataset._entries, dataset._stream, limit)
+        dataset = dataset.with_limit(limit)
+    spec = dataset.spec
+    if ranks.distributed:
+        dataset = dataset.sharded(ranks.rank, ranks.world_size)
     options = options or DecodingOptions(language="en")
 
-    without_reference: list[str] = []
-    references: dict[str, str] = {}
+    without_reference: list[tuple[int, str]] = []  # (position in the dataset, clip id)
+    references: dict[str, tuple[int, str]] = {}
 
     def clips_with_reference():
-        for clip in dataset:
+        for local, clip in enumerate(dataset):
+            position = dataset.shard_index + local * dataset.shard_count
             if clip.reference is None:
-                without_reference.append(clip.id)
+                without_reference.append((position, clip.id))
                 continue
-            references[clip.id] = clip.reference
+            references[clip.id] = (position, clip.reference)
             yield clip.id, clip.audio
 
-    utterances: list[UtteranceResult] = []
+    rows: list[tuple[int, UtteranceResult, WordErrors]] = []
     totals = NO_ERRORS
-    bar = tqdm(total=dataset.size, desc="evaluating", unit="clip", disable=not progress)
+    bar = tqdm(total=dataset.size, desc="evaluating", unit="clip", disable=not progress or not ranks.main)
     start = time.perf_counter()
     for result in transcribe_iter(model, processor, clips_with_reference(), batch_size=batch_size, options=options):
-        reference = references.pop(result.source)
+        position, reference = references.pop(result.source)
         errors = word_errors(normalize(reference), normalize(result.text))
         totals = totals + errors
-        utterances.append(UtteranceResult(result.source, reference, result.text, errors.wer, errors.reference_words, result.seconds))
+        rows.append((position, UtteranceResult(result.source, reference, result.text, errors.wer,
+                                               errors.reference_words, result.seconds), errors))
         bar.update(1)
         bar.set_postfix(wer=f"{100.0 * totals.errors / max(totals.reference_words, 1):.2f}%")
-    wall = time.perf_counter() - start
+    wall = max_over_ranks(time.perf_counter() - start, ranks)
     bar.close()
-    if not utterances:
-        raise ValueError(f"{dataset.spec}: no clip has a reference transcript, so WER cannot be computed")
+    gathered = gather_to_main((rows, without_reference), ranks)  # [(rows, without) of each rank]
+    if gathered is None:
+        return None
+    rows = sorted((row for part, _ in gathered for row in part), key=lambda row: row[0])
+    without_reference = [clip for _, clip in sorted(entry for _, part in gathered for entry in part)]
+    if not rows:
+        raise ValueError(f"{spec}: no clip has a reference transcript, so WER cannot be computed")
 
+    totals = sum((errors for _, _, errors in rows), NO_ERRORS)
+    utterances = [utterance for _, utterance, _ in rows]
     scored = [u.wer for u in utterances if u.wer is not None]
     audio_seconds = sum(u.seconds for u in utterances)
     return EvaluationResult(
         model=model_name,
-        data=dataset.spec,
+        data=spec,
         clips=len(utterances),
         words=totals.reference_words,
         wer=100.0 * totals.errors / max(totals.reference_words, 1),
