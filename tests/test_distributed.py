@@ -132,3 +132,44 @@ def test_torchrun_compress_of_tiny_en_matches_one_process(speech_dir, tmp_path):
         [[m["rank"] for m in layer.values()] for layer in ranks[1]]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == \
         ["one", "one.stats", "two", "two.stats"]
+
+
+def test_calibrate_shards_by_hand_merge_to_the_whole(tmp_path, calibration_folder, capsys):
+    """`lite-whisper calibrate --shard I/N` on each "machine", merged by compress: the whole set's statistics."""
+    from lite_whisper.cli import main
+    from lite_whisper.models.loading import save_model
+
+    dense = save_model(tiny_whisper_model(vocab_size=51864), tiny_processor(), tmp_path / "dense")
+    common = ["calibrate", str(dense), "--calibration", str(calibration_folder), "--no-progress", "--batch-size", "2"]
+    assert main([*common, "-o", str(tmp_path / "whole.stats")]) == 0
+    for index in range(3):
+        assert main([*common, "--shard", f"{index}/3", "-o", str(tmp_path / f"part{index}.stats")]) == 0
+    whole = CalibrationStatistics.load(tmp_path / "whole.stats")
+    parts = [CalibrationStatistics.load(tmp_path / f"part{index}.stats") for index in range(3)]
+    assert [part.calibration_clips for part in parts] == [2, 2, 2]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    for key, moments in whole.moments.items():
+        assert float((merged.moments[key].outer - moments.outer).norm() / moments.outer.norm()) <= 1e-10
+    # compress merges the shard files itself
+    assert main(["compress", str(dense), *sum((["--stats", str(tmp_path / f"part{i}.stats")] for i in range(3)), []),
+                 "--threshold", "0.6", "--no-progress", "-o", str(tmp_path / "lite")]) == 0
+    # a shuffled subset: 3 of the 6 clips, the same 3 for the same seed
+    for name in ("a", "b"):
+        assert main([*common, "--shuffle-seed", "5", "--limit", "3", "-o", str(tmp_path / f"{name}.stats")]) == 0
+    a, b = (CalibrationStatistics.load(tmp_path / f"{name}.stats") for name in ("a", "b"))
+    assert a.calibration_clips == 3 and a.digest() == b.digest()
+    capsys.readouterr()
+    assert main([*common, "-o", str(tmp_path / "whole.stats")]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    for bad in ("3/3", "x", "1/0"):
+        assert main([*common, "--shard", bad, "-o", str(tmp_path / "new.stats")]) == 2
+    assert not (tmp_path / "new.stats").exists()
+
+
+def test_autocast_calibration_stays_close_to_float32(calibration_folder):
+    model, processor = tiny_whisper_model(), tiny_processor()
+    exact = calibrate(model, processor, str(calibration_folder), progress=False)
+    mixed = calibrate(model, processor, str(calibration_folder), progress=False, compute_dtype=torch.bfloat16)
+    for key, moments in exact.moments.items():
+        error = float((mixed.moments[key].covariance() - moments.covariance()).norm() / moments.covariance().norm())
+        assert 0 < error < 0.2, key  # bfloat16 compute really happened (8-bit mantissas), near float32

@@ -98,20 +98,42 @@ def check_output_file(path: Path | None, example: str) -> None:
         raise CLIError(f"--output {path}: {parent} is a file, not a folder")
 
 
-def open_dataset(spec: str | None, limit: int | None, what: str, default_name: str):
-    """Open a dataset spec (cheap: no audio is decoded), or the default split with a hint if it is missing."""
+def open_dataset(spec: str | None, limit: int | None, what: str, default_name: str, shuffle_seed: int | None = None):
+    """Open a dataset spec (cheap: no audio is decoded), or the default split with a hint if it is missing.
+
+    With `shuffle_seed` the clips come in an order fixed by the seed, and `limit` takes the first
+    of that order (a random subset of a big manifest, the same on every machine)."""
     from lite_whisper.data.datasets import DatasetError, default_speech_dir, load_dataset
 
     if spec is not None:
-        return load_dataset(spec, limit=limit)
+        dataset = load_dataset(spec, limit=limit)
+        return dataset if shuffle_seed is None else dataset.shuffled(shuffle_seed)
     default = default_speech_dir() / "splits" / default_name
     try:
-        return load_dataset(default, limit=limit)
+        dataset = load_dataset(default, limit=limit)
+        return dataset if shuffle_seed is None else dataset.shuffled(shuffle_seed)
     except DatasetError:
         raise CLIError(
             f"the default {what} set {default} was not found; pass {'--calibration' if what == 'calibration' else '--data'} "
             "SPEC (a folder, list file, manifest or hf:NAME:SPLIT) or set LITE_WHISPER_SPEECH to the speech folder"
         ) from None
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    """What calibrate and compress share: the data, how much of it, in which order, batched how."""
+    parser.add_argument("--calibration",
+                        help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH "
+                        "or ../shared/speech)")
+    parser.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    parser.add_argument("--shuffle-seed", type=int, metavar="S",
+                        help="take the clips in an order fixed by S (with --limit: a random subset; hub datasets are "
+                        "shuffled through a 10,000-row buffer)")
+    parser.add_argument("--batch-size", type=int, default=8, help="calibration clips per encoder pass (default: 8)")
+    parser.add_argument("--exclude-padding", action="store_true",
+                        help="count only frames that carry audio (default: all 1500 frames per clip, as the paper)")
+    parser.add_argument("--compute-dtype", default="float32", choices=DTYPES,
+                        help="dtype the encoder computes in while calibrating (float16/bfloat16 under autocast, e.g. "
+                        "on a GPU); moments are always accumulated in float64 (default: float32)")
 
 
 def require_matplotlib(what: str) -> None:

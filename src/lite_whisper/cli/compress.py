@@ -11,6 +11,7 @@ from pathlib import Path
 from lite_whisper.cli.common import (
     MODEL_HELP,
     CLIError,
+    add_calibration_options,
     add_device_option,
     check_device,
     open_dataset,
@@ -33,9 +34,6 @@ def add_parser(commands) -> None:
     )
     p.add_argument("model", help=MODEL_HELP + " (dense: not an already compressed folder)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--calibration",
-                   help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH "
-                   "or ../shared/speech)")
     p.add_argument("--threshold", default="0.99:0.999",
                    help="explained-variance threshold for all six linears, or ATTN:MLP (default: %(default)s)")
     p.add_argument("--rank-rule", choices=["paper", "robust", "allocate"],
@@ -50,10 +48,7 @@ def add_parser(commands) -> None:
     budget.add_argument("--target-flops", type=float, metavar="F",
                         help="likewise, to this fraction of the dense encoder's FLOPs at 30 s")
     p.add_argument("--rank-multiple", type=int, default=16, help="ranks are multiples of this (default: 16)")
-    p.add_argument("--limit", type=int, help="use only the first N calibration clips")
-    p.add_argument("--batch-size", type=int, default=8, help="calibration clips per encoder pass (default: 8)")
-    p.add_argument("--exclude-padding", action="store_true",
-                   help="count only frames that carry audio (default: all 1500 frames per clip, as the paper)")
+    add_calibration_options(p)
     p.add_argument(
         "--stats", type=Path, action="append",
         help="statistics file: loaded if it exists (given twice or more: merged), else written after calibrating",
@@ -94,12 +89,12 @@ def run(args) -> int:
         if path.is_dir():
             raise CLIError(f"--stats {path} is a folder; give a file name such as model.stats")
     if not existing:
-        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
     elif config.budget is not None and args.calibration is not None:  # a few clips measure each linear's damage
-        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
+        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
     elif config.budget is not None:
         try:  # the default split, if it is there; else damage is estimated from variance (with a warning)
-            calibration = open_dataset(None, args.limit, "calibration", "calibration.txt")
+            calibration = open_dataset(None, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
         except CLIError:
             calibration = None
     else:
@@ -129,7 +124,8 @@ def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None
     log = (lambda message: print(message, file=sys.stderr)) if ranks.main else (lambda message: None)  # noqa: E731
     loaded = load_or_calibrate(model, processor, calibration, stats_files=stats_files, limit=args.limit,
                                batch_size=args.batch_size, exclude_padding=args.exclude_padding,
-                               progress=not args.no_progress, model_name=args.model, log=log, ranks=ranks)
+                               progress=not args.no_progress, model_name=args.model, log=log, ranks=ranks,
+                               compute_dtype=resolve_dtype(args.compute_dtype))
     def factorise_and_save():  # rank 0 alone
         report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
                                    dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,

@@ -6,6 +6,7 @@ batch's activations to float64 sums; nothing is kept but O(d^2) per hooked site.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
@@ -32,11 +33,13 @@ def calibrate(
     progress: bool = True,
     model_name: str = "",
     ranks: Ranks = SINGLE,
+    compute_dtype: torch.dtype | None = None,
 ) -> CalibrationStatistics:
     """Stream the output statistics of every target linear over a calibration dataset.
 
     Under torch.distributed (`ranks`), each rank reads every world_size-th clip and the sums
-    are all-reduced: every rank returns the statistics of the whole dataset.
+    are all-reduced: every rank returns the statistics of the whole dataset. `compute_dtype`
+    (float16/bfloat16): see `collect_statistics`.
     """
     dataset = data if isinstance(data, SpeechDataset) else load_dataset(data, limit=limit)
     if ranks.distributed:
@@ -45,7 +48,7 @@ def calibrate(
     batches = feature_batches(dataset, processor, batch_size, model.device, model.dtype, skipped)
     statistics = collect_statistics(
         model, batches, exclude_padding=exclude_padding, progress=progress and ranks.main,
-        total_clips=dataset.size, model_name=model_name,
+        total_clips=dataset.size, model_name=model_name, compute_dtype=compute_dtype,
     )
     all_reduce_statistics(statistics, ranks)
     if statistics.calibration_clips == 0:
@@ -62,6 +65,7 @@ def collect_statistics(
     progress: bool = True,
     total_clips: int | None = None,
     model_name: str = "",
+    compute_dtype: torch.dtype | None = None,
 ) -> CalibrationStatistics:
     """Run only the encoder of `model` over `batches` and stream the moments of every target.
 
@@ -70,6 +74,8 @@ def collect_statistics(
     audio (1 to 1500; an encoder frame is two mel frames, rounded up). By default all
     1500 rows of every clip count, as in the paper; with `exclude_padding` only the
     first n_frames rows of each clip do. Memory does not grow with the number of clips.
+    With `compute_dtype` float16 or bfloat16 the encoder runs under autocast (weights stay as
+    they are; a GPU's fast path); the moments are float64 all the same.
     """
     encoder = encoder_of(model)
     statistics = CalibrationStatistics(
@@ -105,6 +111,10 @@ def collect_statistics(
 
         encoder.eval()  # dropout would distort the statistics
         parameter = next(encoder.parameters())
+        mixed = compute_dtype not in (None, parameter.dtype)
+
+        def autocast():
+            return torch.autocast(parameter.device.type, dtype=compute_dtype) if mixed else contextlib.nullcontext()
         with tqdm(total=total_clips, unit="clip", desc="calibration", disable=not progress) as bar:
             for input_features, n_frames in batches:
                 encoder_frames = (input_features.shape[-1] + 1) // 2
@@ -112,7 +122,7 @@ def collect_statistics(
                 if exclude_padding:
                     positions = torch.arange(encoder_frames, device=n_frames.device)
                     row_mask = positions < n_frames[:, None]
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast():
                     encoder(input_features.to(device=parameter.device, dtype=parameter.dtype))
                 statistics.calibration_clips += input_features.shape[0]
                 statistics.calibration_frames += int(n_frames.sum())

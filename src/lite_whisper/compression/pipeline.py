@@ -40,6 +40,7 @@ def load_or_calibrate(
     model_name: str = "",
     log: Callable[[str], None] = lambda message: None,
     ranks: Ranks = SINGLE,
+    compute_dtype: torch.dtype | None = None,
 ) -> LoadedStatistics:
     """Statistics from `stats_files` (all existing: merged) or, if there are none yet, by calibrating.
 
@@ -60,7 +61,8 @@ def load_or_calibrate(
     if calibration is None:
         raise ValueError("no statistics files to load and no calibration data to compute them from")
     statistics = calibrate(model, processor, calibration, limit=limit, batch_size=batch_size,
-                           exclude_padding=exclude_padding, progress=progress, model_name=model_name, ranks=ranks)
+                           exclude_padding=exclude_padding, progress=progress, model_name=model_name, ranks=ranks,
+                           compute_dtype=compute_dtype)
     if stats_files and ranks.main:
         statistics.save(stats_files[0])
         log(f"wrote statistics to {stats_files[0]}")
