@@ -311,3 +311,15 @@ def test_load_rejects_other_files(tmp_path):
         CalibrationStatistics.load(path)
     with pytest.raises(FileNotFoundError, match="not found"):
         CalibrationStatistics.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("dim", [512, 1030])  # 2 and 4 column blocks (the last ones uneven)
+def test_wide_activations_get_the_full_symmetric_matrix_from_triangular_blocks(dim):
+    generator = torch.Generator().manual_seed(dim)
+    x = torch.randn(2, 300, dim, generator=generator) * torch.logspace(0, -1, dim) + 1.0
+    moments = Moments.zeros(dim)
+    moments.update(x)
+    moments.update(x[:1])  # a second update mirrors again
+    reference = moments_of(torch.cat([x, x[:1]]))
+    assert float((moments.outer - moments.outer.T).abs().max() / moments.outer.abs().max()) < 1e-12
+    assert_moments_close(moments, reference, rtol=1e-6)  # the blocks below the diagonal are there too
