@@ -93,7 +93,9 @@ def tiny_english_model(seed: int = 0):
     """A tiny random English-only model with a real generation config, ready for `generate`."""
     from lite_whisper.models.ctranslate2 import generation_config
 
-    model = tiny_whisper_model(seed, vocab_size=51864)
+    # the English-only vocabulary's ids: <|startoftranscript|> 50257, <|endoftext|> 50256
+    model = tiny_whisper_model(seed, vocab_size=51864, decoder_start_token_id=50257, pad_token_id=50256,
+                               bos_token_id=50256, eos_token_id=50256)
     model.generation_config = generation_config(model.config, tiny_processor().tokenizer, {})
     return model
 

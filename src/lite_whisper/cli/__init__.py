@@ -1,7 +1,7 @@
 """The `lite-whisper` command: parse, validate, call the library, print.
 
-One module per command (`transcribe`, `evaluate`, `convert`, `compress`, `inspect`, `sweep`,
-`bench`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
+One module per command (`transcribe`, `evaluate`, `convert`, `calibrate`, `compress`, `inspect`,
+`export`, `sweep`, `bench`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
 `main(argv)` returns an exit code, so tests call it directly.
 """
 
@@ -16,7 +16,9 @@ EPILOG = """examples:
   lite-whisper transcribe base talk.flac --timestamps
   lite-whisper convert ./faster-whisper-base ./whisper-base-hf
   lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
+  torchrun --nproc-per-node 2 --no-python lite-whisper compress base -o base-lite   # sharded calibration
   lite-whisper bench tiny-lite --baseline tiny.en --batch-size 1,4
+  lite-whisper export tiny-lite -o tiny-lite-export --int8      # ONNX Runtime + CTranslate2
   lite-whisper sweep tiny.en --thresholds 0.99:0.999,0.95 -o sweeps/tiny.en
 
 Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, shows the traceback.
@@ -25,7 +27,7 @@ Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, 
 
 def build_parser() -> argparse.ArgumentParser:
     from lite_whisper import __version__
-    from lite_whisper.cli import bench, compress, convert, evaluate, inspect, sweep, transcribe
+    from lite_whisper.cli import bench, calibrate, compress, convert, evaluate, export, inspect, sweep, transcribe
 
     parser = argparse.ArgumentParser(
         prog="lite-whisper",
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lite-whisper {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (transcribe, evaluate, convert, compress, inspect, sweep, bench):
+    for command in (transcribe, evaluate, convert, calibrate, compress, inspect, export, sweep, bench):
         command.add_parser(commands)
     return parser
 

@@ -17,6 +17,7 @@ EPILOG = f"""examples:
   lite-whisper bench base-0.95 --data ../shared/speech/splits/dev.txt --limit 16   # + end to end
   lite-whisper bench --random-weights large-v3 --rank-fraction 0.5 --repeats 3
   lite-whisper bench --random-weights large-v3 --calibration-cost --batch-size 2   # what the moments cost
+  lite-whisper bench tiny.en-lite-export --against faster-whisper --data ../shared/speech/splits/dev.txt --threads 2
 
 The model, the dense baseline as users run it (stock transformers) and, when the model runs
 on lite-whisper's fast CPU kernels, the same baseline on those kernels run interleaved
@@ -68,6 +69,10 @@ def add_parser(commands) -> None:
     p.add_argument("--calibration-cost", action="store_true",
                    help="instead: time calibration passes (hooks + float64 moments) of the dense MODEL against "
                    "plain encoder passes over the same batch; reports the throughput fraction")
+    p.add_argument("--against", choices=["faster-whisper"],
+                   help="instead: transcribe --data end to end with an exported MODEL (lite-whisper export) and "
+                   "with faster-whisper (int8, sequential and batched) on the dense source model (or --baseline); "
+                   "RTFx, WER and encoder-only latency of each engine")
     p.add_argument("--output", type=Path, help="write the result as JSON")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -110,8 +115,12 @@ def _validate(args) -> tuple[int, ...]:
         if args.rank_fraction is not None:
             raise CLIError("--rank-fraction only applies with --random-weights")
     for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens")):
-        if value is not None and args.data is None:
+        if value is not None and args.data is None and args.against is None:
             raise CLIError(f"{flag} only applies with --data")
+    if args.against is not None:
+        if args.model is None or args.random_weights is not None or args.calibration_cost:
+            raise CLIError("--against faster-whisper times an exported MODEL folder (lite-whisper export); "
+                           "it does not combine with --random-weights or --calibration-cost")
     if args.calibration_cost:
         for given, flag in ((args.data, "--data"), (args.baseline, "--baseline"), (args.rank_fraction, "--rank-fraction")):
             if given is not None:
@@ -145,6 +154,8 @@ def run(args) -> int:
             "that make CPU timings steadier")
     if args.calibration_cost:
         return _calibration_cost(args, batch_sizes, log)
+    if args.against is not None:
+        return _against_faster_whisper(args, batch_sizes, log)
     processor = baseline_processor = None
     if args.random_weights is not None:
         from lite_whisper.benchmark.random_models import random_model
@@ -219,5 +230,29 @@ def _calibration_cost(args, batch_sizes, log) -> int:
     if args.output is not None:
         write_json_atomic(args.output, {"kind": "calibration-cost", "model": name, "results": results,
                                         "environment": environment()})
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _against_faster_whisper(args, batch_sizes, log) -> int:
+    from lite_whisper.benchmark.deployment import bench_deployment
+    from lite_whisper.cli.common import open_dataset
+    from lite_whisper.deploy.manifest import is_exported_folder, read_manifest
+    from lite_whisper.files import write_json_atomic
+    from lite_whisper.models.loading import load_model
+
+    if not is_exported_folder(args.model):
+        raise CLIError(f"{args.model}: not an exported folder; run `lite-whisper export {args.model} -o DIR` first")
+    manifest = read_manifest(args.model)
+    dense_spec = args.baseline or default_baseline(manifest["source_model"]) or manifest["source_model"]
+    dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
+    dense, processor = load_model(dense_spec, dtype="float32")
+    if getattr(dense.config, "low_rank_config", None) is not None:
+        raise CLIError(f"{dense_spec} is compressed; give the dense model faster-whisper should run as --baseline")
+    result = bench_deployment(args.model, dense, processor, dataset, dense_name=dense_spec,
+                              batch_size=args.decode_batch_size, threads=args.threads, repeats=args.repeats, log=log)
+    print(result.table())
+    if args.output is not None:
+        write_json_atomic(args.output, result.to_dict())
         print(f"wrote {args.output}")
     return 0

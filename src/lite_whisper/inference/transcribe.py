@@ -95,22 +95,32 @@ def transcribe_iter(
     batch_size: int = 8,
     options: DecodingOptions = DecodingOptions(),
 ) -> Iterable[Transcription]:
-    """Transcribe `(name, audio)` pairs lazily, keeping their order."""
+    """Transcribe `(name, audio)` pairs lazily, keeping their order.
+
+    An exported model (`lite_whisper.deploy.ExportedWhisper`) decodes with its own engines."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if getattr(model, "is_exported", False):
+        decode_short, decode_long = model.decode_short, model.decode_long
+    else:
+        def decode_short(processor, batch, options):
+            return _decode_short(model, processor, batch, options)
+
+        def decode_long(processor, name, samples, options):
+            return _decode_long(model, processor, name, samples, options)
     batch: list[tuple[str, np.ndarray]] = []
     for name, item in clips:
         samples = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float32)
         if len(samples) > WINDOW_SECONDS * SAMPLE_RATE:
-            yield from _decode_short(model, processor, batch, options)
+            yield from decode_short(processor, batch, options)
             batch = []
-            yield _decode_long(model, processor, name, samples, options)
+            yield decode_long(processor, name, samples, options)
             continue
         batch.append((name, samples))
         if len(batch) == batch_size:
-            yield from _decode_short(model, processor, batch, options)
+            yield from decode_short(processor, batch, options)
             batch = []
-    yield from _decode_short(model, processor, batch, options)
+    yield from decode_short(processor, batch, options)
 
 
 def generate_kwargs(model, options: DecodingOptions) -> dict:

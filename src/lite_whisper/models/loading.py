@@ -60,10 +60,32 @@ def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: s
     subclass) in eval mode on `device`, and a `WhisperProcessor`.
     """
     torch_dtype = resolve_dtype(dtype)
+    exported = _load_exported(Path(str(spec)).expanduser(), torch_dtype, device)
+    if exported is not None:
+        return exported
     model, processor = _load(str(spec), torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     model.config._name_or_path = str(spec)
     return model, processor
+
+
+def _load_exported(path: Path, dtype: torch.dtype, device):
+    """(ExportedWhisper, processor) for a folder written by `lite-whisper export`, else None."""
+    from lite_whisper.deploy.manifest import is_exported_folder
+
+    if not is_exported_folder(path):
+        return None
+    if dtype != torch.float32 or torch.device(device).type != "cpu":
+        raise ModelLoadError(f"{path}: an exported folder runs on the CPU in its own precision (ONNX Runtime + "
+                             "CTranslate2); drop --dtype/--device, or load the PyTorch model it came from")
+    try:
+        from lite_whisper.deploy.runtime import ExportedWhisper
+    except ImportError as error:
+        raise ModelLoadError(f"{path}: exported folders need the deployment packages ({error.name} is missing): "
+                             "pip install 'lite-whisper[deploy]'") from None
+    from transformers import WhisperProcessor
+
+    return ExportedWhisper(path), WhisperProcessor.from_pretrained(path)
 
 
 def _load(spec: str, dtype: torch.dtype):

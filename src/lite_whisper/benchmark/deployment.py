@@ -1,0 +1,168 @@
+"""An exported model against faster-whisper on the same clips, in one process, same decoding.
+
+Contenders (greedy, no timestamps, temperature 0, no previous-text conditioning):
+  faster-whisper            int8 CTranslate2 of the dense source model, `transcribe()` clip by clip
+                            (as its users call it; VAD off)
+  faster-whisper batched    the same model through `BatchedInferencePipeline` (VAD on, as it requires)
+  lite-whisper export       the exported folder (ONNX Runtime encoder + CTranslate2 decoder), clips
+                            batched `batch_size` at a time
+  lite-whisper export b1    the same, one clip at a time (what batching adds, apart)
+
+Each is warmed up on one clip, then times the whole set (features, encoder, decoding; audio is
+decoded beforehand for all alike). RTFx = audio seconds / wall seconds; WER with the project's
+normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against the
+export's ONNX encoder(s), 30 s input, batch 1, interleaved, medians.
+"""
+
+from __future__ import annotations
+
+import statistics as stats
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+
+
+@dataclass
+class ContenderResult:
+    name: str
+    rtfx: float
+    wall_seconds: float
+    wer: float
+    errors: int
+    words: int
+    hypotheses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeploymentBench:
+    export: str
+    dense: str
+    data: str
+    clips: int
+    audio_seconds: float
+    threads: int | None
+    batch_size: int
+    contenders: list[ContenderResult]
+    encoder_ms: dict[str, dict[str, float]]  # engine -> {"median", "min", "max"} at batch 1, 30 s
+    environment: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        base = self.contenders[0]
+        lines = [f"{self.clips} clips, {self.audio_seconds:.0f} s of audio, {self.threads or 'default'} threads, "
+                 f"greedy; export {self.export}, dense {self.dense}",
+                 f"{'contender':<26} {'RTFx':>7} {'vs fw':>6} {'WER %':>7}"]
+        for result in self.contenders:
+            lines.append(f"{result.name:<26} {result.rtfx:7.1f} {result.rtfx / base.rtfx:6.2f} {result.wer:7.2f}")
+        lines.append("encoder, batch 1, 30 s (median ms): " + ", ".join(
+            f"{name} {timing['median']:.0f}" for name, timing in self.encoder_ms.items()))
+        return "\n".join(lines)
+
+
+def _score(name: str, hypotheses: list[str], references: list[str], audio_seconds: float, wall: float):
+    totals = NO_ERRORS
+    for hypothesis, reference in zip(hypotheses, references):
+        totals = totals + word_errors(normalize(reference), normalize(hypothesis))
+    return ContenderResult(name, audio_seconds / wall, wall, 100.0 * totals.errors / max(totals.reference_words, 1),
+                           totals.errors, totals.reference_words, hypotheses)
+
+
+def dense_ct2_folder(dense_model, processor, folder: Path, quantization: str = "int8") -> Path:
+    """The dense model as faster-whisper users have it: CTranslate2's own converter, int8 weights."""
+    from ctranslate2.converters import TransformersConverter
+
+    source = folder / "hf"
+    dense_model.save_pretrained(source)
+    processor.save_pretrained(source)
+    processor.feature_extractor.save_pretrained(source)
+    TransformersConverter(str(source), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
+        str(folder / "ct2"), quantization=quantization, force=True)
+    return folder / "ct2"
+
+
+def bench_deployment(export_folder: str | Path, dense_model, processor, dataset, *, dense_name: str = "",
+                     batch_size: int = 8, threads: int | None = None, repeats: int = 10, log=lambda m: None
+                     ) -> DeploymentBench:
+    """Run every contender over `dataset` (clips with references) and time the encoders."""
+    import ctranslate2
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from lite_whisper.benchmark.environment import environment
+    from lite_whisper.deploy.runtime import ExportedWhisper
+    from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
+
+    clips = [(clip.id, clip.audio, clip.reference) for clip in dataset if clip.reference is not None]
+    if not clips:
+        raise ValueError(f"{dataset.spec}: no clip has a reference transcript")
+    references = [reference for _, _, reference in clips]
+    audio_seconds = sum(len(audio) for _, audio, _ in clips) / SAMPLE_RATE
+    english_only = not getattr(dense_model.generation_config, "is_multilingual", False)
+    language = "en"
+    cores = threads or 0
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-fw-") as scratch:
+        log("converting the dense model to CTranslate2 int8 (faster-whisper's format) ...")
+        fw_folder = dense_ct2_folder(dense_model, processor, Path(scratch))
+        fw = WhisperModel(str(fw_folder), device="cpu", compute_type="int8", cpu_threads=cores)
+        fw_options = dict(language=language, beam_size=1, temperature=0.0, without_timestamps=True,
+                          condition_on_previous_text=False)
+        batched = BatchedInferencePipeline(model=fw)
+        ours = ExportedWhisper(export_folder, threads=threads)
+        ours_options = DecodingOptions(language=language if not english_only else "en")
+
+        def faster_whisper_run(items):
+            return [" ".join(s.text.strip() for s in fw.transcribe(audio, **fw_options)[0]).strip()
+                    for _, audio, _ in items]
+
+        def batched_run(items):
+            return [" ".join(s.text.strip() for s in batched.transcribe(audio, batch_size=batch_size,
+                                                                        **fw_options)[0]).strip()
+                    for _, audio, _ in items]
+
+        def ours_run(items, size):
+            return [t.text for t in transcribe_iter(ours, processor, [(name, audio) for name, audio, _ in items],
+                                                    batch_size=size, options=ours_options)]
+
+        runs = [("faster-whisper int8", faster_whisper_run),
+                (f"faster-whisper batched b{batch_size}", batched_run),
+                (f"lite-whisper export b{batch_size}", lambda items: ours_run(items, batch_size)),
+                ("lite-whisper export b1", lambda items: ours_run(items, 1))]
+        contenders = []
+        for name, run in runs:
+            log(f"transcribing {len(clips)} clips with {name} ...")
+            run(clips[:1])  # warm-up
+            start = time.perf_counter()
+            hypotheses = run(clips)
+            contenders.append(_score(name, hypotheses, references, audio_seconds, time.perf_counter() - start))
+
+        log("timing the encoders alone ...")
+        features = processor.feature_extractor(clips[0][1], sampling_rate=SAMPLE_RATE,
+                                               return_tensors="np").input_features.astype(np.float32)
+        states = ctranslate2.StorageView.from_array(np.ascontiguousarray(features))
+        engines = {"ctranslate2 int8 (dense)": lambda: fw.model.encode(states, to_cpu=True)}
+        from lite_whisper.deploy.onnx_encoder import OnnxEncoder
+
+        for kind in ("float32", "int8"):
+            name = ours.manifest["encoder"].get(kind)
+            if name is not None:
+                session = OnnxEncoder(Path(export_folder) / name, threads=threads)
+                engines[f"onnxruntime {kind} (export)"] = lambda session=session: session(features)
+        samples: dict[str, list[float]] = {name: [] for name in engines}
+        for run in engines.values():
+            run()
+        for _ in range(repeats):
+            for name, run in engines.items():
+                start = time.perf_counter()
+                run()
+                samples[name].append(1000.0 * (time.perf_counter() - start))
+    encoder_ms = {name: {"median": stats.median(values), "min": min(values), "max": max(values)}
+                  for name, values in samples.items()}
+    return DeploymentBench(str(export_folder), dense_name, dataset.spec, len(clips), audio_seconds, threads,
+                           batch_size, contenders, encoder_ms, environment())

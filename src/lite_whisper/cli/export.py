@@ -1,0 +1,84 @@
+"""`lite-whisper export`: a folder for ONNX Runtime (encoder) + CTranslate2 (decoder), parity-checked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, positive
+
+EPILOG = """examples:
+  lite-whisper export runs/tiny.en-lite -o tiny.en-lite-export --int8
+  lite-whisper export tiny.en -o tiny.en-export --int8            # the dense model: the honest baseline
+  lite-whisper eval tiny.en-lite-export --data ../shared/speech/splits/dev.txt
+  lite-whisper transcribe tiny.en-lite-export talk.flac
+
+In Python, with faster-whisper's pipeline (VAD, timestamps, batching) around the export:
+  from lite_whisper.deploy.faster_whisper import LiteWhisperModel
+  segments, info = LiteWhisperModel("tiny.en-lite-export", cpu_threads=2).transcribe("talk.flac", beam_size=1)
+"""
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "export", help="export to ONNX Runtime + CTranslate2 (the fast CPU deployment)",
+        description="Export the encoder of MODEL (dense or compressed) to ONNX, its decoder to CTranslate2 (int8), "
+        "check parity with the PyTorch model and write one folder that lite-whisper, and faster-whisper through "
+        "lite_whisper.deploy.faster_whisper, can run.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8-weight encoder (dynamic quantisation) and make it the default")
+    p.add_argument("--int8-min-inner", type=int, default=0, metavar="K",
+                   help="with --int8: leave MatMuls whose inner dimension is below K in float32 (default: 0, none)")
+    p.add_argument("--decoder", default="int8", choices=["int8", "int8_float32", "float32", "int16"],
+                   help="CTranslate2 weight type of the decoder (default: int8)")
+    p.add_argument("--threads", type=int, help="cores the runtime uses by default (recorded in the manifest)")
+    p.add_argument("--data", help="clips for the transcript parity check (default: the dev split)")
+    p.add_argument("--parity-clips", type=int, default=4, help="clips transcribed for the parity check (default: 4)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    positive(args.threads, "--threads")
+    positive(args.parity_clips, "--parity-clips")
+    if args.int8_min_inner < 0:
+        raise CLIError(f"--int8-min-inner must be 0 or more, got {args.int8_min_inner}")
+    if args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
+    for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript"),
+                            ("ctranslate2", "ctranslate2"), ("faster_whisper", "faster-whisper")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise CLIError(f"export needs {package}: pip install 'lite-whisper[deploy]'") from None
+    dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt")
+
+    from lite_whisper.deploy.export import export
+    from lite_whisper.files import output_lock
+    from lite_whisper.models.loading import load_model
+
+    with output_lock(args.output):
+        model, processor = load_model(args.model, dtype="float32")
+        if getattr(model, "is_exported", False):
+            raise CLIError(f"{args.model} is already an exported folder; export the model it came from")
+        clips = [(clip.id, clip.audio) for clip in dataset]
+        manifest = export(model, processor, args.output, source=args.model, int8=args.int8,
+                          decoder_quantization=args.decoder, threads=args.threads, parity_audio=clips,
+                          overwrite=args.overwrite, min_int8_inner=args.int8_min_inner,
+                          log=lambda message: print(message, file=sys.stderr, flush=True))
+    parity = manifest["parity"]
+    print(f"encoder relative error vs PyTorch: float32 {parity['encoder_relative_error_float32']:.2e}"
+          + (f", int8 {parity['encoder_relative_error_int8']:.2e}" if "encoder_relative_error_int8" in parity else ""))
+    if "transcripts_identical_float32" in parity:
+        clips_count = len(parity["transcripts_pytorch"])
+        print(f"greedy transcripts identical to PyTorch: {parity['transcripts_identical_float32']}/{clips_count} "
+              f"(float32 encoder and decoder), {parity['transcripts_identical_shipped']}/{clips_count} "
+              f"(as shipped: {manifest['encoder']['default']} encoder, {manifest['decoder']['compute_type']} decoder)")
+    print(f"wrote {args.output} ({json.dumps(manifest['versions'])})")
+    return 0

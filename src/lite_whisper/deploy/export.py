@@ -1,0 +1,175 @@
+"""`export`: a model lite-whisper loads -> a folder for ONNX Runtime (encoder) + CTranslate2 (decoder).
+
+    DIR/
+      lite_whisper_export.json   manifest: source, versions, quantisation, parity figures
+      encoder.onnx               float32, low-rank linears as two MatMuls, batch dynamic
+      encoder.int8.onnx          int8 weights (--int8)
+      decoder/                   CTranslate2 Whisper (int8) with a placeholder encoder; also a faster-whisper folder
+      config.json, generation_config.json, tokenizer and preprocessor files
+
+Parity is checked before the folder appears: the encoder's relative error against PyTorch
+(float32 must stay within 1e-4) and greedy transcripts of a few clips through the export
+against the PyTorch model (reported, identical in float32 with a float32 decoder).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lite_whisper.deploy.manifest import FORMAT, MANIFEST_FILE, VERSION
+from lite_whisper.evaluation.cost import encoder_of, encoder_params
+from lite_whisper.files import atomic_folder
+
+FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
+
+
+class ParityError(ValueError):
+    """The exported encoder does not reproduce the PyTorch model."""
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def export(
+    model,
+    processor,
+    folder: str | Path,
+    *,
+    source: str = "",
+    int8: bool = False,
+    decoder_quantization: str = "int8",
+    threads: int | None = None,
+    parity_audio: Sequence[tuple[str, np.ndarray]] = (),
+    overwrite: bool = False,
+    min_int8_inner: int = 0,
+    parity_max_new_tokens: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Write the exported folder for `model` (float32, dense or low-rank) atomically; return its manifest."""
+    from transformers import WhisperConfig
+
+    from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder
+
+    start = time.perf_counter()
+    encoder = encoder_of(model)
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        log("exporting the encoder to ONNX ...")
+        export_encoder(model, staging / "encoder.onnx")
+        excluded = None
+        if int8:
+            log("quantising the encoder's weights to int8 ...")
+            excluded = quantize_encoder(staging / "encoder.onnx", staging / "encoder.int8.onnx", min_int8_inner)
+        log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
+        write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
+        settings = {k: v for k, v in model.config.to_dict().items()
+                    if k not in ("model_type", "architectures", "auto_map", "low_rank_config", "lite_whisper")}
+        WhisperConfig(**settings).save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        processor.feature_extractor.save_pretrained(staging)
+
+        log("checking parity with the PyTorch model ...")
+        features = _parity_features(model, processor, parity_audio)
+        with torch.inference_mode():
+            reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+        parity = {"clips": features.shape[0]}
+        for kind, name in (("float32", "encoder.onnx"), ("int8", "encoder.int8.onnx" if int8 else None)):
+            if name is not None:
+                parity[f"encoder_relative_error_{kind}"] = relative_error(OnnxEncoder(staging / name)(features),
+                                                                          reference)
+        if parity["encoder_relative_error_float32"] > FP32_TOLERANCE:
+            raise ParityError(f"the float32 ONNX encoder differs from PyTorch by {parity['encoder_relative_error_float32']:.2e} "
+                              f"(relative; tolerance {FP32_TOLERANCE:g}); not exporting")
+        manifest = {
+            "format": FORMAT, "version": VERSION, "source_model": source or str(model.config._name_or_path),
+            "versions": _versions(),
+            "encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None,
+                        "default": "int8" if int8 else "float32", "int8_float32_matmuls": excluded,
+                        "params": encoder_params(model), "low_rank": getattr(model.config, "low_rank_config", None) is not None},
+            "decoder": {"folder": "decoder", "compute_type": decoder_quantization,
+                        "placeholder_encoder_params": _placeholder_params(model.config, PLACEHOLDER_FFN)},
+            "threads": threads,
+            "parity": parity,
+            "export_seconds": None,
+        }
+        _write_manifest(staging, manifest)
+        if parity_audio:
+            log(f"transcribing {len(parity_audio)} clips through the export and through PyTorch ...")
+            parity.update(_transcript_parity(model, processor, staging, parity_audio, threads, parity_max_new_tokens))
+        manifest["export_seconds"] = round(time.perf_counter() - start, 1)
+        _write_manifest(staging, manifest)
+    return manifest
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _parity_features(model, processor, parity_audio) -> np.ndarray:
+    """Log-mel features of the parity clips (up to 3), or of random audio when none are given."""
+    from lite_whisper.data.audio import SAMPLE_RATE
+
+    clips = [samples for _, samples in list(parity_audio)[:3]]
+    if not clips:
+        rng = np.random.default_rng(0)
+        clips = [0.1 * rng.standard_normal(SAMPLE_RATE * seconds).astype(np.float32) for seconds in (3, 11)]
+    return processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+
+
+def _transcript_parity(model, processor, folder: Path, parity_audio, threads, max_new_tokens) -> dict:
+    """Greedy transcripts of the parity clips, PyTorch against the export.
+
+    "float32": the float32 ONNX encoder with a float32 CTranslate2 decoder (written to a scratch
+    folder for this check) must reproduce PyTorch; "shipped": the folder as it runs by default
+    (int8 decoder, and the int8 encoder when there is one) is reported.
+    """
+    import tempfile
+
+    from lite_whisper.deploy.ct2_decoder import write_decoder
+    from lite_whisper.deploy.runtime import ExportedWhisper
+    from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
+
+    options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
+                              max_new_tokens=max_new_tokens)
+    clips = list(parity_audio)
+    reference = [t.text for t in transcribe_iter(model, processor, clips, options=options)]
+    result = {"transcripts_pytorch": reference}
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
+        float32_decoder = write_decoder(model, processor, Path(scratch) / "decoder", quantization="float32")
+        runs = {"float32": ExportedWhisper(folder, int8=False, threads=threads, decoder=float32_decoder),
+                "shipped": ExportedWhisper(folder, threads=threads)}
+        for kind, exported in runs.items():
+            texts = [t.text for t in transcribe_iter(exported, processor, clips, options=options)]
+            result[f"transcripts_identical_{kind}"] = sum(a == b for a, b in zip(texts, reference))
+            result[f"transcripts_{kind}"] = texts
+    return result
+
+
+def _placeholder_params(config, ffn: int) -> int:
+    """Parameters of the decoder folder's placeholder encoder: stem, positions, final norm, one stub layer."""
+    d, mels = config.d_model, config.num_mel_bins
+    stem = mels * d * 3 + d + d * d * 3 + d + config.max_source_positions * d + 2 * d
+    layer = 4 * d * d + 3 * d + 2 * d * ffn + ffn + d + 4 * d
+    return stem + layer
+
+
+def _versions() -> dict:
+    import importlib.metadata as metadata
+
+    from lite_whisper import __version__
+
+    versions = {"lite_whisper": __version__}
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "ctranslate2", "faster-whisper"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

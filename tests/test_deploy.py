@@ -1,0 +1,180 @@
+"""Export to ONNX Runtime + CTranslate2: parity with PyTorch on tiny random models, refusals, the runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_english_model, tiny_processor
+
+from lite_whisper.cli import main
+from lite_whisper.deploy.export import export, relative_error
+from lite_whisper.deploy.manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
+from lite_whisper.deploy.onnx_encoder import OnnxEncoder
+from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
+from lite_whisper.lowrank.convert import to_lite_whisper
+from lite_whisper.models.loading import load_model, save_model
+
+
+def lite_english_model():
+    """tiny_english_model with every encoder linear factorised at rank 16 (random factors)."""
+    from test_lowrank_modeling import random_factors
+
+    dense = tiny_english_model()
+    ranks = {name: 16 for name in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")}
+    lite = to_lite_whisper(dense, random_factors(ranks))
+    lite.generation_config = dense.generation_config
+    return lite.eval()
+
+
+def clips(count: int = 3) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [(f"clip{i}", (0.1 * rng.standard_normal(16000 * (2 + 3 * i))).astype(np.float32)) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The low-rank tiny model exported with an int8 encoder and a float32 decoder."""
+    folder = tmp_path_factory.mktemp("export") / "lite-export"
+    model = lite_english_model()
+    manifest = export(model, tiny_processor(), folder, int8=True, decoder_quantization="float32",
+                      parity_audio=clips(2), parity_max_new_tokens=12)
+    return model, folder, manifest
+
+
+@pytest.mark.parametrize("low_rank", [False, True])
+def test_onnx_encoder_matches_pytorch_at_batch_1_and_3(tmp_path, low_rank):
+    from lite_whisper.deploy.onnx_encoder import export_encoder
+
+    model = lite_english_model() if low_rank else tiny_english_model()
+    path = export_encoder(model, tmp_path / "encoder.onnx")
+    import onnx
+
+    matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(path)).graph.node)
+    assert matmuls >= (24 if low_rank else 12)  # six linears in each of 2 layers, two MatMuls each when low-rank
+    session = OnnxEncoder(path, threads=1)
+    for batch in (1, 3):
+        features = torch.randn(batch, 80, 3000, generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            reference = model.model.encoder(features).last_hidden_state.numpy()
+        assert relative_error(session(features.numpy()), reference) < 1e-5
+
+
+def test_export_writes_a_complete_parity_checked_folder(exported):
+    model, folder, manifest = exported
+    assert read_manifest(folder) == manifest
+    assert manifest["encoder"]["default"] == "int8" and manifest["encoder"]["low_rank"]
+    parity = manifest["parity"]
+    assert parity["encoder_relative_error_float32"] < 1e-4
+    assert 0 < parity["encoder_relative_error_int8"] < 0.2  # int8 really quantised, within a stated bound
+    assert parity["transcripts_identical_float32"] == 2  # float32 encoder + float32 decoder = PyTorch
+    for name in ("encoder.onnx", "encoder.int8.onnx", "decoder/model.bin", "tokenizer.json",
+                 "preprocessor_config.json", "generation_config.json"):
+        assert (folder / name).is_file(), name
+
+
+def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
+    """Given the same encoder output, CTranslate2 (float32) and transformers pick the same tokens."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from lite_whisper.deploy.runtime import ExportedWhisper
+    from lite_whisper.inference.transcribe import decoder_prompt
+
+    model, folder, _ = exported
+    runtime = ExportedWhisper(folder, int8=False, threads=1)
+    processor = tiny_processor()
+    features = processor.feature_extractor([audio for _, audio in clips(3)], sampling_rate=16000,
+                                           return_tensors="np").input_features
+    with torch.inference_mode():
+        encoded = model.model.encoder(torch.from_numpy(features)).last_hidden_state
+        expected = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), max_new_tokens=12,
+                                  num_beams=1)
+    options = DecodingOptions(language="en", max_new_tokens=12)
+    results = runtime.generate(encoded.numpy(), decoder_prompt(model, options), options)
+    eos = model.generation_config.eos_token_id
+    for row, result in zip(expected.tolist(), results):
+        row = [token for token in row if token != eos][: len(result.sequences_ids[0])]
+        assert result.sequences_ids[0][: len(row)] == row
+
+
+def test_runtime_transcribes_like_the_model_it_came_from(exported):
+    model, folder, _ = exported
+    runtime, processor = load_model(folder)
+    assert getattr(runtime, "is_exported", False) and runtime.encoder_kind == "int8"
+    from lite_whisper.deploy.runtime import ExportedWhisper
+
+    options = DecodingOptions(language="en", max_new_tokens=12, no_speech_threshold=None)
+    with_float32 = ExportedWhisper(folder, int8=False, threads=1)
+    # the folder's own decoder here is float32, so the float32 route equals PyTorch exactly
+    ours = [t.text for t in transcribe_iter(with_float32, processor, clips(3), batch_size=2, options=options)]
+    theirs = [t.text for t in transcribe_iter(model, processor, clips(3), batch_size=2, options=options)]
+    assert ours == theirs
+    assert len(list(transcribe_iter(runtime, processor, clips(2), options=options))) == 2
+
+
+def test_runtime_features_are_the_transformers_processors(exported):
+    """The runtime makes features with the transformers processor; faster-whisper's own extractor is close."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    processor = tiny_processor()
+    audio = clips(1)[0][1]
+    ours = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features[0]
+    theirs = FeatureExtractor(feature_size=80)(np.pad(audio, (0, 16000 * 30 - len(audio))))[:, :3000]
+    assert ours.shape == theirs.shape == (80, 3000)
+    assert np.abs(ours - theirs).max() < 1e-3  # same log-mel up to float error
+
+
+def test_export_refuses_to_overwrite_and_incomplete_folders_are_refused(exported, tmp_path, capsys, calibration_folder):
+    model, folder, _ = exported
+    dense = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
+    assert main(["export", str(dense), "-o", str(folder)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "encoder.int8.onnx").unlink()
+    with pytest.raises(ExportedFolderError, match="missing encoder.int8.onnx"):
+        load_model(broken)
+    (broken / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ExportedFolderError, match="unreadable"):
+        load_model(broken)
+    assert main(["eval", str(broken), "--data", str(calibration_folder)]) == 2
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_cli_export_and_transcribe(tmp_path, capsys, calibration_folder):
+    dense = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
+    out = tmp_path / "dense-export"
+    assert main(["export", str(dense), "-o", str(out), "--data", str(calibration_folder), "--parity-clips", "2",
+                 "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "encoder relative error vs PyTorch" in printed and "greedy transcripts identical" in printed
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["encoder"]["int8"] is None and manifest["threads"] == 1
+    assert not manifest["encoder"]["low_rank"]
+    assert main(["transcribe", str(out), str(calibration_folder / "clip0.wav")]) == 0
+
+
+def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, calibration_folder):
+    """bench --against faster-whisper on a tiny random model: every engine transcribes and is timed."""
+    lines = ["file\ttranscript"] + [f"clip{index}.wav\tsome words {index}" for index in range(6)]
+    (calibration_folder / "transcripts.tsv").write_text("\n".join(lines) + "\n")
+    dense = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
+    out = tmp_path / "export"
+    assert main(["export", str(dense), "-o", str(out), "--int8", "--data", str(calibration_folder),
+                 "--parity-clips", "1"]) == 0
+    result_file = tmp_path / "deploy.json"
+    assert main(["bench", str(out), "--against", "faster-whisper", "--data", str(calibration_folder), "--limit", "3",
+                 "--threads", "1", "--repeats", "2", "--decode-batch-size", "2", "--output", str(result_file)]) == 0
+    result = json.loads(result_file.read_text())
+    names = [c["name"] for c in result["contenders"]]
+    assert names == ["faster-whisper int8", "faster-whisper batched b2", "lite-whisper export b2",
+                     "lite-whisper export b1"]
+    assert all(c["rtfx"] > 0 and c["words"] == 9 for c in result["contenders"])
+    assert set(result["encoder_ms"]) == {"ctranslate2 int8 (dense)", "onnxruntime float32 (export)",
+                                         "onnxruntime int8 (export)"}
+    capsys.readouterr()
+    assert main(["bench", str(dense), "--against", "faster-whisper"]) == 2  # not an exported folder
+    assert "not an exported folder" in capsys.readouterr().err

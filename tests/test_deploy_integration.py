@@ -1,0 +1,36 @@
+"""The deployment on real tiny.en: a compressed model exported to ONNX Runtime + CTranslate2 keeps its WER."""
+
+from __future__ import annotations
+
+import pytest
+
+from lite_whisper import evaluate, load_model, transcribe
+from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.compression.compress import compress
+from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.data.datasets import load_dataset
+from lite_whisper.deploy.export import export
+from lite_whisper.inference.transcribe import DecodingOptions
+
+pytestmark = pytest.mark.integration
+
+
+def test_exported_compressed_tiny_en_keeps_its_wer(speech_dir, tmp_path):
+    model, processor = load_model("tiny.en")
+    statistics = calibrate(model, processor, load_dataset(speech_dir / "splits" / "calibration.txt", limit=32),
+                           progress=False)
+    lite, _ = compress(model, statistics, CompressionConfig.parse("0.99:0.999"))
+    dev = load_dataset(speech_dir / "splits" / "dev.txt", limit=8)
+    manifest = export(lite, processor, tmp_path / "export", int8=True, threads=2,
+                      parity_audio=[(clip.id, clip.audio) for clip in load_dataset(speech_dir / "splits" / "dev.txt",
+                                                                                  limit=3)])
+    assert manifest["parity"]["encoder_relative_error_float32"] < 1e-4
+    assert manifest["parity"]["transcripts_identical_float32"] == 3
+    exported = load_model(tmp_path / "export")
+    jfk = transcribe(exported, speech_dir / "extra" / "jfk.flac", language="en")[0].text
+    assert "ask not what your country can do for you" in jfk.lower()
+    options = DecodingOptions(language="en")
+    ours = evaluate(exported, dev, options=options, progress=False)
+    theirs = evaluate((lite, processor), dev, options=options, progress=False)
+    assert ours.clips == theirs.clips == 8
+    assert ours.wer <= theirs.wer + 0.3, (ours.wer, theirs.wer)
