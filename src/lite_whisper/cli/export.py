@@ -33,6 +33,9 @@ def add_parser(commands) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--int8", action="store_true",
                    help="also write an int8-weight encoder (dynamic quantisation) and make it the default")
+    p.add_argument("--int8-max-error", default="0.05", metavar="E",
+                   help="with --int8: leave float32 the MatMuls (most harmful first) that would push the encoder's "
+                   "relative output error on the parity clips past E; 'none' quantises every one (default: 0.05)")
     p.add_argument("--int8-min-inner", type=int, default=0, metavar="K",
                    help="with --int8: leave MatMuls whose inner dimension is below K in float32 (default: 0, none)")
     p.add_argument("--decoder", default="int8", choices=["int8", "int8_float32", "float32", "int16"],
@@ -49,6 +52,15 @@ def run(args) -> int:
     positive(args.parity_clips, "--parity-clips")
     if args.int8_min_inner < 0:
         raise CLIError(f"--int8-min-inner must be 0 or more, got {args.int8_min_inner}")
+    if args.int8_max_error.lower() == "none":
+        max_error = None
+    else:
+        try:
+            max_error = float(args.int8_max_error)
+        except ValueError:
+            raise CLIError(f"--int8-max-error takes a number such as 0.05 or 'none', got {args.int8_max_error!r}") from None
+        if max_error <= 0:
+            raise CLIError(f"--int8-max-error must be above 0, got {max_error:g}")
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
     for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript"),
@@ -70,7 +82,7 @@ def run(args) -> int:
         clips = [(clip.id, clip.audio) for clip in dataset]
         manifest = export(model, processor, args.output, source=args.model, int8=args.int8,
                           decoder_quantization=args.decoder, threads=args.threads, parity_audio=clips,
-                          overwrite=args.overwrite, min_int8_inner=args.int8_min_inner,
+                          overwrite=args.overwrite, min_int8_inner=args.int8_min_inner, int8_max_error=max_error,
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     parity = manifest["parity"]
     print(f"encoder relative error vs PyTorch: float32 {parity['encoder_relative_error_float32']:.2e}"

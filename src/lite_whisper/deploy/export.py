@@ -49,24 +49,36 @@ def export(
     parity_audio: Sequence[tuple[str, np.ndarray]] = (),
     overwrite: bool = False,
     min_int8_inner: int = 0,
+    int8_max_error: float | None = 0.05,
     parity_max_new_tokens: int | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Write the exported folder for `model` (float32, dense or low-rank) atomically; return its manifest."""
+    """Write the exported folder for `model` (float32, dense or low-rank) atomically; return its manifest.
+
+    `int8`: also an int8-weight encoder, with the MatMuls that would push the encoder's relative
+    output error past `int8_max_error` left in float32 (`quantize_within`; None: quantise all).
+    """
     from transformers import WhisperConfig
 
     from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
-    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder, quantize_within
 
     start = time.perf_counter()
     encoder = encoder_of(model)
     with atomic_folder(folder, overwrite=overwrite) as staging:
         log("exporting the encoder to ONNX ...")
         export_encoder(model, staging / "encoder.onnx")
+        features = _parity_features(model, processor, parity_audio)
+        with torch.inference_mode():
+            reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
         excluded = None
         if int8:
             log("quantising the encoder's weights to int8 ...")
-            excluded = quantize_encoder(staging / "encoder.onnx", staging / "encoder.int8.onnx", min_int8_inner)
+            if int8_max_error is None:
+                excluded = quantize_encoder(staging / "encoder.onnx", staging / "encoder.int8.onnx", min_int8_inner)
+            else:
+                excluded, _ = quantize_within(staging / "encoder.onnx", staging / "encoder.int8.onnx", features,
+                                              reference, int8_max_error, min_int8_inner, log=log)
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
         settings = {k: v for k, v in model.config.to_dict().items()
@@ -77,9 +89,6 @@ def export(
         processor.feature_extractor.save_pretrained(staging)
 
         log("checking parity with the PyTorch model ...")
-        features = _parity_features(model, processor, parity_audio)
-        with torch.inference_mode():
-            reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
         parity = {"clips": features.shape[0]}
         for kind, name in (("float32", "encoder.onnx"), ("int8", "encoder.int8.onnx" if int8 else None)):
             if name is not None:
@@ -93,6 +102,7 @@ def export(
             "versions": _versions(),
             "encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None,
                         "default": "int8" if int8 else "float32", "int8_float32_matmuls": excluded,
+                        "int8_max_error": int8_max_error if int8 else None,
                         "params": encoder_params(model), "low_rank": getattr(model.config, "low_rank_config", None) is not None},
             "decoder": {"folder": "decoder", "compute_type": decoder_quantization,
                         "placeholder_encoder_params": _placeholder_params(model.config, PLACEHOLDER_FFN)},

@@ -51,13 +51,65 @@ def export_encoder(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0) -> list[str]:
+def int8_candidates(source: str | Path) -> list[str]:
+    """The MatMul nodes with constant 2-D weights, in graph order: what int8 quantisation can take."""
+    import onnx
+
+    graph = onnx.load(str(source)).graph
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and len(weights.get(node.input[1], ())) == 2]
+
+
+def quantize_within(source: str | Path, target: str | Path, features: np.ndarray, reference: np.ndarray,
+                    max_error: float, min_inner: int = 0, log=lambda message: None) -> tuple[list[str], float]:
+    """Int8 weights everywhere the encoder's output error allows: returns (float32 MatMuls, relative error).
+
+    Dynamic int8 quantises each MatMul's input per tensor; where a few massive activations set that
+    scale, everything else in the row loses its precision, and a handful of MatMuls make most of
+    the error. So: measure each candidate's error quantised alone (on `features`, against the
+    float32 `reference` output), then leave float32 the worst ones, most harmful first, until the
+    whole encoder's relative error is within `max_error`.
+    """
+    import tempfile
+
+    candidates = int8_candidates(source)
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-int8-") as scratch:
+        trial = Path(scratch) / "trial.onnx"
+
+        def error(quantised: set[str]) -> float:
+            excluded = [name for name in candidates if name not in quantised]
+            quantize_encoder(source, trial, min_inner, exclude=excluded)
+            return float(np.linalg.norm(OnnxEncoder(trial)(features) - reference) / np.linalg.norm(reference))
+
+        everything = error(set(candidates))
+        log(f"int8 everywhere: relative error {everything:.3g} (bound {max_error:g})")
+        excluded: list[str] = []
+        if everything > max_error:
+            solo = {name: error({name}) for name in candidates}
+            order = sorted(candidates, key=solo.get, reverse=True)
+            low, high = 0, len(order)  # fewest exclusions (most harmful first) meeting the bound, by bisection
+            while low < high:
+                middle = (low + high) // 2
+                if error(set(order[middle:])) <= max_error:
+                    high = middle
+                else:
+                    low = middle + 1
+            excluded = order[:low]
+    kept = quantize_encoder(source, target, min_inner, exclude=excluded)
+    final = float(np.linalg.norm(OnnxEncoder(target)(features) - reference) / np.linalg.norm(reference))
+    quantised = sum(name not in kept for name in candidates)
+    log(f"int8: {quantised} of {len(candidates)} MatMuls quantised, relative error {final:.3g}")
+    return kept, final
+
+
+def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0,
+                     exclude: list[str] | None = None) -> list[str]:
     """Write an int8-weight copy of the ONNX encoder `source` to `target` (dynamic quantisation).
 
     Per-channel int8 weights for every MatMul with a constant 2-D weight, activations quantised
     on the fly. MatMuls whose inner dimension is below `min_inner` stay float32 (the quantise
-    step in front of a thin low-rank MatMul can cost more than it saves). Returns the MatMuls
-    with constant weights left in float32.
+    step in front of a thin low-rank MatMul can cost more than it saves), as do those named in
+    `exclude`. Returns the MatMuls with constant weights left in float32.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -71,7 +123,8 @@ def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0)
         # attention (3-D constants) stay float32, as do thin MatMuls below min_inner
         return shape is not None and (len(shape) != 2 or shape[0] < min_inner)
 
-    excluded = [node.name for node in graph.node if node.op_type == "MatMul" and keep_float(node)]
+    excluded = [node.name for node in graph.node if node.op_type == "MatMul"
+                and (keep_float(node) or node.name in set(exclude or ()))]
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded)
     return excluded
