@@ -115,7 +115,7 @@ def test_runtime_transcribes_like_the_model_it_came_from(exported):
     assert len(list(transcribe_iter(runtime, processor, clips(2), options=options))) == 2
 
 
-def test_runtime_features_are_the_transformers_processors(exported):
+def test_runtime_features_are_the_transformers_processors():
     """The runtime makes features with the transformers processor; faster-whisper's own extractor is close."""
     from faster_whisper.feature_extractor import FeatureExtractor
 

@@ -138,11 +138,6 @@ def on_main(ranks: Ranks, function, *args, **kwargs):
     return value
 
 
-def barrier(ranks: Ranks) -> None:
-    if ranks.distributed:
-        dist.barrier()
-
-
 def finish(ranks: Ranks) -> None:
     """Leave the process group (at exit), so torchrun sees a clean shutdown."""
     if ranks.distributed and dist.is_initialized():

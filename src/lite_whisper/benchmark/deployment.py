@@ -75,19 +75,6 @@ def _score(name: str, hypotheses: list[str], references: list[str], audio_second
                            totals.errors, totals.reference_words, hypotheses)
 
 
-def dense_ct2_folder(dense_model, processor, folder: Path, quantization: str = "int8") -> Path:
-    """The dense model as faster-whisper users have it: CTranslate2's own converter, int8 weights."""
-    from ctranslate2.converters import TransformersConverter
-
-    source = folder / "hf"
-    dense_model.save_pretrained(source)
-    processor.save_pretrained(source)
-    processor.feature_extractor.save_pretrained(source)
-    TransformersConverter(str(source), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
-        str(folder / "ct2"), quantization=quantization, force=True)
-    return folder / "ct2"
-
-
 def bench_deployment(export_folder: str | Path, dense_model, processor, dataset, *, dense_name: str = "",
                      batch_size: int = 8, threads: int | None = None, repeats: int = 10, log=lambda m: None
                      ) -> DeploymentBench:
@@ -96,6 +83,7 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from lite_whisper.benchmark.environment import environment
+    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
     from lite_whisper.deploy.runtime import ExportedWhisper
     from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 
@@ -104,18 +92,17 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
         raise ValueError(f"{dataset.spec}: no clip has a reference transcript")
     references = [reference for _, _, reference in clips]
     audio_seconds = sum(len(audio) for _, audio, _ in clips) / SAMPLE_RATE
-    english_only = not getattr(dense_model.generation_config, "is_multilingual", False)
-    language = "en"
+    language = "en"  # the dev split is English; English-only and multilingual models alike
     cores = threads or 0
     with tempfile.TemporaryDirectory(prefix="lite-whisper-fw-") as scratch:
         log("converting the dense model to CTranslate2 int8 (faster-whisper's format) ...")
-        fw_folder = dense_ct2_folder(dense_model, processor, Path(scratch))
+        fw_folder = convert_to_ctranslate2(dense_model, processor, Path(scratch) / "ct2", quantization="int8")
         fw = WhisperModel(str(fw_folder), device="cpu", compute_type="int8", cpu_threads=cores)
         fw_options = dict(language=language, beam_size=1, temperature=0.0, without_timestamps=True,
                           condition_on_previous_text=False)
         batched = BatchedInferencePipeline(model=fw)
         ours = ExportedWhisper(export_folder, threads=threads)
-        ours_options = DecodingOptions(language=language if not english_only else "en")
+        ours_options = DecodingOptions(language=language)
 
         def faster_whisper_run(items):
             return [" ".join(s.text.strip() for s in fw.transcribe(audio, **fw_options)[0]).strip()

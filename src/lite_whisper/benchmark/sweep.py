@@ -213,7 +213,12 @@ def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, 
     """Evaluate (and benchmark) one point, reusing results already on disk; None on ranks other than 0."""
     model = pair[0]
     eval_file = folder / "eval.json"
-    if not on_main(ranks, lambda: folder.mkdir(parents=True, exist_ok=True) or eval_file.exists()):
+
+    def evaluated_before() -> bool:  # rank 0 makes the folder and tells every rank whether to evaluate
+        folder.mkdir(parents=True, exist_ok=True)
+        return eval_file.exists()
+
+    if not on_main(ranks, evaluated_before):
         log(f"evaluating {label} on {data} ...")
         result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress,
                           ranks=ranks)

@@ -116,15 +116,15 @@ def structural_report(model, model_name: str = "") -> CompressionReport:
     "Before" figures are those of the same architecture with every linear dense.
     """
     import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from transformers import WhisperForConditionalGeneration
 
     from lite_whisper.compression.targets import LOW_RANK_TARGETS
     from lite_whisper.evaluation.cost import encoder_flops, encoder_of, encoder_params, reduced_attention_layers
 
-    settings = {k: v for k, v in model.config.to_dict().items()
-                if k not in ("model_type", "architectures", "auto_map", "low_rank_config")}
+    from lite_whisper.lowrank.convert import dense_config
+
     with torch.device("meta"):  # shapes only, no memory
-        dense = WhisperForConditionalGeneration(WhisperConfig(**settings))
+        dense = WhisperForConditionalGeneration(dense_config(model.config))
     layers = []
     for layer in encoder_of(model).layers:
         entries = {}

@@ -18,20 +18,17 @@ from pathlib import Path
 import torch
 from transformers import WhisperForConditionalGeneration
 
+from lite_whisper.lowrank.convert import dense_config
+
 PLACEHOLDER_FFN = 16
 
 
 def decoder_stub(model) -> WhisperForConditionalGeneration:
     """A dense Whisper model sharing `model`'s decoder and encoder stem, with one zero placeholder encoder layer."""
-    config = copy.deepcopy(model.config)
-    settings = {k: v for k, v in config.to_dict().items()
-                if k not in ("model_type", "architectures", "auto_map", "low_rank_config", "lite_whisper")}
-    from transformers import WhisperConfig
-
-    dense_config = WhisperConfig(**settings)
-    dense_config.encoder_layers = 1
-    dense_config.encoder_ffn_dim = PLACEHOLDER_FFN
-    stub = WhisperForConditionalGeneration(dense_config).eval()
+    config = dense_config(model.config)
+    config.encoder_layers = 1
+    config.encoder_ffn_dim = PLACEHOLDER_FFN
+    stub = WhisperForConditionalGeneration(config).eval()
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("model.encoder.layers.")}
     result = stub.load_state_dict(state, strict=False)
     unexpected = list(result.unexpected_keys)
@@ -48,22 +45,33 @@ def decoder_stub(model) -> WhisperForConditionalGeneration:
     return stub
 
 
-def write_decoder(model, processor, folder: str | Path, quantization: str = "int8") -> Path:
-    """Convert `model`'s decoder (and a placeholder encoder) to a CTranslate2 folder with the tokenizer files.
+def convert_to_ctranslate2(model: WhisperForConditionalGeneration, processor, folder: str | Path,
+                           quantization: str = "int8") -> Path:
+    """A dense Whisper model as a CTranslate2 / faster-whisper folder, by CTranslate2's own converter.
 
-    The folder also loads as a faster-whisper model (model.bin, config.json, vocabulary,
-    tokenizer.json, preprocessor_config.json); its encoder must then be replaced (`deploy.faster_whisper`).
+    The folder holds model.bin, config.json, the vocabulary, tokenizer.json and
+    preprocessor_config.json (which faster-whisper reads).
     """
     from ctranslate2.converters import TransformersConverter
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="lite-whisper-ct2-") as scratch:
         source = Path(scratch) / "hf"
-        decoder_stub(model).save_pretrained(source)
+        model.save_pretrained(source)
         processor.save_pretrained(source)
-        processor.feature_extractor.save_pretrained(source)  # preprocessor_config.json, which faster-whisper reads
+        processor.feature_extractor.save_pretrained(source)  # preprocessor_config.json
         TransformersConverter(str(source), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
             str(folder), quantization=quantization, force=True)
+    return folder
+
+
+def write_decoder(model, processor, folder: str | Path, quantization: str = "int8") -> Path:
+    """Convert `model`'s decoder (and a placeholder encoder) to a CTranslate2 folder with the tokenizer files.
+
+    The folder also loads as a faster-whisper model; its encoder must then be replaced
+    (`deploy.faster_whisper`).
+    """
+    folder = convert_to_ctranslate2(decoder_stub(model), processor, folder, quantization)
     config = json.loads((folder / "config.json").read_text())
     config["lite_whisper_placeholder_encoder"] = True  # says why the encoder here must not be run
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")

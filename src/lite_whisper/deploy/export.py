@@ -25,6 +25,7 @@ import torch
 from lite_whisper.deploy.manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.evaluation.cost import encoder_of, encoder_params
 from lite_whisper.files import atomic_folder
+from lite_whisper.lowrank.convert import dense_config
 
 FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
 
@@ -58,8 +59,6 @@ def export(
     `int8`: also an int8-weight encoder, with the MatMuls that would push the encoder's relative
     output error past `int8_max_error` left in float32 (`quantize_within`; None: quantise all).
     """
-    from transformers import WhisperConfig
-
     from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
     from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder, quantize_within
 
@@ -81,9 +80,7 @@ def export(
                                               reference, int8_max_error, min_int8_inner, log=log)
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
-        settings = {k: v for k, v in model.config.to_dict().items()
-                    if k not in ("model_type", "architectures", "auto_map", "low_rank_config", "lite_whisper")}
-        WhisperConfig(**settings).save_pretrained(staging)
+        dense_config(model.config).save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
         processor.save_pretrained(staging)
         processor.feature_extractor.save_pretrained(staging)

@@ -123,8 +123,8 @@ def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0,
         # attention (3-D constants) stay float32, as do thin MatMuls below min_inner
         return shape is not None and (len(shape) != 2 or shape[0] < min_inner)
 
-    excluded = [node.name for node in graph.node if node.op_type == "MatMul"
-                and (keep_float(node) or node.name in set(exclude or ()))]
+    named = set(exclude or ())
+    excluded = [node.name for node in graph.node if node.op_type == "MatMul" and (keep_float(node) or node.name in named)]
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded)
     return excluded

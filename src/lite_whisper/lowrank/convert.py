@@ -6,7 +6,7 @@ import copy
 
 import torch
 from torch import Tensor
-from transformers import WhisperForConditionalGeneration
+from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from lite_whisper.lowrank.modeling_lite_whisper import (
     LOW_RANK_TARGETS,
@@ -16,6 +16,14 @@ from lite_whisper.lowrank.modeling_lite_whisper import (
 )
 
 Factors = dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]]
+
+
+LITE_ONLY_KEYS = ("model_type", "architectures", "auto_map", "low_rank_config", "lite_whisper")
+
+
+def dense_config(config) -> WhisperConfig:
+    """A plain `WhisperConfig` with `config`'s settings: the dense architecture a lite model has the shapes of."""
+    return WhisperConfig(**{key: value for key, value in config.to_dict().items() if key not in LITE_ONLY_KEYS})
 
 
 def low_rank_config(factors: Factors, encoder_layers: int) -> list[dict[str, int]]:
