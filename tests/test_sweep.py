@@ -163,5 +163,28 @@ def test_sweep_by_method_and_target(setup):
         assert point.encoder_params <= 0.8 * dense
     with pytest.raises(ValueError, match="unknown method"):
         sweep_module.parse_thresholds([], targets=[0.8], methods=["magic"])
+    settings = sweep_module.parse_thresholds([], targets=[0.8], methods=["allocate", "distill"], distill_steps=7)
+    assert {label: s.distillation.steps for label, s in settings.items()} == {"allocate-params0.8": 0,
+                                                                              "distill-params0.8": 7}
     with pytest.raises(ValueError, match="needs --methods"):
         sweep_module.parse_thresholds([], targets=[0.8])
+
+
+def test_sweep_distill_method_trains_and_records_it(setup):
+    points = _run(setup, targets=[0.8], methods=["allocate", "distill"], distill_steps=2)
+    assert [p.label for p in points][-2:] == ["allocate-params0.8", "distill-params0.8"]
+    out = setup[2]
+    report = json.loads((out / "tdistill-params0.8" / "model" / "compression_report.json").read_text())
+    assert report["distillation"]["steps"] == 2 and report["rank_rule"] == "allocate"
+    assert json.loads((out / "tallocate-params0.8" / "model" / "compression_report.json").read_text())["distillation"] is None
+    assert json.loads((out / "sweep.json").read_text())["distill_steps"] == 2
+    # same ranks, different factors: the distilled model's encoder params equal allocate's
+    assert points[-1].encoder_params == points[-2].encoder_params
+
+
+def test_point_methods_for_the_plot():
+    from lite_whisper.benchmark.plots import point_method
+
+    assert [point_method(label) for label in ("dense", "0.99:0.999", "0.95", "paper-params0.75", "robust-0.99",
+                                              "allocate-params0.6", "distill-flops0.8")] == \
+        ["dense", "paper", "paper", "paper", "robust", "allocate", "distill"]

@@ -16,29 +16,45 @@ def _pyplot():
     return plt
 
 
+def point_method(label: str) -> str:
+    """The method a sweep label was made by: "allocate-params0.75" -> allocate; a bare threshold -> paper."""
+    if label == "dense":
+        return "dense"
+    head = label.split("-", 1)[0]
+    return head if "-" in label and not head[:1].isdigit() else "paper"
+
+
+METHOD_COLOURS = {"paper": "tab:red", "robust": "tab:orange", "allocate": "tab:blue", "distill": "tab:green"}
+
+
 def plot_pareto(points, path: str | Path, title: str = "") -> Path:
-    """Two panels: WER vs encoder parameters, WER vs measured encoder latency."""
+    """Two panels: WER vs encoder parameters, WER vs measured encoder latency; one curve per method."""
     plt = _pyplot()
     panels = [("encoder_params", "pareto_params", "encoder parameters (millions)", 1e-6)]
     if any(p.latency_ms is not None for p in points):
         panels.append(("latency_ms", "pareto_latency", "encoder latency, 30 s input, batch 1 (ms)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    methods = sorted({point_method(p.label) for p in points} - {"dense"}, key=lambda m: (m not in METHOD_COLOURS, m))
     for axis, (cost, flag, xlabel, scale) in zip(axes[0], panels):
         measured = [p for p in points if getattr(p, cost) is not None]
         front = sorted((p for p in measured if getattr(p, flag)), key=lambda p: getattr(p, cost))
-        axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "-", color="tab:blue",
-                  alpha=0.6, label="Pareto frontier")
+        axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "--", color="black",
+                  alpha=0.35, label="Pareto frontier")
+        for index, method in enumerate(methods):
+            colour = METHOD_COLOURS.get(method, f"C{index + 4}")
+            curve = sorted((p for p in measured if point_method(p.label) == method), key=lambda p: getattr(p, cost))
+            axis.plot([getattr(p, cost) * scale for p in curve], [p.wer for p in curve], "o-", color=colour,
+                      markersize=6, alpha=0.85, label=method, zorder=3)
         xs = [getattr(p, cost) * scale for p in measured]
         span = (max(xs) - min(xs)) or 1.0
         previous_x, below = None, False
         for x, p in sorted(zip(xs, measured), key=lambda pair: pair[0]):
-            dense = p.label == "dense"
-            axis.scatter(x, p.wer, s=120 if dense else 45, marker="*" if dense else "o",
-                         color="black" if dense else ("tab:blue" if getattr(p, flag) else "tab:gray"), zorder=3)
+            if p.label == "dense":
+                axis.scatter(x, p.wer, s=120, marker="*", color="black", zorder=4)
             # neighbours closer than 10% of the axis take turns above and below their point
             below = previous_x is not None and x - previous_x < 0.10 * span and not below
             axis.annotate(p.label, (x, p.wer), textcoords="offset points", xytext=(5, -12 if below else 5),
-                          fontsize=8)
+                          fontsize=7)
             previous_x = x
         wers = [p.wer for p in measured if p.wer > 0]
         log_scale = bool(wers) and max(wers) / min(wers) > 20  # broken settings would flatten the rest

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.compression.distill import DistillConfig
 from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.distributed import SINGLE, Ranks, on_main
@@ -61,16 +62,33 @@ def slug(label: str) -> str:
     return DENSE if label == DENSE else "t" + label.replace(":", "_")
 
 
-METHODS = {"paper": "paper", "robust": "robust", "allocate": "allocate", "budget": "allocate"}
+METHODS = {"paper": "paper", "robust": "robust", "allocate": "allocate", "budget": "allocate", "distill": "allocate"}
+DISTILLED = ("distill",)  # methods whose factors are trained after allocation
+DEFAULT_DISTILL_STEPS = 128
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of a sweep: how ranks are chosen and whether the factors are trained afterwards."""
+
+    config: CompressionConfig
+    distillation: DistillConfig = DistillConfig()
+
+    @property
+    def label(self) -> str:
+        return self.config.label if not self.distillation.steps else \
+            "distill" + self.config.label.removeprefix(self.config.rank_rule)
 
 
 def parse_thresholds(thresholds: list[str], heatmap: str | None = None, targets: list[float] | None = None,
-                     methods: list[str] | None = None, kind: str = "params") -> dict[str, CompressionConfig]:
-    """Label -> config for every threshold (the paper's rule) and every (method, target) pair.
+                     methods: list[str] | None = None, kind: str = "params",
+                     distill_steps: int = DEFAULT_DISTILL_STEPS) -> dict[str, Setting]:
+    """Label -> setting for every threshold (the paper's rule) and every (method, target) pair.
 
     ValueError for a bad threshold, target or method, for nothing to sweep, or a heatmap not among them.
     """
-    configs = {config.label: config for config in (CompressionConfig.parse(t, rank_rule="paper") for t in thresholds if t.strip())}
+    configs = {setting.label: setting for setting in
+               (Setting(CompressionConfig.parse(t, rank_rule="paper")) for t in thresholds if t.strip())}
     for method in methods or []:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -80,7 +98,8 @@ def parse_thresholds(thresholds: list[str], heatmap: str | None = None, targets:
         for method in methods or []:
             budget = {"target_params": target} if kind == "params" else {"target_flops": target}
             config = CompressionConfig.parse("1", rank_rule=METHODS[method], **budget)
-            configs[config.label] = config
+            setting = Setting(config, DistillConfig(steps=distill_steps) if method in DISTILLED else DistillConfig())
+            configs[setting.label] = setting
     if not configs:
         raise ValueError("give at least one threshold, or --targets with --methods")
     if heatmap is not None and heatmap not in configs and CompressionConfig.parse(heatmap, rank_rule="paper").label not in configs:
@@ -106,6 +125,7 @@ def sweep(
     restart: bool = False,
     targets: list[float] | None = None,
     methods: list[str] | None = None,
+    distill_steps: int = DEFAULT_DISTILL_STEPS,
     log=print,
     ranks: Ranks = SINGLE,
 ) -> list[SweepPoint] | None:
@@ -117,11 +137,13 @@ def sweep(
     ranks; rank 0 alone compresses, writes and times, and returns the points (the others None).
     The ranks must share `out_dir` (one machine, or a shared filesystem).
     """
-    configs = parse_thresholds(thresholds, heatmap, targets, methods)
+    configs = parse_thresholds(thresholds, heatmap, targets, methods, distill_steps=distill_steps)
     out_dir = Path(out_dir)
     options = options or DecodingOptions(language="en")
     settings = {"version": MANIFEST_VERSION, "model": model_spec, "calibration": calibration, "limit": limit,
                 "batch_size": batch_size, "data": data, "eval_limit": eval_limit, "decoding": asdict(options)}
+    if any(method in DISTILLED for method in methods or []):  # (absent otherwise: older sweep folders resume)
+        settings["distill_steps"] = distill_steps
     if not ranks.main:
         log = lambda message: None  # noqa: E731
     with output_lock(out_dir) if ranks.main else contextlib.nullcontext():
@@ -135,14 +157,15 @@ def sweep(
         measure = dict(data=data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
                        repeats=repeats, progress=progress, log=log, ranks=ranks)
         points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, **measure)]
-        for label, config in configs.items():
+        for label, setting in configs.items():
             folder = out_dir / slug(label) / "model"
 
-            def compress_once(folder=folder, label=label, config=config):
+            def compress_once(folder=folder, label=label, setting=setting):
                 if not folder.exists():
                     log(f"compressing at {label} ...")
-                    compress_and_save(dense, processor, loaded, config, folder, model_name=model_spec,
-                                      calibration=calibration, log=log)
+                    compress_and_save(dense, processor, loaded, setting.config, folder, model_name=model_spec,
+                                      calibration=calibration, distillation=setting.distillation,
+                                      progress=progress, log=log)
 
             on_main(ranks, compress_once)
             compressed = load_model(folder)

@@ -17,7 +17,8 @@ def add_parser(commands) -> None:
         "and DIR/ranks.png. Re-running the same command resumes an interrupted sweep; a run with other "
         "calibration or evaluation settings is refused (pass --restart to start the folder afresh).",
         epilog="examples:\n  lite-whisper sweep tiny.en --thresholds 0.999,0.99:0.999,0.99,0.95:0.99,0.95,0.9 -o sweeps/tiny.en\n"
-        "  lite-whisper sweep tiny.en --targets 0.9,0.75,0.6 --methods paper,robust,allocate -o sweeps/tiny.en-frontier",
+        "  lite-whisper sweep tiny.en --targets 0.9,0.75,0.6 --methods paper,robust,allocate -o sweeps/tiny.en-frontier\n"
+        "  lite-whisper sweep base --targets 0.75,0.6 --methods allocate,distill --distill-steps 128 -o sweeps/base",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
@@ -25,7 +26,10 @@ def add_parser(commands) -> None:
     p.add_argument("--thresholds", default="", help="comma-separated thresholds of the paper's rule, each T or ATTN:MLP")
     p.add_argument("--targets", help="comma-separated encoder-parameter fractions, e.g. 0.9,0.75,0.6 (with --methods)")
     p.add_argument("--methods", help="comma-separated: paper and robust (one threshold searched to fit each target), "
-                   "allocate (alias budget: ranks distributed by measured damage)")
+                   "allocate (alias budget: ranks distributed by measured damage), distill (allocate, then the "
+                   "factors trained for --distill-steps)")
+    p.add_argument("--distill-steps", type=int, default=128, metavar="N",
+                   help="training steps of the distill method (default: %(default)s)")
     p.add_argument("--calibration", help="calibration dataset spec (default: the shared calibration split)")
     p.add_argument("--data", help="evaluation dataset spec (default: the shared dev split)")
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
@@ -49,7 +53,8 @@ def run(args) -> int:
     from lite_whisper.inference.transcribe import DecodingOptions
 
     for value, flag in ((args.limit, "--limit"), (args.eval_limit, "--eval-limit"), (args.repeats, "--repeats"),
-                        (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size")):
+                        (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size"),
+                        (args.distill_steps, "--distill-steps")):
         positive(value, flag)
     if args.output.exists() and not args.output.is_dir():
         raise CLIError(f"--output {args.output} is a file; give a folder for the sweep")
@@ -58,7 +63,8 @@ def run(args) -> int:
     except ValueError:
         raise CLIError(f"--targets takes comma-separated fractions such as 0.9,0.75, got {args.targets!r}") from None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    parse_thresholds(args.thresholds.split(","), args.heatmap, targets, methods)  # raises before anything runs
+    parse_thresholds(args.thresholds.split(","), args.heatmap, targets, methods,
+                     distill_steps=args.distill_steps)  # raises before anything runs
     require_matplotlib("sweep")
     calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
     data = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt")
@@ -70,7 +76,7 @@ def run(args) -> int:
         points = sweep(args.model, calibration.spec, data.spec, thresholds, args.output, limit=args.limit,
                        eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
                        options=options, repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
-                       restart=args.restart, targets=targets, methods=methods,
+                       restart=args.restart, targets=targets, methods=methods, distill_steps=args.distill_steps,
                        log=lambda message: print(message, file=sys.stderr, flush=True), ranks=ranks)
     finally:
         finish(ranks)

@@ -13,6 +13,7 @@ import torch
 from lite_whisper.compression.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
+from lite_whisper.compression.distill import DistillConfig
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.compression.statistics import CalibrationStatistics
 from lite_whisper.data.datasets import SpeechDataset
@@ -84,24 +85,34 @@ def compress_and_save(
     started: float | None = None,
     calibration: SpeechDataset | str | None = None,
     probe_clips: int = 4,
+    distillation: DistillConfig = DistillConfig(),
+    progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
 ) -> CompressionReport:
     """Compress `model` with `loaded` statistics, save the lite-whisper folder with its report, return the report.
 
     `started` (a `time.perf_counter()` value): the report's wall time counts from then, so it
     covers loading and calibration too; by default it covers the factorisation alone. With a
-    budget, the first `probe_clips` clips of `calibration` serve to measure each linear's damage.
+    budget, the first `probe_clips` clips of `calibration` serve to measure each linear's damage;
+    with `distillation.steps`, up to `distillation.max_clips` of them train the factors afterwards.
     """
-    probe = None
-    if config.budget is not None and calibration is not None:  # a few clips to measure damage on
+    probe = features = None
+    if calibration is not None and (config.budget is not None or distillation.steps):
         from lite_whisper.data.datasets import load_dataset
         from lite_whisper.data.features import first_clips_features
 
         dataset = calibration if isinstance(calibration, SpeechDataset) else load_dataset(calibration)
         parameter = next(model.parameters())
-        probe = first_clips_features(dataset, processor, probe_clips, parameter.device, parameter.dtype)
+        clips = max(probe_clips, distillation.max_clips if distillation.steps else 0)
+        features = first_clips_features(dataset, processor, clips, parameter.device, parameter.dtype)
+        probe = None if features is None else features[:probe_clips]
+    if distillation.steps and features is None:
+        raise ValueError("distillation needs calibration audio (give --calibration), and none of it was readable")
     lite, report = compress(model, loaded.statistics, config, model_name=model_name, calibration_data=loaded.source,
-                            allow_other_weights=allow_other_weights, probe_features=probe, log=log)
+                            allow_other_weights=allow_other_weights,
+                            probe_features=probe if config.budget is not None else None, log=log)
+    if distillation.steps:
+        report = dataclasses.replace(report, distillation=_distill(lite, model, features, distillation, progress, log))
     if started is not None:
         report = dataclasses.replace(report, wall_seconds=time.perf_counter() - started)
     report = dataclasses.replace(report, calibration_seconds=loaded.seconds)
@@ -109,3 +120,22 @@ def compress_and_save(
                       extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2) + "\n"},
                       compression=report.config)
     return report
+
+
+def _distill(lite, model, features, distillation: DistillConfig, progress: bool, log) -> dict:
+    """Train the factors with a progress bar showing the loss; the report's distillation entry."""
+    from tqdm.auto import tqdm
+
+    from lite_whisper.compression.distill import distill
+
+    bar = tqdm(total=distillation.steps, desc="distilling", unit="step", disable=not progress)
+
+    def advance(step: int, steps: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4g}")
+
+    try:
+        report = distill(lite, model, features, distillation, progress=advance, log=log)
+    finally:
+        bar.close()
+    return report.to_dict()

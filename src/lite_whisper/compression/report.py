@@ -60,6 +60,7 @@ class CompressionReport:
     rank_rule: str = "paper"  # "paper", "robust" or "budget"
     budget: dict | None = None  # kind, target, achieved fraction, how damage was estimated, sensitivities
     factorisation_seconds: float | None = None  # compress() alone: decompositions, allocation, factors
+    distillation: dict | None = None  # DistillReport.to_dict() when the factors were trained afterwards
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,11 +102,18 @@ class CompressionReport:
             f"{' (padding excluded)' if self.exclude_padding else ' (padding included)'} from {self.calibration_data or '?'}",
             f"wall time {self.wall_seconds:.1f} s{self._time_split()}, peak memory {self.peak_rss_mb:.0f} MB",
         ]
+        if self.distillation:
+            d = self.distillation
+            held = ("" if d["holdout_before"] is None else
+                    f", held-out error {d['holdout_before']:.4g} -> {d['holdout_after']:.4g} (kept step {d['best_step']})")
+            lines.append(f"distillation: {d['steps']} steps on {d['train_clips']} clips, training error "
+                         f"{d['loss_first']:.4g} -> {d['loss_last']:.4g}{held}, {d['seconds']:.0f} s")
         return "\n".join(lines)
 
     def _time_split(self) -> str:
         parts = [f"{label} {seconds:.1f} s" for label, seconds in
-                 (("statistics", self.calibration_seconds), ("factorisation", self.factorisation_seconds))
+                 (("statistics", self.calibration_seconds), ("factorisation", self.factorisation_seconds),
+                  ("distillation", (self.distillation or {}).get("seconds")))
                  if seconds is not None]
         return f" ({', '.join(parts)})" if parts else ""
 
