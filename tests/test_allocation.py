@@ -121,6 +121,13 @@ def test_measured_damage_matches_a_manual_truncation_and_restores_the_model(cali
     encoder.layers[1].fc1 = dense
     error = float((after.double() - before.double()).square().sum() / before.double().square().sum())
     assert sensitivity[1, "fc1"] * float(discarded_variance(values)[rank]) == pytest.approx(error, rel=1e-4)
+    # the probes run only from the truncated layer on, from inputs recorded once: the same output from any layer
+    from lite_whisper.compression.sensitivity import record_layer_inputs, run_from
+
+    inputs, output = record_layer_inputs(encoder, probe)
+    assert len(inputs) == 2 and torch.equal(output, before)
+    for first in (0, 1):
+        assert torch.allclose(run_from(encoder, first, inputs[first]), before, atol=1e-6)
     assert probe_rank(64, 64, 16) == 16 and probe_rank(384, 1536, 16) == 144  # half of 307.2, in 16s
     assert discarded_variance(torch.tensor([3.0, 2.0, 1.0])).tolist() == [6.0, 3.0, 1.0, 0.0]
 

@@ -10,7 +10,9 @@ in linear i is estimated as
 
 with the sensitivity s_i measured once per linear: truncate that linear alone at a probe rank,
 run the encoder on a few calibration clips, and divide the relative squared error of its final
-output (after the last layer norm) by D_i(probe). One encoder pass per linear.
+output (after the last layer norm) by D_i(probe). Each probe runs the encoder only from the
+truncated linear's layer on, from that layer's input recorded in one reference pass: on average
+half an encoder pass per linear, with the same result.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def measure_sensitivities(
     """
     encoder = encoder_of(model)
     features = features.to(device=encoder.conv1.weight.device, dtype=encoder.conv1.weight.dtype)
-    with torch.inference_mode():
-        reference = encoder(features).last_hidden_state.double()
+    layer_inputs, reference = record_layer_inputs(encoder, features)
+    reference = reference.double()
     scale = reference.square().sum()
     sensitivities = {}
     for done, ((layer, name), (eigenvalues, eigenvectors)) in enumerate(bases.items()):
@@ -69,11 +71,36 @@ def measure_sensitivities(
         dtype = dense.weight.dtype
         setattr(parent, attribute, LowRankLinear.from_factors(a.to(dtype), b.to(dtype), bias.to(dtype)))
         try:
-            with torch.inference_mode():
-                output = encoder(features).last_hidden_state.double()
+            output = run_from(encoder, layer, layer_inputs[layer]).double()
         finally:
             setattr(parent, attribute, dense)
         sensitivities[layer, name] = float((output - reference).square().sum() / scale) / discarded
         if progress is not None:
             progress(done + 1, len(bases))
     return sensitivities
+
+
+def record_layer_inputs(encoder: nn.Module, features: Tensor) -> tuple[list[Tensor], Tensor]:
+    """(the input of every encoder layer, the final output) of one pass on `features`."""
+    inputs: list[Tensor] = []
+    handles = [layer.register_forward_pre_hook(lambda module, args: inputs.append(args[0].clone()))
+               for layer in encoder.layers]
+    try:
+        with torch.inference_mode():
+            output = encoder(features).last_hidden_state
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(inputs) != len(encoder.layers):
+        raise RuntimeError(f"recorded {len(inputs)} layer inputs for {len(encoder.layers)} layers")
+    return inputs, output
+
+
+def run_from(encoder: nn.Module, first: int, hidden_states: Tensor) -> Tensor:
+    """The encoder's final output (after its layer norm) computed from layer `first`'s input."""
+    with torch.inference_mode():
+        for layer in encoder.layers[first:]:
+            hidden_states = layer(hidden_states, None)  # how WhisperEncoder calls its layers (transformers 5)
+            if isinstance(hidden_states, tuple):
+                hidden_states = hidden_states[0]
+        return encoder.layer_norm(hidden_states)
