@@ -116,3 +116,13 @@ def test_shared_splits_resolve(speech_dir):
 
     assert all(entry.reference for entry in dev._entries), [e.path for e in dev._entries if not e.reference]
     assert lookup_reference(speech_dir / "extra" / "LJ001-0002.flac") == "in being comparatively modern."
+
+
+def test_a_limit_only_narrows(tmp_path):
+    from lite_whisper.data.datasets import load_dataset
+
+    for index in range(5):
+        sf.write(tmp_path / f"c{index}.wav", np.zeros(1600, dtype=np.float32), 16000)
+    dataset = load_dataset(tmp_path, limit=3)
+    assert len(dataset.with_limit(256)) == 3 and len(dataset.with_limit(2)) == 2 and len(dataset.with_limit(None)) == 3
+    assert len(load_dataset(tmp_path).with_limit(4)) == 4

@@ -176,6 +176,7 @@ def test_sweep_distill_method_trains_and_records_it(setup):
     out = setup[2]
     report = json.loads((out / "tdistill-params0.8" / "model" / "compression_report.json").read_text())
     assert report["distillation"]["steps"] == 2 and report["rank_rule"] == "allocate"
+    assert report["distillation"]["train_clips"] == 3  # all three clips (a quarter of 3 rounds to none held out)
     assert json.loads((out / "tallocate-params0.8" / "model" / "compression_report.json").read_text())["distillation"] is None
     assert json.loads((out / "sweep.json").read_text())["distill_steps"] == 2
     # same ranks, different factors: the distilled model's encoder params equal allocate's
@@ -188,3 +189,10 @@ def test_point_methods_for_the_plot():
     assert [point_method(label) for label in ("dense", "0.99:0.999", "0.95", "paper-params0.75", "robust-0.99",
                                               "allocate-params0.6", "distill-flops0.8")] == \
         ["dense", "paper", "paper", "paper", "robust", "allocate", "distill"]
+
+
+def test_sweep_distills_on_the_limited_calibration_set(setup):
+    points = _run(setup, limit=2, targets=[0.8], methods=["distill"], distill_steps=1)
+    report = json.loads((setup[2] / "tdistill-params0.8" / "model" / "compression_report.json").read_text())
+    assert report["calibration_clips"] == 2 and report["distillation"]["train_clips"] == 2
+    assert points[-1].label == "distill-params0.8"

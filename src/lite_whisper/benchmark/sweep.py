@@ -27,6 +27,7 @@ from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig
 from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
+from lite_whisper.data.datasets import load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, on_main
 from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.evaluation.evaluate import evaluate
@@ -164,7 +165,8 @@ def sweep(
                 if not folder.exists():
                     log(f"compressing at {label} ...")
                     compress_and_save(dense, processor, loaded, setting.config, folder, model_name=model_spec,
-                                      calibration=calibration, distillation=setting.distillation,
+                                      calibration=load_dataset(calibration, limit=limit),  # probe, distill
+                                      distillation=setting.distillation,
                                       progress=progress, log=log)
 
             on_main(ranks, compress_once)

@@ -95,7 +95,9 @@ class SpeechDataset:
         return len(self)
 
     def with_limit(self, limit: int | None) -> SpeechDataset:
-        """The first `limit` clips (before any sharding)."""
+        """The first `limit` clips of this one (before any sharding): a limit only ever narrows."""
+        if self.limit is not None:
+            limit = self.limit if limit is None else min(limit, self.limit)
         return SpeechDataset(self.spec, self._entries, self._stream, limit, (self.shard_index, self.shard_count))
 
     def sharded(self, index: int, count: int) -> SpeechDataset:
