@@ -37,9 +37,10 @@ def plot_pareto(points, path: str | Path, title: str = "") -> Path:
     methods = sorted({point_method(p.label) for p in points} - {"dense"}, key=lambda m: (m not in METHOD_COLOURS, m))
     for axis, (cost, flag, xlabel, scale) in zip(axes[0], panels):
         measured = [p for p in points if getattr(p, cost) is not None]
-        front = sorted((p for p in measured if getattr(p, flag)), key=lambda p: getattr(p, cost))
-        axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "--", color="black",
-                  alpha=0.35, label="Pareto frontier")
+        if len(methods) == 1:  # with several methods their curves say more than one frontier line
+            front = sorted((p for p in measured if getattr(p, flag)), key=lambda p: getattr(p, cost))
+            axis.plot([getattr(p, cost) * scale for p in front], [p.wer for p in front], "--", color="black",
+                      alpha=0.35, label="Pareto frontier")
         for index, method in enumerate(methods):
             colour = METHOD_COLOURS.get(method, f"C{index + 4}")
             curve = sorted((p for p in measured if point_method(p.label) == method), key=lambda p: getattr(p, cost))
@@ -51,13 +52,15 @@ def plot_pareto(points, path: str | Path, title: str = "") -> Path:
         for x, p in sorted(zip(xs, measured), key=lambda pair: pair[0]):
             if p.label == "dense":
                 axis.scatter(x, p.wer, s=120, marker="*", color="black", zorder=4)
+            if len(methods) > 1 and ("-params" in p.label or "-flops" in p.label):
+                continue  # budget points: the legend names the method, the axis the size
             # neighbours closer than 10% of the axis take turns above and below their point
             below = previous_x is not None and x - previous_x < 0.10 * span and not below
             axis.annotate(p.label, (x, p.wer), textcoords="offset points", xytext=(5, -12 if below else 5),
                           fontsize=7)
             previous_x = x
         wers = [p.wer for p in measured if p.wer > 0]
-        log_scale = bool(wers) and max(wers) / min(wers) > 20  # broken settings would flatten the rest
+        log_scale = bool(wers) and max(wers) / min(wers) > 5  # broken settings would flatten the rest
         if log_scale:
             axis.set_yscale("log")
         axis.set_xlabel(xlabel)
