@@ -184,7 +184,8 @@ def sweep(
         })
         from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
 
-        plot_pareto(points, out_dir / "pareto.png", title=f"{model_spec}: WER vs encoder size and latency")
+        title = f"{model_spec}: WER vs encoder size" + (" and latency" if bench else "")
+        plot_pareto(points, out_dir / "pareto.png", title=title)
         chosen = (heatmap if heatmap in configs else CompressionConfig.parse(heatmap, rank_rule="paper").label) if heatmap \
             else next(iter(configs))
         report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
