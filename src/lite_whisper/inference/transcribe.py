@@ -161,8 +161,11 @@ def _decode_short(model, processor, batch, options: DecodingOptions) -> list[Tra
         from transformers.modeling_outputs import BaseModelOutput
 
         encoded = model.get_encoder()(features).last_hidden_state
-        tokens = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                                **generate_kwargs(model, options))
+        if options.timestamps:  # transformers' timestamp decoding slices input_features as clips finish
+            tokens = model.generate(features, **generate_kwargs(model, options))
+        else:
+            tokens = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                                    **generate_kwargs(model, options))
         silent = _silent(model, encoded, tokens, no_speech_id, options)
     return [
         Transcription(name, "", len(samples) / SAMPLE_RATE) if quiet
