@@ -158,6 +158,7 @@ def sweep(
         measure = dict(data=data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
                        repeats=repeats, progress=progress, log=log, ranks=ranks)
         points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, **measure)]
+        calibration_set = load_dataset(calibration, limit=limit)  # the clips that probe damage and distil
         for label, setting in configs.items():
             folder = out_dir / slug(label) / "model"
 
@@ -165,7 +166,7 @@ def sweep(
                 if not folder.exists():
                     log(f"compressing at {label} ...")
                     compress_and_save(dense, processor, loaded, setting.config, folder, model_name=model_spec,
-                                      calibration=load_dataset(calibration, limit=limit),  # probe, distill
+                                      calibration=calibration_set,
                                       distillation=setting.distillation,
                                       progress=progress, log=log)
 

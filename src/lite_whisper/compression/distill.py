@@ -179,24 +179,19 @@ def _learning_rate_factor(step: int, warmup: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _outputs(encoder: nn.Module, features: Tensor, batch_size: int, device, dtype) -> Tensor:
-    """The encoder's final outputs, in float16 on the CPU (half the memory; error far below the losses)."""
+def _outputs(encoder: nn.Module, features: Tensor, batch_size: int, device, dtype,
+             keep: torch.dtype = torch.float16) -> Tensor:
+    """The encoder's final outputs on the CPU, kept in float16 by default (half the memory of the
+    teacher's cache; its rounding is far below the losses)."""
     chunks = []
     with torch.inference_mode():
         for begin in range(0, features.shape[0], batch_size):
             inputs = features[begin: begin + batch_size].to(device=device, dtype=dtype)
-            chunks.append(encoder(inputs).last_hidden_state.to("cpu", torch.float16))
+            chunks.append(encoder(inputs).last_hidden_state.to("cpu", keep))
     return torch.cat(chunks) if chunks else features.new_zeros(0)
 
 
 def _holdout_loss(encoder, features: Tensor, targets: Tensor, batch_size: int, device, dtype) -> float | None:
     if features.shape[0] == 0:
         return None
-    error, energy = 0.0, 0.0
-    with torch.inference_mode():
-        for begin in range(0, features.shape[0], batch_size):
-            output = encoder(features[begin: begin + batch_size].to(device=device, dtype=dtype)).last_hidden_state
-            target = targets[begin: begin + batch_size].to(device).float()
-            error += float((output.float() - target).square().sum())
-            energy += float(target.square().sum())
-    return error / energy
+    return float(relative_error(_outputs(encoder, features, batch_size, device, dtype, torch.float32), targets))

@@ -162,6 +162,7 @@ def _decode_short(model, processor, batch, options: DecodingOptions) -> list[Tra
 
         encoded = model.get_encoder()(features).last_hidden_state
         if options.timestamps:  # transformers' timestamp decoding slices input_features as clips finish
+            # (so the encoder runs a second time inside generate: the price of the no-speech rule here)
             tokens = model.generate(features, **generate_kwargs(model, options))
         else:
             tokens = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
