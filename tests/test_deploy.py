@@ -50,17 +50,51 @@ def test_onnx_encoder_matches_pytorch_at_batch_1_and_3(tmp_path, low_rank):
     from lite_whisper.deploy.onnx_encoder import export_encoder
 
     model = lite_english_model() if low_rank else tiny_english_model()
+    for layer in model.model.encoder.layers:
+        layer.self_attn.path = "ordinary"  # full-width heads: the fused attention (see the reduced-path test)
     path = export_encoder(model, tmp_path / "encoder.onnx")
     import onnx
 
-    matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(path)).graph.node)
-    assert matmuls >= (24 if low_rank else 12)  # six linears in each of 2 layers, two MatMuls each when low-rank
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    # six linears in each of 2 layers (two MatMuls each when low-rank) and the two convolutions of the stem
+    assert ops.count("MatMul") == (24 if low_rank else 12) + 2 and "Conv" not in ops
+    assert ops.count("MultiHeadAttention") == 2  # one fused attention per layer
     session = OnnxEncoder(path, threads=1)
     for batch in (1, 3):
         features = torch.randn(batch, 80, 3000, generator=torch.Generator().manual_seed(batch))
         with torch.inference_mode():
             reference = model.model.encoder(features).last_hidden_state.numpy()
         assert relative_error(session(features.numpy()), reference) < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_convolution_as_a_matmul_over_strided_slices_is_the_convolution(stride):
+    from lite_whisper.deploy.onnx_encoder import _ConvAsMatMul
+
+    torch.manual_seed(stride)
+    conv = torch.nn.Conv1d(5, 7, kernel_size=3, stride=stride, padding=1)
+    x = torch.randn(2, 5, 30)
+    with torch.no_grad():
+        assert torch.allclose(_ConvAsMatMul(conv)(x.transpose(1, 2)), conv(x).transpose(1, 2), atol=1e-6)
+
+
+def test_reduced_dimension_attention_keeps_its_own_graph(tmp_path):
+    """Layers on LiteASR's reduced-dimension attention path are not fused, and still match PyTorch."""
+    from lite_whisper.deploy.onnx_encoder import export_encoder
+
+    model = lite_english_model()
+    layers = model.model.encoder.layers
+    layers[0].self_attn.path = "reduced"
+    layers[1].self_attn.path = "ordinary"
+    path = export_encoder(model, tmp_path / "encoder.onnx")
+    import onnx
+
+    assert [node.op_type for node in onnx.load(str(path)).graph.node].count("MultiHeadAttention") == 1
+    features = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = model.model.encoder(features).last_hidden_state.numpy()
+    assert relative_error(OnnxEncoder(path, threads=1)(features.numpy()), reference) < 1e-5
+    assert layers[0].self_attn.path == "reduced" and type(layers[1].self_attn).__name__ == "LiteWhisperAttention"
 
 
 def test_export_writes_a_complete_parity_checked_folder(exported):
@@ -155,6 +189,10 @@ def test_cli_export_and_transcribe(tmp_path, capsys, calibration_folder):
     assert manifest["encoder"]["int8"] is None and manifest["threads"] == 1
     assert not manifest["encoder"]["low_rank"]
     assert main(["transcribe", str(out), str(calibration_folder / "clip0.wav")]) == 0
+    capsys.readouterr()
+    for bad, message in (("1.5", "within 0..1"), ("much", "takes a number")):
+        assert main(["export", str(dense), "-o", str(tmp_path / "never"), "--int8", "--int8-smoothing", bad]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "never").exists()
 
 
 def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, calibration_folder):
@@ -164,7 +202,7 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     dense = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
     out = tmp_path / "export"
     assert main(["export", str(dense), "-o", str(out), "--int8", "--data", str(calibration_folder),
-                 "--parity-clips", "1"]) == 0
+                 "--calibration", str(calibration_folder), "--parity-clips", "1"]) == 0
     result_file = tmp_path / "deploy.json"
     assert main(["bench", str(out), "--against", "faster-whisper", "--data", str(calibration_folder), "--limit", "3",
                  "--threads", "1", "--repeats", "2", "--decode-batch-size", "2", "--output", str(result_file)]) == 0

@@ -36,6 +36,12 @@ def add_parser(commands) -> None:
     p.add_argument("--int8-max-error", default="0.05", metavar="E",
                    help="with --int8: leave float32 the MatMuls (most harmful first) that would push the encoder's "
                    "relative output error on the parity clips past E; 'none' quantises every one (default: 0.05)")
+    p.add_argument("--int8-smoothing", default="0.5", metavar="ALPHA",
+                   help="with --int8: smooth activation outliers into the weights before quantising (SmoothQuant's "
+                   "alpha, 0..1; folded exactly, no run-time cost); 'none' turns it off (default: 0.5)")
+    p.add_argument("--calibration",
+                   help="with --int8: clips that set the smoothing ranges and the int8 error (the first 8 are used; "
+                   "default: the calibration split)")
     p.add_argument("--int8-min-inner", type=int, default=0, metavar="K",
                    help="with --int8: leave MatMuls whose inner dimension is below K in float32 (default: 0, none)")
     p.add_argument("--decoder", default="int8", choices=["int8", "int8_float32", "float32", "int16"],
@@ -52,15 +58,12 @@ def run(args) -> int:
     positive(args.parity_clips, "--parity-clips")
     if args.int8_min_inner < 0:
         raise CLIError(f"--int8-min-inner must be 0 or more, got {args.int8_min_inner}")
-    if args.int8_max_error.lower() == "none":
-        max_error = None
-    else:
-        try:
-            max_error = float(args.int8_max_error)
-        except ValueError:
-            raise CLIError(f"--int8-max-error takes a number such as 0.05 or 'none', got {args.int8_max_error!r}") from None
-        if max_error <= 0:
-            raise CLIError(f"--int8-max-error must be above 0, got {max_error:g}")
+    max_error = _optional_number(args.int8_max_error, "--int8-max-error", "0.05")
+    if max_error is not None and max_error <= 0:
+        raise CLIError(f"--int8-max-error must be above 0, got {max_error:g}")
+    smoothing = _optional_number(args.int8_smoothing, "--int8-smoothing", "0.5")
+    if smoothing is not None and not 0 <= smoothing <= 1:
+        raise CLIError(f"--int8-smoothing must be within 0..1 or 'none', got {smoothing:g}")
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
     for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript"),
@@ -69,9 +72,11 @@ def run(args) -> int:
             __import__(module)
         except ImportError:
             raise CLIError(f"export needs {package}: pip install 'lite-whisper[deploy]'") from None
-    dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt")
+    from lite_whisper.deploy.export import INT8_CALIBRATION_CLIPS, export
 
-    from lite_whisper.deploy.export import export
+    dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt")
+    calibration = (open_dataset(args.calibration, INT8_CALIBRATION_CLIPS, "calibration", "calibration.txt")
+                   if args.int8 else None)
     from lite_whisper.files import output_lock
     from lite_whisper.models.loading import load_model
 
@@ -80,9 +85,11 @@ def run(args) -> int:
         if getattr(model, "is_exported", False):
             raise CLIError(f"{args.model} is already an exported folder; export the model it came from")
         clips = [(clip.id, clip.audio) for clip in dataset]
+        calibration_clips = [(clip.id, clip.audio) for clip in calibration] if calibration is not None else ()
         manifest = export(model, processor, args.output, source=args.model, int8=args.int8,
                           decoder_quantization=args.decoder, threads=args.threads, parity_audio=clips,
-                          overwrite=args.overwrite, min_int8_inner=args.int8_min_inner, int8_max_error=max_error,
+                          calibration_audio=calibration_clips, overwrite=args.overwrite,
+                          min_int8_inner=args.int8_min_inner, int8_max_error=max_error, int8_smoothing=smoothing,
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     parity = manifest["parity"]
     print(f"encoder relative error vs PyTorch: float32 {parity['encoder_relative_error_float32']:.2e}"
@@ -94,3 +101,13 @@ def run(args) -> int:
               f"(as shipped: {manifest['encoder']['default']} encoder, {manifest['decoder']['compute_type']} decoder)")
     print(f"wrote {args.output} ({json.dumps(manifest['versions'])})")
     return 0
+
+
+def _optional_number(text: str, option: str, example: str) -> float | None:
+    """A number, or None for 'none'."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise CLIError(f"{option} takes a number such as {example} or 'none', got {text!r}") from None

@@ -27,7 +27,8 @@ from lite_whisper.evaluation.cost import encoder_of, encoder_params
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 
-FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
+FP32_TOLERANCE = 1e-4
+INT8_CALIBRATION_CLIPS = 8  # clips that set the smoothing ranges and the int8 error bound  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
 
 
 class ParityError(ValueError):
@@ -48,9 +49,11 @@ def export(
     decoder_quantization: str = "int8",
     threads: int | None = None,
     parity_audio: Sequence[tuple[str, np.ndarray]] = (),
+    calibration_audio: Sequence[tuple[str, np.ndarray]] = (),
     overwrite: bool = False,
     min_int8_inner: int = 0,
     int8_max_error: float | None = 0.05,
+    int8_smoothing: float | None = 0.5,
     parity_max_new_tokens: int | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
@@ -58,26 +61,26 @@ def export(
 
     `int8`: also an int8-weight encoder, with the MatMuls that would push the encoder's relative
     output error past `int8_max_error` left in float32 (`quantize_within`; None: quantise all).
+    It is quantised from a copy of the encoder whose activations are smoothed first (alpha
+    `int8_smoothing`, None: not smoothed; `smoothing.smoothed`). Smoothing ranges and the error
+    bound are measured on `calibration_audio` (the parity clips when none are given; with their own
+    clips, the parity figures check the int8 encoder on speech its quantisation did not see).
     """
     from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
-    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder, quantize_within
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder
 
     start = time.perf_counter()
     encoder = encoder_of(model)
     with atomic_folder(folder, overwrite=overwrite) as staging:
         log("exporting the encoder to ONNX ...")
         export_encoder(model, staging / "encoder.onnx")
-        features = _parity_features(model, processor, parity_audio)
+        features = _features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
-        excluded = None
+        excluded, int8_report = None, {}
         if int8:
-            log("quantising the encoder's weights to int8 ...")
-            if int8_max_error is None:
-                excluded = quantize_encoder(staging / "encoder.onnx", staging / "encoder.int8.onnx", min_int8_inner)
-            else:
-                excluded, _ = quantize_within(staging / "encoder.onnx", staging / "encoder.int8.onnx", features,
-                                              reference, int8_max_error, min_int8_inner, log=log)
+            excluded, int8_report = _quantize(model, processor, staging, calibration_audio or parity_audio,
+                                              int8_max_error, int8_smoothing, min_int8_inner, log)
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
         dense_config(model.config).save_pretrained(staging)
@@ -99,7 +102,7 @@ def export(
             "versions": _versions(),
             "encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None,
                         "default": "int8" if int8 else "float32", "int8_float32_matmuls": excluded,
-                        "int8_max_error": int8_max_error if int8 else None,
+                        "int8_max_error": int8_max_error if int8 else None, **int8_report,
                         "params": encoder_params(model), "low_rank": getattr(model.config, "low_rank_config", None) is not None},
             "decoder": {"folder": "decoder", "compute_type": decoder_quantization,
                         "placeholder_encoder_params": _placeholder_params(model.config, PLACEHOLDER_FFN)},
@@ -116,15 +119,42 @@ def export(
     return manifest
 
 
+def _quantize(model, processor, staging: Path, audio, max_error, smoothing, min_inner, log) -> tuple[list[str], dict]:
+    """Write staging/encoder.int8.onnx; return the MatMuls left float32 and what the manifest records."""
+    import tempfile
+
+    from lite_whisper.deploy.onnx_encoder import export_encoder, quantize_encoder, quantize_within
+    from lite_whisper.deploy.smoothing import smoothed
+
+    encoder = encoder_of(model)
+    features = _features(processor, audio, INT8_CALIBRATION_CLIPS)
+    report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing}
+    target = staging / "encoder.int8.onnx"
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
+        source = staging / "encoder.onnx"
+        if smoothing is not None:
+            log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
+            source = export_encoder(smoothed(encoder, torch.from_numpy(features), smoothing), Path(scratch) / "smoothed.onnx")
+        log("quantising the encoder's weights to int8 ...")
+        if max_error is None:
+            return quantize_encoder(source, target, min_inner), report
+        with torch.inference_mode():
+            reference = np.concatenate([encoder(torch.from_numpy(features[i: i + 2])).last_hidden_state.numpy()
+                                        for i in range(0, features.shape[0], 2)])
+        excluded, error = quantize_within(source, target, features, reference, max_error, min_inner, log=log)
+    report["int8_calibration_error"] = error
+    return excluded, report
+
+
 def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _parity_features(model, processor, parity_audio) -> np.ndarray:
-    """Log-mel features of the parity clips (up to 3), or of random audio when none are given."""
+def _features(processor, audio, limit: int) -> np.ndarray:
+    """Log-mel features of the first `limit` clips, or of random audio when none are given."""
     from lite_whisper.data.audio import SAMPLE_RATE
 
-    clips = [samples for _, samples in list(parity_audio)[:3]]
+    clips = [samples for _, samples in list(audio)[:limit]]
     if not clips:
         rng = np.random.default_rng(0)
         clips = [0.1 * rng.standard_normal(SAMPLE_RATE * seconds).astype(np.float32) for seconds in (3, 11)]

@@ -1,0 +1,75 @@
+"""Activation smoothing before int8: the same function in float32, a smaller int8 error where outliers are."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_english_model
+from test_deploy import lite_english_model
+
+from lite_whisper.deploy.export import relative_error
+from lite_whisper.deploy.smoothing import input_ranges, smoothed
+
+
+def features(clips: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(clips, 80, 3000, generator=torch.Generator().manual_seed(seed))
+
+
+def with_outliers(model):
+    """The model with a few input channels of every layer norm's consumers, and of every low-rank middle, 30x larger."""
+    with torch.no_grad():
+        for layer in model.model.encoder.layers:
+            for norm in (layer.self_attn_layer_norm, layer.final_layer_norm):
+                norm.weight[:3] *= 30
+            for module in (layer.self_attn.q_proj, layer.self_attn.out_proj, layer.fc1, layer.fc2):
+                if hasattr(module, "down"):  # same function, a middle channel 30x larger
+                    module.down.weight[:2] *= 30
+                    module.up.weight[:, :2] /= 30
+    return model
+
+
+@pytest.mark.parametrize("low_rank", [False, True])
+def test_smoothing_keeps_the_encoders_function_and_leaves_the_original_alone(low_rank):
+    model = lite_english_model() if low_rank else tiny_english_model()
+    encoder = model.model.encoder
+    before = {name: p.clone() for name, p in encoder.named_parameters()}
+    calibration, check = features(2, seed=1), features(2, seed=2)
+    for path in ("ordinary", "reduced") if low_rank else ("ordinary",):
+        for layer in encoder.layers:
+            layer.self_attn.path = path
+        smooth = smoothed(encoder, calibration, alpha=0.5)
+        with torch.inference_mode():
+            expected = encoder(check).last_hidden_state
+            assert relative_error(smooth(check).last_hidden_state.numpy(), expected.numpy()) < 1e-5
+    assert all(torch.equal(before[name], p) for name, p in encoder.named_parameters())
+    changed = smooth.layers[0].self_attn_layer_norm.weight
+    assert not torch.allclose(changed, encoder.layers[0].self_attn_layer_norm.weight)
+
+
+def test_smoothing_flattens_the_inputs_that_int8_sees_and_lowers_its_error(tmp_path):
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, quantize_encoder
+
+    model = with_outliers(lite_english_model())
+    encoder = model.model.encoder
+    for layer in encoder.layers:
+        layer.self_attn.path = "ordinary"
+    calibration, check = features(2, seed=1), features(2, seed=2)
+    smooth = smoothed(encoder, calibration, alpha=0.5)
+
+    def spread(ranges):  # how far the largest channel range is above the median one, worst input
+        return max((r.max() / r.median()).item() for r in ranges.values())
+
+    assert spread(input_ranges(smooth, calibration)) < spread(input_ranges(encoder, calibration)) / 3
+    with torch.inference_mode():
+        expected = encoder(check).last_hidden_state.numpy()
+    errors = {}
+    for name, module in (("plain", encoder), ("smoothed", smooth)):
+        source = export_encoder(module, tmp_path / f"{name}.onnx")
+        quantize_encoder(source, tmp_path / f"{name}.int8.onnx")
+        errors[name] = relative_error(OnnxEncoder(tmp_path / f"{name}.int8.onnx", threads=1)(check.numpy()), expected)
+    assert errors["smoothed"] < errors["plain"] / 2, errors
+
+
+def test_alpha_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        smoothed(tiny_english_model().model.encoder, features(1), alpha=1.5)
