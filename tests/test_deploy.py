@@ -110,6 +110,17 @@ def test_export_writes_a_complete_parity_checked_folder(exported):
         assert (folder / name).is_file(), name
 
 
+def test_an_int8_clip_is_encoded_the_same_whatever_its_batch(exported):
+    """Dynamic int8 takes one activation scale per call: the int8 encoder runs clip by clip."""
+    _, folder, _ = exported
+    int8, float32 = OnnxEncoder(folder / "encoder.int8.onnx", threads=1), OnnxEncoder(folder / "encoder.onnx", threads=1)
+    assert int8.one_clip_at_a_time and not float32.one_clip_at_a_time
+    features = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(5)).numpy()
+    features[0] *= 40  # a loud batch-mate
+    batched = int8(features)
+    assert np.array_equal(batched[1:2], int8(features[1:2]))
+
+
 def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
     """Given the same encoder output, CTranslate2 (float32) and transformers pick the same tokens."""
     from transformers.modeling_outputs import BaseModelOutput

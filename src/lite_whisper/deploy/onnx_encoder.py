@@ -241,9 +241,15 @@ def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0,
 
 
 class OnnxEncoder:
-    """An ONNX Runtime session for an exported encoder: log-mel features in, encoder states out."""
+    """An ONNX Runtime session for an exported encoder: log-mel features in, encoder states out.
+
+    An int8 encoder (dynamic quantisation) runs one clip at a time: it takes one activation scale
+    per MatMul call, so in a batch the loudest clip would set every clip's int8 step and a clip's
+    transcript would depend on the clips batched with it.
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        import onnx
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -255,8 +261,15 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(path), load_external_data=False).graph
+        self.one_clip_at_a_time = any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """(batch, n_mels, 3000) float32 -> (batch, 1500, d_model) float32, C-contiguous."""
         features = np.ascontiguousarray(features, dtype=np.float32)
+        if self.one_clip_at_a_time and features.shape[0] > 1:
+            return np.concatenate([self._run(features[i: i + 1]) for i in range(features.shape[0])])
+        return self._run(features)
+
+    def _run(self, features: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0])
