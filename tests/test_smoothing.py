@@ -1,4 +1,4 @@
-"""Activation smoothing before int8: the same function in float32, a smaller int8 error where outliers are."""
+"""int8 accuracy: smoothing keeps the function in float32 and lowers the int8 error; the error bound holds."""
 
 from __future__ import annotations
 
@@ -68,6 +68,27 @@ def test_smoothing_flattens_the_inputs_that_int8_sees_and_lowers_its_error(tmp_p
         quantize_encoder(source, tmp_path / f"{name}.int8.onnx")
         errors[name] = relative_error(OnnxEncoder(tmp_path / f"{name}.int8.onnx", threads=1)(check.numpy()), expected)
     assert errors["smoothed"] < errors["plain"] / 2, errors
+
+
+def test_quantising_within_a_bound_leaves_float32_only_what_the_bound_needs(tmp_path):
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder, int8_candidates, quantize_within
+
+    model = with_outliers(lite_english_model())
+    encoder = model.model.encoder
+    for layer in encoder.layers:
+        layer.self_attn.path = "ordinary"
+    source = export_encoder(encoder, tmp_path / "encoder.onnx")
+    candidates = int8_candidates(source)
+    assert len(candidates) == 2 * 12 + 2 and candidates[next(iter(candidates))] == 3 * 80 * 64  # conv1: 3 taps x 80 mels
+    calibration, check = features(2, seed=1), features(2, seed=2)
+    with torch.inference_mode():
+        reference = encoder(calibration).last_hidden_state.numpy()
+    kept, error = quantize_within(source, tmp_path / "int8.onnx", calibration.numpy(), reference, max_error=0.2)
+    assert error <= 0.2 and 0 < len(kept) < len(candidates)
+    measured = relative_error(OnnxEncoder(tmp_path / "int8.onnx", threads=1)(calibration.numpy()), reference)
+    assert measured == pytest.approx(error, rel=1e-6)
+    loose, _ = quantize_within(source, tmp_path / "loose.onnx", calibration.numpy(), reference, max_error=10.0)
+    assert loose == []  # a bound above the all-int8 error quantises everything
 
 
 def test_alpha_outside_zero_to_one_is_refused():

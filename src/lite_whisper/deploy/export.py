@@ -3,7 +3,7 @@
     DIR/
       lite_whisper_export.json   manifest: source, versions, quantisation, parity figures
       encoder.onnx               float32, low-rank linears as two MatMuls, batch dynamic
-      encoder.int8.onnx          int8 weights (--int8)
+      encoder.int8.onnx          int8 weights (--int8), quantised from an activation-smoothed copy
       decoder/                   CTranslate2 Whisper (int8) with a placeholder encoder; also a faster-whisper folder
       config.json, generation_config.json, tokenizer and preprocessor files
 
