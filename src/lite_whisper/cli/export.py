@@ -35,7 +35,7 @@ def add_parser(commands) -> None:
                    help="also write an int8-weight encoder (dynamic quantisation) and make it the default")
     p.add_argument("--int8-max-error", default="0.05", metavar="E",
                    help="with --int8: leave float32 the MatMuls (most harmful first) that would push the encoder's "
-                   "relative output error on the parity clips past E; 'none' quantises every one (default: 0.05)")
+                   "relative output error on the calibration clips past E; 'none' quantises every one (default: 0.05)")
     p.add_argument("--int8-smoothing", default="0.5", metavar="ALPHA",
                    help="with --int8: smooth activation outliers into the weights before quantising (SmoothQuant's "
                    "alpha, 0..1; folded exactly, no run-time cost); 'none' turns it off (default: 0.5)")
@@ -72,9 +72,9 @@ def run(args) -> int:
             __import__(module)
         except ImportError:
             raise CLIError(f"export needs {package}: pip install 'lite-whisper[deploy]'") from None
-    from lite_whisper.deploy.export import INT8_CALIBRATION_CLIPS, export
-
     dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt")
+    from lite_whisper.deploy.export import INT8_CALIBRATION_CLIPS, export  # imports torch: after the cheap checks
+
     calibration = (open_dataset(args.calibration, INT8_CALIBRATION_CLIPS, "calibration", "calibration.txt")
                    if args.int8 else None)
     from lite_whisper.files import output_lock

@@ -205,8 +205,9 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
         excluded: list[str] = []
         if everything > max_error:
             solo = {name: error({name}) for name in candidates}
-            orders = (sorted(candidates, key=solo.get, reverse=True),
-                      sorted(candidates, key=lambda name: solo[name] / candidates[name], reverse=True))
+            by_harm = sorted(candidates, key=solo.get, reverse=True)
+            by_harm_per_mac = sorted(candidates, key=lambda name: solo[name] / candidates[name], reverse=True)
+            orders = [by_harm] + ([by_harm_per_mac] if by_harm_per_mac != by_harm else [])
             excluded = min((fewest_meeting_the_bound(order) for order in orders),
                            key=lambda names: sum(candidates[name] for name in names))
     kept = quantize_encoder(source, target, min_inner, exclude=excluded)
