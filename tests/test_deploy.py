@@ -104,6 +104,11 @@ def test_export_writes_a_complete_parity_checked_folder(exported):
     parity = manifest["parity"]
     assert parity["encoder_relative_error_float32"] < 1e-4
     assert 0 < parity["encoder_relative_error_int8"] < 0.2  # int8 really quantised, within a stated bound
+    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+
+    if bfloat16_supported():  # measured wherever the export machine can run it
+        assert 0 < parity["encoder_relative_error_bfloat16"] < 3e-2
+    assert parity["transcripts_shipped_encoder"] == ("bfloat16" if bfloat16_supported() else "int8")
     assert parity["transcripts_identical_float32"] == 2  # float32 encoder + float32 decoder = PyTorch
     for name in ("encoder.onnx", "encoder.int8.onnx", "decoder/model.bin", "tokenizer.json",
                  "preprocessor_config.json", "generation_config.json"):
@@ -121,6 +126,45 @@ def test_an_int8_clip_is_encoded_the_same_whatever_its_batch(exported):
     assert np.array_equal(batched[1:2], int8(features[1:2]))
 
 
+def test_openvino_runs_the_exported_encoder_like_onnx_runtime(exported):
+    """OpenVINO reads encoder.onnx (fused attention included): float32 = ONNX Runtime; bfloat16 within 3%."""
+    from lite_whisper.deploy.openvino_encoder import OpenVinoEncoder, bfloat16_supported
+
+    _, folder, _ = exported
+    features = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(7)).numpy()
+    reference = OnnxEncoder(folder / "encoder.onnx", threads=1)(features)
+    assert relative_error(OpenVinoEncoder(folder / "encoder.onnx", threads=1, precision="f32")(features),
+                          reference) < 1e-4
+    if not bfloat16_supported():
+        pytest.skip("this CPU has no native bfloat16: OpenVINO's bfloat16 path cannot be checked here")
+    bf16 = OpenVinoEncoder(folder / "encoder.onnx", threads=1)
+    batched = bf16(features)
+    assert 1e-4 < relative_error(batched, reference) < 3e-2  # really bfloat16, and close
+    one_clip = bf16(features[1:2])
+    assert one_clip.flags["C_CONTIGUOUS"] and relative_error(one_clip, batched[1:2]) < 1e-2
+    assert np.array_equal(bf16(features[1:2]), one_clip)  # outputs are copies, not the reused request buffer
+
+
+def test_the_encoder_is_chosen_by_what_this_machine_runs(exported, monkeypatch):
+    from lite_whisper.deploy import openvino_encoder
+    from lite_whisper.deploy.encoders import EncoderUnavailableError, choose_encoder, runnable_encoders
+
+    _, _, manifest = exported
+    without_int8 = {"encoder": {**manifest["encoder"], "int8": None, "default": "float32"}}
+    monkeypatch.setattr(openvino_encoder, "bfloat16_supported", lambda: True)
+    assert choose_encoder(manifest) == "bfloat16" and choose_encoder(manifest, "int8") == "int8"
+    assert runnable_encoders(manifest) == {"float32": "onnxruntime", "int8": "onnxruntime", "bfloat16": "openvino"}
+    monkeypatch.setattr(openvino_encoder, "bfloat16_supported", lambda: False)
+    assert choose_encoder(manifest, "auto") == "int8" and choose_encoder(without_int8, None) == "float32"
+    assert "bfloat16" not in runnable_encoders(manifest) and "int8" not in runnable_encoders(without_int8)
+    with pytest.raises(EncoderUnavailableError, match="native bfloat16"):
+        choose_encoder(manifest, "bfloat16")
+    with pytest.raises(EncoderUnavailableError, match="without an int8 encoder"):
+        choose_encoder(without_int8, "int8")
+    with pytest.raises(EncoderUnavailableError, match="unknown encoder"):
+        choose_encoder(manifest, "fp16")
+
+
 def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
     """Given the same encoder output, CTranslate2 (float32) and transformers pick the same tokens."""
     from transformers.modeling_outputs import BaseModelOutput
@@ -129,7 +173,7 @@ def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
     from lite_whisper.inference.transcribe import decoder_prompt
 
     model, folder, _ = exported
-    runtime = ExportedWhisper(folder, int8=False, threads=1)
+    runtime = ExportedWhisper(folder, encoder="float32", threads=1)
     processor = tiny_processor()
     features = processor.feature_extractor([audio for _, audio in clips(3)], sampling_rate=16000,
                                            return_tensors="np").input_features
@@ -147,12 +191,12 @@ def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
 
 def test_runtime_transcribes_like_the_model_it_came_from(exported):
     model, folder, _ = exported
-    runtime, processor = load_model(folder)
+    runtime, processor = load_model(folder, encoder="int8")
     assert getattr(runtime, "is_exported", False) and runtime.encoder_kind == "int8"
     from lite_whisper.deploy.runtime import ExportedWhisper
 
     options = DecodingOptions(language="en", max_new_tokens=12, no_speech_threshold=None)
-    with_float32 = ExportedWhisper(folder, int8=False, threads=1)
+    with_float32 = ExportedWhisper(folder, encoder="float32", threads=1)
     # the folder's own decoder here is float32, so the float32 route equals PyTorch exactly
     ours = [t.text for t in transcribe_iter(with_float32, processor, clips(3), batch_size=2, options=options)]
     theirs = [t.text for t in transcribe_iter(model, processor, clips(3), batch_size=2, options=options)]
@@ -201,6 +245,10 @@ def test_cli_export_and_transcribe(tmp_path, capsys, calibration_folder):
     assert not manifest["encoder"]["low_rank"]
     assert main(["transcribe", str(out), str(calibration_folder / "clip0.wav")]) == 0
     capsys.readouterr()
+    assert main(["transcribe", str(out), str(calibration_folder / "clip0.wav"), "--encoder", "int8"]) == 2
+    assert "without an int8 encoder" in capsys.readouterr().err
+    assert main(["transcribe", str(dense), str(calibration_folder / "clip0.wav"), "--encoder", "float32"]) == 2
+    assert "applies to exported folders" in capsys.readouterr().err
     for bad, message in (("1.5", "within 0..1"), ("much", "takes a number")):
         assert main(["export", str(dense), "-o", str(tmp_path / "never"), "--int8", "--int8-smoothing", bad]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "never").exists()
@@ -222,8 +270,14 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     assert names == ["faster-whisper int8", "faster-whisper batched b2", "lite-whisper export b2",
                      "lite-whisper export b1"]
     assert all(c["rtfx"] > 0 and c["words"] == 9 for c in result["contenders"])
+    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+
+    bfloat16 = bfloat16_supported()
     assert set(result["encoder_ms"]) == {"ctranslate2 int8 (dense)", "onnxruntime float32 (export)",
-                                         "onnxruntime int8 (export)"}
+                                         "onnxruntime int8 (export)"} | ({"openvino bfloat16 (export)"} if bfloat16 else set())
+    assert result["encoder"] == ("bfloat16" if bfloat16 else "int8")
     capsys.readouterr()
+    assert main(["bench", str(out), "--encoder", "int8"]) == 2  # --encoder without --against
+    assert "only applies with --against" in capsys.readouterr().err
     assert main(["bench", str(dense), "--against", "faster-whisper"]) == 2  # not an exported folder
     assert "not an exported folder" in capsys.readouterr().err

@@ -34,7 +34,7 @@ def test_exported_compressed_tiny_en_keeps_its_wer(speech_dir, tmp_path):
     options = DecodingOptions(language="en")
     theirs = evaluate((lite, processor), dev, options=options, progress=False)
     # float32 encoder and decoder: the deployment itself changes nothing (issue 10's "within 0.3")
-    float32 = ExportedWhisper(tmp_path / "export", int8=False, threads=2,
+    float32 = ExportedWhisper(tmp_path / "export", encoder="float32", threads=2,
                               decoder=write_decoder(lite, processor, tmp_path / "decoder32", quantization="float32"))
     exact = evaluate((float32, exported[1]), dev, options=options, progress=False)
     assert exact.clips == theirs.clips == 8

@@ -4,14 +4,15 @@ Contenders (greedy, no timestamps, temperature 0, no previous-text conditioning)
   faster-whisper            int8 CTranslate2 of the dense source model, `transcribe()` clip by clip
                             (as its users call it; VAD off)
   faster-whisper batched    the same model through `BatchedInferencePipeline` (VAD on, as it requires)
-  lite-whisper export       the exported folder (ONNX Runtime encoder + CTranslate2 decoder), clips
-                            batched `batch_size` at a time
+  lite-whisper export       the exported folder (its encoder on ONNX Runtime or OpenVINO, see
+                            `deploy.encoders`; CTranslate2 decoder), clips batched `batch_size` at a time
   lite-whisper export b1    the same, one clip at a time (what batching adds, apart)
 
 Each is warmed up on one clip, then times the whole set (features, encoder, decoding; audio is
 decoded beforehand for all alike). RTFx = audio seconds / wall seconds; WER with the project's
-normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against the
-export's ONNX encoder(s), 30 s input, batch 1, interleaved, medians.
+normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against every
+encoder of the export this machine runs (ONNX Runtime float32 and int8, OpenVINO bfloat16), 30 s
+input, batch 1, interleaved, medians.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class DeploymentBench:
     audio_seconds: float
     threads: int | None
     batch_size: int
+    encoder: str  # the export's encoder that transcribed (float32, int8, bfloat16)
     contenders: list[ContenderResult]
     encoder_ms: dict[str, dict[str, float]]  # engine -> {"median", "min", "max"} at batch 1, 30 s
     environment: dict
@@ -58,7 +60,7 @@ class DeploymentBench:
     def table(self) -> str:
         base = self.contenders[0]
         lines = [f"{self.clips} clips, {self.audio_seconds:.0f} s of audio, {self.threads or 'default'} threads, "
-                 f"greedy; export {self.export}, dense {self.dense}",
+                 f"greedy; export {self.export} ({self.encoder} encoder), dense {self.dense}",
                  f"{'contender':<26} {'RTFx':>7} {'vs fw':>6} {'WER %':>7}"]
         for result in self.contenders:
             lines.append(f"{result.name:<26} {result.rtfx:7.1f} {result.rtfx / base.rtfx:6.2f} {result.wer:7.2f}")
@@ -76,14 +78,18 @@ def _score(name: str, hypotheses: list[str], references: list[str], audio_second
 
 
 def bench_deployment(export_folder: str | Path, dense_model, processor, dataset, *, dense_name: str = "",
-                     batch_size: int = 8, threads: int | None = None, repeats: int = 10, log=lambda m: None
-                     ) -> DeploymentBench:
-    """Run every contender over `dataset` (clips with references) and time the encoders."""
+                     batch_size: int = 8, threads: int | None = None, repeats: int = 10, encoder: str = "auto",
+                     log=lambda m: None) -> DeploymentBench:
+    """Run every contender over `dataset` (clips with references) and time the encoders.
+
+    `encoder`: the export's encoder that transcribes ('auto', 'float32', 'int8', 'bfloat16').
+    """
     import ctranslate2
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from lite_whisper.benchmark.environment import environment
     from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.deploy.encoders import open_encoder, runnable_encoders
     from lite_whisper.deploy.runtime import ExportedWhisper
     from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 
@@ -101,7 +107,7 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
         fw_options = dict(language=language, beam_size=1, temperature=0.0, without_timestamps=True,
                           condition_on_previous_text=False)
         batched = BatchedInferencePipeline(model=fw)
-        ours = ExportedWhisper(export_folder, threads=threads)
+        ours = ExportedWhisper(export_folder, encoder=encoder, threads=threads)
         ours_options = DecodingOptions(language=language)
 
         def faster_whisper_run(items):
@@ -134,13 +140,9 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
                                                return_tensors="np").input_features.astype(np.float32)
         states = ctranslate2.StorageView.from_array(np.ascontiguousarray(features))
         engines = {"ctranslate2 int8 (dense)": lambda: fw.model.encode(states, to_cpu=True)}
-        from lite_whisper.deploy.onnx_encoder import OnnxEncoder
-
-        for kind in ("float32", "int8"):
-            name = ours.manifest["encoder"].get(kind)
-            if name is not None:
-                session = OnnxEncoder(Path(export_folder) / name, threads=threads)
-                engines[f"onnxruntime {kind} (export)"] = lambda session=session: session(features)
+        for kind, engine in runnable_encoders(ours.manifest).items():
+            run_encoder = open_encoder(export_folder, ours.manifest, kind, threads=threads)
+            engines[f"{engine} {kind} (export)"] = lambda run_encoder=run_encoder: run_encoder(features)
         samples: dict[str, list[float]] = {name: [] for name in engines}
         for run in engines.values():
             run()
@@ -152,4 +154,4 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
     encoder_ms = {name: {"median": stats.median(values), "min": min(values), "max": max(values)}
                   for name, values in samples.items()}
     return DeploymentBench(str(export_folder), dense_name, dataset.spec, len(clips), audio_seconds, threads,
-                           batch_size, contenders, encoder_ms, environment())
+                           batch_size, ours.encoder_kind, contenders, encoder_ms, environment())

@@ -18,7 +18,7 @@ EPILOG = """examples:
   lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
   torchrun --nproc-per-node 2 --no-python lite-whisper compress base -o base-lite   # sharded calibration
   lite-whisper bench tiny-lite --baseline tiny.en --batch-size 1,4
-  lite-whisper export tiny-lite -o tiny-lite-export --int8      # ONNX Runtime + CTranslate2
+  lite-whisper export tiny-lite -o tiny-lite-export --int8      # ONNX Runtime / OpenVINO + CTranslate2
   lite-whisper sweep tiny.en --thresholds 0.99:0.999,0.95 -o sweeps/tiny.en
 
 Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, shows the traceback.

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lite_whisper.cli.common import MODEL_HELP, CLIError, check_device, check_output_file, positive
+from lite_whisper.deploy.encoders import ENCODER_KINDS
 
 RECOMMENDED_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
 
@@ -73,6 +74,9 @@ def add_parser(commands) -> None:
                    help="instead: transcribe --data end to end with an exported MODEL (lite-whisper export) and "
                    "with faster-whisper (int8, sequential and batched) on the dense source model (or --baseline); "
                    "RTFx, WER and encoder-only latency of each engine")
+    p.add_argument("--encoder", choices=ENCODER_KINDS,
+                   help="with --against: the export's encoder that transcribes (default: auto, see lite-whisper "
+                   "transcribe --help); every one this machine can run is timed alone either way")
     p.add_argument("--output", type=Path, help="write the result as JSON")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -117,6 +121,8 @@ def _validate(args) -> tuple[int, ...]:
     for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens")):
         if value is not None and args.data is None and args.against is None:
             raise CLIError(f"{flag} only applies with --data")
+    if args.encoder is not None and args.against is None:
+        raise CLIError("--encoder only applies with --against faster-whisper (an exported MODEL folder)")
     if args.against is not None:
         if args.model is None or args.random_weights is not None or args.calibration_cost:
             raise CLIError("--against faster-whisper times an exported MODEL folder (lite-whisper export); "
@@ -237,6 +243,7 @@ def _calibration_cost(args, batch_sizes, log) -> int:
 def _against_faster_whisper(args, batch_sizes, log) -> int:
     from lite_whisper.benchmark.deployment import bench_deployment
     from lite_whisper.cli.common import open_dataset
+    from lite_whisper.deploy.encoders import choose_encoder
     from lite_whisper.deploy.manifest import is_exported_folder, read_manifest
     from lite_whisper.files import write_json_atomic
     from lite_whisper.models.loading import load_model
@@ -244,13 +251,15 @@ def _against_faster_whisper(args, batch_sizes, log) -> int:
     if not is_exported_folder(args.model):
         raise CLIError(f"{args.model}: not an exported folder; run `lite-whisper export {args.model} -o DIR` first")
     manifest = read_manifest(args.model)
+    encoder = choose_encoder(manifest, args.encoder)  # fails here, before the dense model loads
     dense_spec = args.baseline or default_baseline(manifest["source_model"]) or manifest["source_model"]
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
     dense, processor = load_model(dense_spec, dtype="float32")
     if getattr(dense.config, "low_rank_config", None) is not None:
         raise CLIError(f"{dense_spec} is compressed; give the dense model faster-whisper should run as --baseline")
     result = bench_deployment(args.model, dense, processor, dataset, dense_name=dense_spec,
-                              batch_size=args.decode_batch_size, threads=args.threads, repeats=args.repeats, log=log)
+                              batch_size=args.decode_batch_size, threads=args.threads, repeats=args.repeats,
+                              encoder=encoder, log=log)
     print(result.table())
     if args.output is not None:
         write_json_atomic(args.output, result.to_dict())

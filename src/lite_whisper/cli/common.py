@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lite_whisper.deploy.encoders import ENCODER_KINDS
+
 MODEL_HELP = "a short name (tiny.en, base), a Hugging Face or CTranslate2 folder, or a hub id"
 DTYPES = ["float32", "float16", "bfloat16"]
 
@@ -25,6 +27,9 @@ def add_device_option(parser: argparse.ArgumentParser, what: str = "") -> None:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default: float32)")
+    parser.add_argument("--encoder", default="auto", choices=ENCODER_KINDS,
+                        help="exported folders only: the encoder that runs; auto = bfloat16 on OpenVINO where the CPU "
+                        "has native bfloat16 (AMX, AVX512_BF16), else the export's default (default: auto)")
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None) -> None:

@@ -55,7 +55,8 @@ def run(args) -> int:
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
     ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
     try:
-        model, processor = load_model(args.model, dtype=args.dtype, device=process_device(args.device))
+        model, processor = load_model(args.model, dtype=args.dtype, device=process_device(args.device),
+                                       encoder=args.encoder)
         result = evaluate((model, processor), dataset, batch_size=args.batch_size,
                           options=options, progress=not args.no_progress, ranks=ranks)
     finally:

@@ -36,7 +36,7 @@ def run(args) -> int:
             raise CLIError(f"{path}: audio file not found")
         if path.is_dir():
             raise CLIError(f"{path}: is a folder, not an audio file")
-    model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
     results = transcribe((model, processor), args.files, batch_size=args.batch_size, options=options)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

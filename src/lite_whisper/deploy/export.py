@@ -1,8 +1,9 @@
-"""`export`: a model lite-whisper loads -> a folder for ONNX Runtime (encoder) + CTranslate2 (decoder).
+"""`export`: a model lite-whisper loads -> a folder for ONNX Runtime or OpenVINO (encoder) + CTranslate2 (decoder).
 
     DIR/
       lite_whisper_export.json   manifest: source, versions, quantisation, parity figures
-      encoder.onnx               float32, low-rank linears as two MatMuls, batch dynamic
+      encoder.onnx               float32, low-rank linears as two MatMuls, batch dynamic (OpenVINO
+                                 runs it in bfloat16 where the CPU has it: deploy.encoders)
       encoder.int8.onnx          int8 weights (--int8), quantised from an activation-smoothed copy
       decoder/                   CTranslate2 Whisper (int8) with a placeholder encoder; also a faster-whisper folder
       config.json, generation_config.json, tokenizer and preprocessor files
@@ -27,8 +28,8 @@ from lite_whisper.evaluation.cost import encoder_of, encoder_params
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 
-FP32_TOLERANCE = 1e-4
-INT8_CALIBRATION_CLIPS = 8  # clips that set the smoothing ranges and the int8 error bound  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
+FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
+INT8_CALIBRATION_CLIPS = 8  # clips that set the smoothing ranges and the int8 error bound
 
 
 class ParityError(ValueError):
@@ -67,7 +68,8 @@ def export(
     clips, the parity figures check the int8 encoder on speech its quantisation did not see).
     """
     from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
-    from lite_whisper.deploy.onnx_encoder import OnnxEncoder, export_encoder
+    from lite_whisper.deploy.encoders import open_encoder, runnable_encoders
+    from lite_whisper.deploy.onnx_encoder import export_encoder
 
     start = time.perf_counter()
     encoder = encoder_of(model)
@@ -90,10 +92,10 @@ def export(
 
         log("checking parity with the PyTorch model ...")
         parity = {"clips": features.shape[0]}
-        for kind, name in (("float32", "encoder.onnx"), ("int8", "encoder.int8.onnx" if int8 else None)):
-            if name is not None:
-                parity[f"encoder_relative_error_{kind}"] = relative_error(OnnxEncoder(staging / name)(features),
-                                                                          reference)
+        files = {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None}
+        for kind in runnable_encoders({"encoder": files}):
+            parity[f"encoder_relative_error_{kind}"] = relative_error(
+                open_encoder(staging, {"encoder": files}, kind)(features), reference)
         if parity["encoder_relative_error_float32"] > FP32_TOLERANCE:
             raise ParityError(f"the float32 ONNX encoder differs from PyTorch by {parity['encoder_relative_error_float32']:.2e} "
                               f"(relative; tolerance {FP32_TOLERANCE:g}); not exporting")
@@ -181,8 +183,9 @@ def _transcript_parity(model, processor, folder: Path, parity_audio, threads, ma
     result = {"transcripts_pytorch": reference}
     with tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
         float32_decoder = write_decoder(model, processor, Path(scratch) / "decoder", quantization="float32")
-        runs = {"float32": ExportedWhisper(folder, int8=False, threads=threads, decoder=float32_decoder),
+        runs = {"float32": ExportedWhisper(folder, encoder="float32", threads=threads, decoder=float32_decoder),
                 "shipped": ExportedWhisper(folder, threads=threads)}
+        result["transcripts_shipped_encoder"] = runs["shipped"].encoder_kind
         for kind, exported in runs.items():
             texts = [t.text for t in transcribe_iter(exported, processor, clips, options=options)]
             result[f"transcripts_identical_{kind}"] = sum(a == b for a, b in zip(texts, reference))
@@ -204,7 +207,7 @@ def _versions() -> dict:
     from lite_whisper import __version__
 
     versions = {"lite_whisper": __version__}
-    for package in ("torch", "transformers", "onnx", "onnxruntime", "ctranslate2", "faster-whisper"):
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "ctranslate2", "faster-whisper"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -1,8 +1,8 @@
-"""faster-whisper with lite-whisper's ONNX encoder in front of CTranslate2's decoder.
+"""faster-whisper with lite-whisper's exported encoder in front of CTranslate2's decoder.
 
 faster-whisper runs the encoder in one place, `WhisperModel.encode()`; everything else (VAD,
 batching, temperature fallback, no-speech suppression, word timestamps) goes through it. So a
-subclass that encodes with ONNX Runtime keeps all of that:
+subclass that encodes with ONNX Runtime or OpenVINO keeps all of that:
 
     from lite_whisper.deploy.faster_whisper import LiteWhisperModel
     model = LiteWhisperModel("tiny.en-export", cpu_threads=2)
@@ -17,18 +17,18 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 
-from lite_whisper.deploy.onnx_encoder import OnnxEncoder
+from lite_whisper.deploy.encoders import choose_encoder, open_encoder
 
 
 class LiteWhisperModel(WhisperModel):
     """A faster-whisper `WhisperModel` for a folder written by `lite-whisper export`.
 
-    `int8`: use the int8-weight encoder (default: the one the export recommends, see its
-    manifest). `cpu_threads` serves both engines (they run one after the other). `decoder`: another
+    `encoder`: 'auto' (default), 'float32', 'int8' or 'bfloat16' (`lite_whisper.deploy.encoders`).
+    `cpu_threads` serves both engines (they run one after the other). `decoder`: another
     CTranslate2 decoder folder than the export's own (e.g. a float32 one for parity checks).
     """
 
-    def __init__(self, folder: str | Path, *, int8: bool | None = None, cpu_threads: int = 0,
+    def __init__(self, folder: str | Path, *, encoder: str | None = "auto", cpu_threads: int = 0,
                  decoder: str | Path | None = None, **kwargs):
         from lite_whisper.deploy.manifest import read_manifest
 
@@ -36,11 +36,8 @@ class LiteWhisperModel(WhisperModel):
         manifest = read_manifest(folder)
         decoder = Path(decoder) if decoder is not None else folder / manifest["decoder"]["folder"]
         super().__init__(str(decoder), device="cpu", compute_type="default", cpu_threads=cpu_threads, **kwargs)
-        encoder_file = manifest["encoder"]["int8" if (manifest["encoder"]["default"] == "int8" if int8 is None
-                                                     else int8) else "float32"]
-        if encoder_file is None:
-            raise ValueError(f"{folder}: exported without an int8 encoder (lite-whisper export --int8)")
-        self.lite_encoder = OnnxEncoder(folder / encoder_file, threads=cpu_threads or None)
+        self.encoder_kind = choose_encoder(manifest, encoder)
+        self.lite_encoder = open_encoder(folder, manifest, self.encoder_kind, threads=cpu_threads or None)
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
         if features.ndim == 2:

@@ -1,4 +1,4 @@
-"""Run an exported folder: ONNX Runtime encodes, CTranslate2 decodes, the transformers processor makes features.
+"""Run an exported folder: ONNX Runtime or OpenVINO encodes, CTranslate2 decodes, the transformers processor makes features.
 
 `lite_whisper.load_model(DIR)` returns an `ExportedWhisper` and its processor, which
 `transcribe` and `evaluate` accept like any model: clips up to 30 s are batched through the two
@@ -17,15 +17,16 @@ from lite_whisper.deploy.manifest import read_manifest
 
 
 class ExportedWhisper:
-    """An exported model: `encode` (ONNX Runtime) and `decode_short` / `decode_long` (CTranslate2).
+    """An exported model: `encode` (ONNX Runtime or OpenVINO) and `decode_short` / `decode_long` (CTranslate2).
 
-    `int8`: which encoder to run (default: the manifest's recommendation). `threads`: cores for
-    both engines (default: the manifest's, else the engines' own choice).
+    `encoder`: which encoder runs, 'auto' (default), 'float32', 'int8' or 'bfloat16'
+    (`lite_whisper.deploy.encoders`). `threads`: cores for both engines (default: the manifest's,
+    else the engines' own choice).
     """
 
     is_exported = True
 
-    def __init__(self, folder: str | Path, *, int8: bool | None = None, threads: int | None = None,
+    def __init__(self, folder: str | Path, *, encoder: str | None = "auto", threads: int | None = None,
                  decoder: str | Path | None = None):
         from transformers import GenerationConfig, WhisperConfig
 
@@ -34,13 +35,13 @@ class ExportedWhisper:
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         threads = threads if threads is not None else self.manifest.get("threads")
-        self.pipeline = LiteWhisperModel(self.folder, int8=int8, cpu_threads=threads or 0, decoder=decoder)
+        self.pipeline = LiteWhisperModel(self.folder, encoder=encoder, cpu_threads=threads or 0, decoder=decoder)
         self.encoder = self.pipeline.lite_encoder
         self.decoder = self.pipeline.model  # ctranslate2.models.Whisper
         self.generation_config = GenerationConfig.from_pretrained(self.folder)
         self.config = WhisperConfig.from_pretrained(self.folder)
         self.config._name_or_path = str(self.folder)
-        self.encoder_kind = "int8" if self.encoder.path.name == self.manifest["encoder"].get("int8") else "float32"
+        self.encoder_kind = self.pipeline.encoder_kind
 
     @property
     def device(self):

@@ -53,23 +53,30 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
 
 
-def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+               encoder: str | None = None):
     """Load a Whisper model and its processor from any supported spec.
+
+    `encoder` applies to folders written by `lite-whisper export` only: which encoder runs
+    ('auto', 'float32', 'int8', 'bfloat16'; `lite_whisper.deploy.encoders`).
 
     Returns `(model, processor)`: a `WhisperForConditionalGeneration` (or its lite-whisper
     subclass) in eval mode on `device`, and a `WhisperProcessor`.
     """
     torch_dtype = resolve_dtype(dtype)
-    exported = _load_exported(Path(str(spec)).expanduser(), torch_dtype, device)
+    exported = _load_exported(Path(str(spec)).expanduser(), torch_dtype, device, encoder)
     if exported is not None:
         return exported
+    if encoder not in (None, "auto"):
+        raise ModelLoadError(f"{spec}: --encoder {encoder} applies to exported folders (lite-whisper export) only; "
+                             "use --dtype for a PyTorch model")
     model, processor = _load(str(spec), torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     model.config._name_or_path = str(spec)
     return model, processor
 
 
-def _load_exported(path: Path, dtype: torch.dtype, device):
+def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None):
     """(ExportedWhisper, processor) for a folder written by `lite-whisper export`, else None."""
     from lite_whisper.deploy.manifest import is_exported_folder
 
@@ -85,7 +92,13 @@ def _load_exported(path: Path, dtype: torch.dtype, device):
                              "pip install 'lite-whisper[deploy]'") from None
     from transformers import WhisperProcessor
 
-    return ExportedWhisper(path), WhisperProcessor.from_pretrained(path)
+    from lite_whisper.deploy.encoders import EncoderUnavailableError
+
+    try:
+        model = ExportedWhisper(path, encoder=encoder)
+    except EncoderUnavailableError as error:
+        raise ModelLoadError(f"{path}: {error}") from None
+    return model, WhisperProcessor.from_pretrained(path)
 
 
 def _load(spec: str, dtype: torch.dtype):

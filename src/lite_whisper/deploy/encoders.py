@@ -1,0 +1,63 @@
+"""Which engine runs an exported encoder: ONNX Runtime (float32, int8) or OpenVINO (bfloat16).
+
+    float32    encoder.onnx on ONNX Runtime: the reference (within 1e-4 of PyTorch)
+    int8       encoder.int8.onnx on ONNX Runtime (written by `export --int8`): int8 weights and
+               dynamic int8 activations, clip by clip
+    bfloat16   encoder.onnx on OpenVINO in bfloat16: only on CPUs with native bfloat16 (AMX,
+               AVX512_BF16); the fastest there and more accurate than int8
+    auto       bfloat16 where this CPU and an installed OpenVINO support it, else the export's
+               default (int8 when it has one). Chosen when the folder is loaded, not when it is
+               written, since an exported folder moves between machines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ENCODER_KINDS = ("auto", "float32", "int8", "bfloat16")
+
+
+class EncoderUnavailableError(ValueError):
+    """The encoder asked for cannot run here (not exported, or no engine for it)."""
+
+
+def choose_encoder(manifest: dict, kind: str | None = "auto") -> str:
+    """The encoder kind to run for `kind` ('auto' or None: see the module's docstring)."""
+    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+
+    kind = kind or "auto"
+    if kind not in ENCODER_KINDS:
+        raise EncoderUnavailableError(f"unknown encoder {kind!r}; choose one of {', '.join(ENCODER_KINDS)}")
+    if kind == "auto":
+        return "bfloat16" if bfloat16_supported() else manifest["encoder"]["default"]
+    if kind == "int8" and manifest["encoder"].get("int8") is None:
+        raise EncoderUnavailableError("this folder was exported without an int8 encoder (lite-whisper export --int8); "
+                                      "choose --encoder float32 or bfloat16")
+    if kind == "bfloat16" and not bfloat16_supported():
+        raise EncoderUnavailableError("the bfloat16 encoder needs OpenVINO (pip install 'lite-whisper[deploy]') and a "
+                                      "CPU with native bfloat16 (AMX or AVX512_BF16); choose --encoder int8 or float32")
+    return kind
+
+
+def runnable_encoders(manifest: dict) -> dict[str, str]:
+    """{kind: engine} for every encoder of an exported folder that can run on this machine."""
+    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+
+    kinds = {"float32": "onnxruntime"}
+    if manifest["encoder"].get("int8") is not None:
+        kinds["int8"] = "onnxruntime"
+    if bfloat16_supported():
+        kinds["bfloat16"] = "openvino"
+    return kinds
+
+
+def open_encoder(folder: str | Path, manifest: dict, kind: str, threads: int | None = None):
+    """A callable encoder (features -> states) of `kind` (one `choose_encoder` returned) for an exported folder."""
+    folder = Path(folder)
+    if kind == "bfloat16":
+        from lite_whisper.deploy.openvino_encoder import OpenVinoEncoder
+
+        return OpenVinoEncoder(folder / manifest["encoder"]["float32"], threads=threads, precision="bf16")
+    from lite_whisper.deploy.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(folder / manifest["encoder"][kind], threads=threads)
