@@ -15,27 +15,32 @@ from __future__ import annotations
 from pathlib import Path
 
 ENCODER_KINDS = ("auto", "float32", "int8", "bfloat16")
+ENGINES = {"float32": "onnxruntime", "int8": "onnxruntime", "bfloat16": "openvino"}  # kind -> engine
 
 
 class EncoderUnavailableError(ValueError):
     """The encoder asked for cannot run here (not exported, or no engine for it)."""
 
 
+# why an encoder the user asked for is not in runnable_encoders()
+UNAVAILABLE = {
+    "int8": "this folder was exported without an int8 encoder (lite-whisper export --int8); "
+            "choose --encoder float32 or bfloat16",
+    "bfloat16": "the bfloat16 encoder needs OpenVINO (pip install 'lite-whisper[deploy]') and a CPU with native "
+                "bfloat16 (AMX or AVX512_BF16); choose --encoder int8 or float32",
+}
+
+
 def choose_encoder(manifest: dict, kind: str | None = "auto") -> str:
     """The encoder kind to run for `kind` ('auto' or None: see the module's docstring)."""
-    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
-
     kind = kind or "auto"
     if kind not in ENCODER_KINDS:
         raise EncoderUnavailableError(f"unknown encoder {kind!r}; choose one of {', '.join(ENCODER_KINDS)}")
+    runnable = runnable_encoders(manifest)
     if kind == "auto":
-        return "bfloat16" if bfloat16_supported() else manifest["encoder"]["default"]
-    if kind == "int8" and manifest["encoder"].get("int8") is None:
-        raise EncoderUnavailableError("this folder was exported without an int8 encoder (lite-whisper export --int8); "
-                                      "choose --encoder float32 or bfloat16")
-    if kind == "bfloat16" and not bfloat16_supported():
-        raise EncoderUnavailableError("the bfloat16 encoder needs OpenVINO (pip install 'lite-whisper[deploy]') and a "
-                                      "CPU with native bfloat16 (AMX or AVX512_BF16); choose --encoder int8 or float32")
+        return "bfloat16" if "bfloat16" in runnable else manifest["encoder"]["default"]
+    if kind not in runnable:
+        raise EncoderUnavailableError(UNAVAILABLE[kind])
     return kind
 
 
@@ -43,18 +48,15 @@ def runnable_encoders(manifest: dict) -> dict[str, str]:
     """{kind: engine} for every encoder of an exported folder that can run on this machine."""
     from lite_whisper.deploy.openvino_encoder import bfloat16_supported
 
-    kinds = {"float32": "onnxruntime"}
-    if manifest["encoder"].get("int8") is not None:
-        kinds["int8"] = "onnxruntime"
-    if bfloat16_supported():
-        kinds["bfloat16"] = "openvino"
-    return kinds
+    available = {"float32": True, "int8": manifest["encoder"].get("int8") is not None,
+                 "bfloat16": bfloat16_supported()}
+    return {kind: engine for kind, engine in ENGINES.items() if available[kind]}
 
 
 def open_encoder(folder: str | Path, manifest: dict, kind: str, threads: int | None = None):
     """A callable encoder (features -> states) of `kind` (one `choose_encoder` returned) for an exported folder."""
     folder = Path(folder)
-    if kind == "bfloat16":
+    if ENGINES[kind] == "openvino":  # bfloat16 from the float32 graph: no file of its own
         from lite_whisper.deploy.openvino_encoder import OpenVinoEncoder
 
         return OpenVinoEncoder(folder / manifest["encoder"]["float32"], threads=threads, precision="bf16")

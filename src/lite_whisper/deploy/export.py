@@ -92,10 +92,10 @@ def export(
 
         log("checking parity with the PyTorch model ...")
         parity = {"clips": features.shape[0]}
-        files = {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None}
-        for kind in runnable_encoders({"encoder": files}):
+        written = {"encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None}}
+        for kind in runnable_encoders(written):
             parity[f"encoder_relative_error_{kind}"] = relative_error(
-                open_encoder(staging, {"encoder": files}, kind)(features), reference)
+                open_encoder(staging, written, kind)(features), reference)
         if parity["encoder_relative_error_float32"] > FP32_TOLERANCE:
             raise ParityError(f"the float32 ONNX encoder differs from PyTorch by {parity['encoder_relative_error_float32']:.2e} "
                               f"(relative; tolerance {FP32_TOLERANCE:g}); not exporting")

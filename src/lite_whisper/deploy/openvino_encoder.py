@@ -4,8 +4,8 @@ ONNX Runtime's CPU provider has no bfloat16 kernels and no int8 attention, so on
 encoder still spends over half its time in float32 attention. OpenVINO reads the same
 `encoder.onnx` (including ONNX Runtime's fused `MultiHeadAttention`) and, with its inference
 precision set to bfloat16, runs the MatMuls and the attention on the CPU's bfloat16 units: base
-distill-75, batch 1, 2 threads, 75 ms against 178 ms for ONNX Runtime int8, with a smaller
-error (1.5% relative to float32 against 4.7%). No second file: the weights stay float32 on
+distill-75, batch 1, 2 threads, 75 ms against 166 ms for ONNX Runtime int8 in the same run,
+with a smaller error (1.3% relative to PyTorch against 4.7%; docs/RESULTS.md §8). No second file: the weights stay float32 on
 disk and OpenVINO converts them when it compiles the graph.
 """
 
