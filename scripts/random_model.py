@@ -15,8 +15,9 @@ from pathlib import Path
 
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
-from lite_whisper.benchmark.random_models import ARCHITECTURES, init_random_, whisper_config
+from lite_whisper.models.architectures import ARCHITECTURES
 from lite_whisper.models.ctranslate2 import build_tokenizer
+from lite_whisper.models.random import init_random_, whisper_config
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from lite_whisper.benchmark.sweep import slug
+from lite_whisper.experiments.sweep import slug
 
 
 def subset_wer(eval_file: Path) -> dict[str, float]:

@@ -53,16 +53,19 @@ def tiny_model():
     return tiny_whisper_model()
 
 
-@pytest.fixture
-def calibration_folder(tmp_path):
+def write_calibration_clips(folder: Path) -> Path:
     """Six short noisy 'clips' (random models do not care what they hear)."""
-    folder = tmp_path / "calibration"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for index in range(6):
         samples = 0.1 * rng.standard_normal(16000 * (1 + index % 3)).astype(np.float32)
         sf.write(folder / f"clip{index}.wav", samples, 16000)
     return folder
+
+
+@pytest.fixture
+def calibration_folder(tmp_path):
+    return write_calibration_clips(tmp_path / "calibration")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from conftest import tiny_english_model, tiny_processor, tiny_whisper_model  # n
 from lite_whisper.compression.pipeline import load_or_calibrate  # noqa: E402
 from lite_whisper.distributed import finish, initialise  # noqa: E402
 from lite_whisper.evaluation.evaluate import evaluate  # noqa: E402
-from lite_whisper.inference.transcribe import DecodingOptions  # noqa: E402
+from lite_whisper.transcription.types import DecodingOptions  # noqa: E402
 
 
 def main(mode: str, data: str, out_dir: Path) -> None:

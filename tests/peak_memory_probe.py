@@ -9,13 +9,13 @@ import re
 import sys
 
 import torch
-
 from conftest import tiny_whisper_model
+
+from lite_whisper.calibration.moments import Moments
+from lite_whisper.calibration.statistics import SITES, CalibrationStatistics, ModelSignature
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
-from lite_whisper.compression.moments import Moments
-from lite_whisper.compression.statistics import SITES, CalibrationStatistics, ModelSignature
-from lite_whisper.compression.targets import LOW_RANK_TARGETS
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 
 
 def high_water_mark() -> int:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_processor, tiny_whisper_model
+from conftest import tiny_processor, tiny_whisper_model, write_calibration_clips
 
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.allocation import BudgetError, Option, allocate
-from lite_whisper.compression.calibrate import calibrate
-from lite_whisper.compression.compress import compress, linear_size
+from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.decomposition import massive_directions, rank_for_threshold
 from lite_whisper.compression.sensitivity import discarded_variance, probe_rank
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.features import first_clips_features
+from lite_whisper.lowrank.cost import linear_cost
 
 
 def spectrum_with_outlier() -> torch.Tensor:
@@ -61,8 +62,10 @@ def test_allocation_spends_slack_back():
     assert chosen["a"].rank == 30 and sum(o.size for o in chosen.values()) == 140
 
 
-@pytest.fixture
-def calibrated(calibration_folder):
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """Calibrated once for the module: compress leaves the model and the statistics as they were."""
+    calibration_folder = write_calibration_clips(tmp_path_factory.mktemp("allocation") / "calibration")
     model, processor = tiny_whisper_model(vocab_size=51864), tiny_processor()
     statistics = calibrate(model, processor, calibration_folder, progress=False)
     probe = first_clips_features(load_dataset(calibration_folder), processor, 2)
@@ -79,7 +82,7 @@ def test_budget_is_met_and_within_one_rank_step(calibrated, kind, target):
                      else (report.encoder_flops_before, report.encoder_flops_after))
     assert after <= target * before  # never exceeded
     # within one rank step: the largest single step (16 more rank on the widest linear, 64 + 256 wide) would not fit
-    step = linear_size(kind, 64, 256, 32, True) - linear_size(kind, 64, 256, 16, True)
+    step = linear_cost(kind, 64, 256, 32, True) - linear_cost(kind, 64, 256, 16, True)
     assert after > target * before - step
     if kind == "params":
         assert report.budget["achieved"] == pytest.approx(after / before)

@@ -13,15 +13,15 @@ import pytest
 import torch
 from conftest import tiny_processor, tiny_whisper_model
 
+from lite_whisper.api import load_model
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.cli import main
-from lite_whisper.compression.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.features import encoder_frames
-from lite_whisper.evaluation.cost import encoder_flops
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
+from lite_whisper.lowrank.cost import encoder_flops
 from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
-from lite_whisper.models.loading import load_model
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from conftest import run_without_lite_whisper
 
 from lite_whisper import evaluate, load_model
-from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset

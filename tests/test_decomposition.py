@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lite_whisper.calibration.moments import Moments
 from lite_whisper.compression.decomposition import (
     ModuleDecision,
     breaks_even,
@@ -18,7 +19,6 @@ from lite_whisper.compression.decomposition import (
     rank_for_threshold,
     truncated_svd_factors,
 )
-from lite_whisper.compression.moments import Moments
 
 
 def random_orthonormal(dim: int, seed: int) -> torch.Tensor:

@@ -10,13 +10,16 @@ import pytest
 import torch
 from conftest import tiny_english_model, tiny_processor
 
+from lite_whisper.api import load_model
 from lite_whisper.cli import main
 from lite_whisper.deploy.export import export, relative_error
-from lite_whisper.deploy.manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
-from lite_whisper.deploy.onnx_encoder import OnnxEncoder
-from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 from lite_whisper.lowrank.convert import to_lite_whisper
-from lite_whisper.models.loading import load_model, save_model
+from lite_whisper.models.loading import save_model
+from lite_whisper.runtime.manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
+from lite_whisper.runtime.onnx_encoder import OnnxEncoder
+from lite_whisper.runtime.pytorch import PyTorchEngine
+from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.types import DecodingOptions
 
 
 def lite_english_model():
@@ -47,7 +50,7 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("low_rank", [False, True])
 def test_onnx_encoder_matches_pytorch_at_batch_1_and_3(tmp_path, low_rank):
-    from lite_whisper.deploy.onnx_encoder import export_encoder
+    from lite_whisper.deploy.onnx_graph import export_encoder
 
     model = lite_english_model() if low_rank else tiny_english_model()
     for layer in model.model.encoder.layers:
@@ -69,7 +72,7 @@ def test_onnx_encoder_matches_pytorch_at_batch_1_and_3(tmp_path, low_rank):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_convolution_as_a_matmul_over_strided_slices_is_the_convolution(stride):
-    from lite_whisper.deploy.onnx_encoder import _ConvAsMatMul
+    from lite_whisper.deploy.onnx_graph import _ConvAsMatMul
 
     torch.manual_seed(stride)
     conv = torch.nn.Conv1d(5, 7, kernel_size=3, stride=stride, padding=1)
@@ -80,7 +83,7 @@ def test_a_convolution_as_a_matmul_over_strided_slices_is_the_convolution(stride
 
 def test_reduced_dimension_attention_keeps_its_own_graph(tmp_path):
     """Layers on LiteASR's reduced-dimension attention path are not fused, and still match PyTorch."""
-    from lite_whisper.deploy.onnx_encoder import export_encoder
+    from lite_whisper.deploy.onnx_graph import export_encoder
 
     model = lite_english_model()
     layers = model.model.encoder.layers
@@ -104,7 +107,7 @@ def test_export_writes_a_complete_parity_checked_folder(exported):
     parity = manifest["parity"]
     assert parity["encoder_relative_error_float32"] < 1e-4
     assert 0 < parity["encoder_relative_error_int8"] < 0.2  # int8 really quantised, within a stated bound
-    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+    from lite_whisper.runtime.openvino_encoder import bfloat16_supported
 
     if bfloat16_supported():  # measured wherever the export machine can run it
         assert 0 < parity["encoder_relative_error_bfloat16"] < 3e-2
@@ -128,7 +131,7 @@ def test_an_int8_clip_is_encoded_the_same_whatever_its_batch(exported):
 
 def test_openvino_runs_the_exported_encoder_like_onnx_runtime(exported):
     """OpenVINO reads encoder.onnx (fused attention included): float32 = ONNX Runtime; bfloat16 within 3%."""
-    from lite_whisper.deploy.openvino_encoder import OpenVinoEncoder, bfloat16_supported
+    from lite_whisper.runtime.openvino_encoder import OpenVinoEncoder, bfloat16_supported
 
     _, folder, _ = exported
     features = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(7)).numpy()
@@ -146,8 +149,8 @@ def test_openvino_runs_the_exported_encoder_like_onnx_runtime(exported):
 
 
 def test_the_encoder_is_chosen_by_what_this_machine_runs(exported, monkeypatch):
-    from lite_whisper.deploy import openvino_encoder
-    from lite_whisper.deploy.encoders import EncoderUnavailableError, choose_encoder, runnable_encoders
+    from lite_whisper.runtime import openvino_encoder
+    from lite_whisper.runtime.encoders import EncoderUnavailableError, choose_encoder, runnable_encoders
 
     _, _, manifest = exported
     without_int8 = {"encoder": {**manifest["encoder"], "int8": None, "default": "float32"}}
@@ -169,8 +172,8 @@ def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
     """Given the same encoder output, CTranslate2 (float32) and transformers pick the same tokens."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from lite_whisper.deploy.runtime import ExportedWhisper
-    from lite_whisper.inference.transcribe import decoder_prompt
+    from lite_whisper.runtime.exported import ExportedWhisper
+    from lite_whisper.transcription.policy import decoder_prompt
 
     model, folder, _ = exported
     runtime = ExportedWhisper(folder, encoder="float32", threads=1)
@@ -182,7 +185,7 @@ def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
         expected = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), max_new_tokens=12,
                                   num_beams=1)
     options = DecodingOptions(language="en", max_new_tokens=12)
-    results = runtime.generate(encoded.numpy(), decoder_prompt(model, options), options)
+    results = runtime.generate(encoded.numpy(), decoder_prompt(model.generation_config, options), options)
     eos = model.generation_config.eos_token_id
     for row, result in zip(expected.tolist(), results):
         row = [token for token in row if token != eos][: len(result.sequences_ids[0])]
@@ -191,17 +194,19 @@ def test_ct2_decoder_decodes_the_greedy_tokens_of_transformers(exported):
 
 def test_runtime_transcribes_like_the_model_it_came_from(exported):
     model, folder, _ = exported
+    from lite_whisper.runtime.exported import ExportedWhisper
+
     runtime, processor = load_model(folder, encoder="int8")
-    assert getattr(runtime, "is_exported", False) and runtime.encoder_kind == "int8"
-    from lite_whisper.deploy.runtime import ExportedWhisper
+    assert isinstance(runtime, ExportedWhisper) and runtime.encoder_kind == "int8"
 
     options = DecodingOptions(language="en", max_new_tokens=12, no_speech_threshold=None)
     with_float32 = ExportedWhisper(folder, encoder="float32", threads=1)
     # the folder's own decoder here is float32, so the float32 route equals PyTorch exactly
-    ours = [t.text for t in transcribe_iter(with_float32, processor, clips(3), batch_size=2, options=options)]
-    theirs = [t.text for t in transcribe_iter(model, processor, clips(3), batch_size=2, options=options)]
+    ours = [t.text for t in transcribe_clips(with_float32, clips(3), batch_size=2, options=options)]
+    theirs = [t.text for t in transcribe_clips(PyTorchEngine(model, processor), clips(3), batch_size=2,
+                                               options=options)]
     assert ours == theirs
-    assert len(list(transcribe_iter(runtime, processor, clips(2), options=options))) == 2
+    assert len(list(transcribe_clips(runtime, clips(2), options=options))) == 2
 
 
 def test_runtime_features_are_the_transformers_processors():
@@ -270,7 +275,7 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     assert names == ["faster-whisper int8", "faster-whisper batched b2", "lite-whisper export b2",
                      "lite-whisper export b1"]
     assert all(c["rtfx"] > 0 and c["words"] == 9 for c in result["contenders"])
-    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+    from lite_whisper.runtime.openvino_encoder import bfloat16_supported
 
     bfloat16 = bfloat16_supported()
     assert set(result["encoder_ms"]) == {"ctranslate2 int8 (dense)", "onnxruntime float32 (export)",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lite_whisper import evaluate, load_model, transcribe
-from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.deploy.ct2_decoder import write_decoder
 from lite_whisper.deploy.export import export
-from lite_whisper.deploy.runtime import ExportedWhisper
-from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.transcription.types import DecodingOptions
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import tiny_processor, tiny_whisper_model
 
-from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig, distill, factor_parameters, relative_error
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.features import first_clips_features
-from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.lowrank.cost import encoder_of
 
 
 @pytest.fixture

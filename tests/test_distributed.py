@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
 
-from lite_whisper.compression.calibrate import calibrate
-from lite_whisper.compression.statistics import CalibrationStatistics
+from lite_whisper.calibration.calibrate import calibrate
+from lite_whisper.calibration.statistics import CalibrationStatistics
 from lite_whisper.data.datasets import Clip, SpeechDataset, load_dataset
 from lite_whisper.distributed import Ranks, from_environment
 from lite_whisper.evaluation.evaluate import evaluate
-from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.transcription.types import DecodingOptions
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 
@@ -77,6 +77,7 @@ def test_ranks_come_from_torchrun_environment(monkeypatch):
         from_environment()
 
 
+@pytest.mark.integration  # two processes under torchrun: seconds, not milliseconds
 def test_two_gloo_ranks_calibrate_the_single_process_statistics(calibration_folder, tmp_path):
     run = torchrun(str(WORKER), "calibrate", str(calibration_folder), str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -94,6 +95,7 @@ def test_two_gloo_ranks_calibrate_the_single_process_statistics(calibration_fold
             assert float((mine - theirs).norm() / theirs.norm()) <= 1e-10, key
 
 
+@pytest.mark.integration  # two processes under torchrun: seconds, not milliseconds
 def test_two_gloo_ranks_evaluate_the_single_process_result(calibration_folder, tmp_path):
     lines = ["file\ttranscript"] + [f"clip{index}.wav\tword number {index}" for index in range(6)]
     (calibration_folder / "transcripts.tsv").write_text("\n".join(lines) + "\n")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from lite_whisper import evaluate, load_model
-from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.features import first_clips_features
-from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.transcription.types import DecodingOptions
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import tiny_processor, tiny_whisper_model
 
+from lite_whisper.calibration.calibrate import calibrate
+from lite_whisper.calibration.statistics import CalibrationStatistics, StatisticsMismatchError
 from lite_whisper.cli import main
-from lite_whisper.compression.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
-from lite_whisper.compression.statistics import CalibrationStatistics, StatisticsMismatchError
 from lite_whisper.files import OutputBusyError, atomic_folder, output_lock
 from lite_whisper.models.loading import save_model
 
@@ -97,14 +97,14 @@ def test_statistics_are_written_atomically_and_truncation_is_detected(tmp_path, 
         capsys, compress_args(dense_folder, calibration_folder, tmp_path / "b", "--stats", str(stats)))
 
     # a crash while writing leaves the old file as it was and no temporary behind
-    import safetensors.torch
+    import lite_whisper.calibration.statistics as statistics_module
 
     def crash(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     stats.write_bytes(whole)
     statistics = CalibrationStatistics.load(stats)
-    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    monkeypatch.setattr(statistics_module, "save_file", crash)
     with pytest.raises(OSError):
         statistics.save(stats)
     assert stats.read_bytes() == whole
@@ -129,7 +129,7 @@ def test_statistics_of_other_weights_are_refused_unless_allowed(tmp_path, capsys
 
 
 def test_fingerprint_is_the_same_in_float16_and_float32():
-    from lite_whisper.compression.statistics import weight_fingerprint
+    from lite_whisper.calibration.statistics import weight_fingerprint
 
     model = tiny_whisper_model().half().float()  # weights representable in float16
     assert weight_fingerprint(model) == weight_fingerprint(model.half())
@@ -216,7 +216,7 @@ def test_evaluate_and_default_paths_are_checked_before_loading(tmp_path, capsys,
                                                                monkeypatch):
     import lite_whisper.models.loading as loading
 
-    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("loaded a model before validating"))
+    monkeypatch.setattr(loading, "_load", lambda *a, **k: pytest.fail("loaded a model before validating"))
     message = cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "o", "--evaluate",
                                               "--data", str(tmp_path / "no-such-data")))
     assert "no-such-data" in message
@@ -234,7 +234,7 @@ def test_evaluate_and_default_paths_are_checked_before_loading(tmp_path, capsys,
 def test_sweep_arguments_are_checked_before_loading(tmp_path, capsys, dense_folder, calibration_folder, monkeypatch):
     import lite_whisper.models.loading as loading
 
-    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("loaded a model before validating"))
+    monkeypatch.setattr(loading, "_load", lambda *a, **k: pytest.fail("loaded a model before validating"))
     base = ["sweep", str(dense_folder), "--calibration", str(calibration_folder), "--data", str(calibration_folder),
             "-o", str(tmp_path / "sweep")]
     assert "--batch-size" in cli_error(capsys, [*base, "--thresholds", "0.9", "--batch-size", "0"])
@@ -292,9 +292,9 @@ def test_inspect_a_folder_without_its_report(tmp_path, capsys, dense_folder, cal
 
 def test_pipeline_saves_a_folder_that_loads_with_its_config_recorded(tmp_path, calibration_folder):
     from lite_whisper import __version__
+    from lite_whisper.api import load_model
     from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
     from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperForConditionalGeneration
-    from lite_whisper.models.loading import load_model
 
     model, processor = tiny_whisper_model(vocab_size=51864), tiny_processor()
     loaded = load_or_calibrate(model, processor, str(calibration_folder), stats_files=[tmp_path / "s.stats"],

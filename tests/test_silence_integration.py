@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lite_whisper import load_audio, load_model, transcribe
-from lite_whisper.inference.transcribe import DecodingOptions
+from lite_whisper.transcription.types import DecodingOptions
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import torch
 from conftest import tiny_whisper_model
 from safetensors.torch import save_file
 
-from lite_whisper.compression import statistics as statistics_module
-from lite_whisper.compression.calibrate import collect_statistics
-from lite_whisper.compression.moments import Moments
-from lite_whisper.compression.statistics import CalibrationStatistics, ModelSignature
-from lite_whisper.compression.targets import ATTENTION, LOW_RANK_TARGETS, MLP
+from lite_whisper.calibration import statistics as statistics_module
+from lite_whisper.calibration.calibrate import collect_statistics
+from lite_whisper.calibration.moments import Moments
+from lite_whisper.calibration.statistics import CalibrationStatistics, ModelSignature
+from lite_whisper.lowrank.targets import ATTENTION, LOW_RANK_TARGETS, MLP
 
 ENCODER_FRAMES = 1500
 

@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import tiny_english_model, tiny_processor
 
-import lite_whisper.benchmark.sweep as sweep_module
 import lite_whisper.compression.pipeline as pipeline_module
-from lite_whisper.benchmark.sweep import SweepPoint, mark_pareto, sweep
-from lite_whisper.inference.transcribe import DecodingOptions
+import lite_whisper.experiments.sweep as sweep_module
+from lite_whisper.experiments.sweep import SweepPoint, mark_pareto, sweep
 from lite_whisper.models.loading import save_model
+from lite_whisper.transcription.types import DecodingOptions
 
 
-@pytest.fixture
-def setup(tmp_path):
-    model_dir = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
-    audio = tmp_path / "audio"
+def make_setup(folder):
+    model_dir = save_model(tiny_english_model(), tiny_processor(), folder / "dense")
+    audio = folder / "audio"
     audio.mkdir()
     rng = np.random.default_rng(0)
     for index in range(3):
         sf.write(audio / f"c{index}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
     (audio / "transcripts.tsv").write_text("file\ttext\n" + "".join(f"c{i}.wav\thello world {i}\n" for i in range(3)))
-    return str(model_dir), str(audio), tmp_path / "sweep"
+    return str(model_dir), str(audio), folder / "sweep"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return make_setup(tmp_path)
 
 
 def _run(setup, **kwargs):
@@ -36,9 +41,22 @@ def _run(setup, **kwargs):
     return sweep(model, audio, audio, ["0.6", "0.5:0.7"], out, **(settings | kwargs))
 
 
-def test_sweep_writes_json_and_plots(setup):
-    points = _run(setup)
-    out = setup[2]
+@pytest.fixture(scope="module")
+def timed_sweep(tmp_path_factory):
+    """One sweep with timing, shared by the tests that only read what it wrote. Its clock is the encoder's
+    FLOPs (1 ms per GFLOP), so every speedup it records has a known answer: the FLOP ratio."""
+    from lite_whisper.benchmark import encoder_timing
+    from lite_whisper.lowrank.cost import encoder_flops as flops_of
+
+    setup = make_setup(tmp_path_factory.mktemp("timed"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder_timing, "time_encoder", lambda encoder, features: flops_of(encoder) / 1e9)
+        points = _run(setup, bench=True, repeats=2)
+    return setup, points
+
+
+def test_sweep_writes_json_and_plots(timed_sweep):
+    (model, audio, out), points = timed_sweep
     assert [p.label for p in points] == ["dense", "0.6", "0.5:0.7"]
     data = json.loads((out / "pareto.json").read_text())
     assert [p["label"] for p in data["points"]] == ["dense", "0.6", "0.5:0.7"]
@@ -46,6 +64,18 @@ def test_sweep_writes_json_and_plots(setup):
     for name in ("pareto.png", "ranks.png", "statistics.safetensors", "t0.6/model/config.json", "t0.5_0.7/eval.json"):
         assert (out / name).exists(), name
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_with_timing_records_both_speedups(timed_sweep):
+    (model, audio, out), points = timed_sweep
+    dense = points[0]
+    assert dense.latency_ms == pytest.approx(dense.encoder_flops / 1e9)  # from the compressed points' baselines
+    for point in points[1:]:
+        assert point.latency_ms == pytest.approx(point.encoder_flops / 1e9)
+        assert point.speedup == pytest.approx(dense.encoder_flops / point.encoder_flops)
+        # the same-kernel baseline is the same dense encoder: the same FLOPs, so the same answer
+        assert point.speedup_same_kernels == pytest.approx(dense.encoder_flops / point.encoder_flops)
+    assert points[1].speedup != pytest.approx(points[2].speedup)  # each point its own measurement
 
 
 def test_sweep_resumes_after_interruption(setup, monkeypatch):
@@ -68,7 +98,6 @@ def test_sweep_resumes_after_interruption(setup, monkeypatch):
     calibrations = []
     real_calibrate = pipeline_module.calibrate
     monkeypatch.setattr(pipeline_module, "calibrate", lambda *a, **k: calibrations.append(1) or real_calibrate(*a, **k))
-    monkeypatch.setattr(sweep_module, "evaluate", real_evaluate)
     evaluated = []
     monkeypatch.setattr(sweep_module, "evaluate", lambda *a, **k: evaluated.append(1) or real_evaluate(*a, **k))
     points = _run(setup)
@@ -104,7 +133,7 @@ def test_max_new_tokens_must_be_positive(command, capsys):
 def test_max_new_tokens_reaches_generate():
     from lite_whisper.cli import build_parser
     from lite_whisper.cli.common import decoding_options as _decoding_options
-    from lite_whisper.inference.transcribe import generate_kwargs
+    from lite_whisper.runtime.pytorch import generate_kwargs
 
     args = build_parser().parse_args(["eval", "tiny.en", "--max-new-tokens", "7"])
     options = _decoding_options(args)
@@ -112,18 +141,11 @@ def test_max_new_tokens_reaches_generate():
     assert generate_kwargs(tiny_english_model(), options)["max_new_tokens"] == 7
 
 
-def test_sweep_with_timing_records_both_speedups(setup):
-    points = _run(setup, bench=True, repeats=1)
-    for point in points[1:]:
-        assert point.latency_ms > 0 and point.speedup > 0 and point.speedup_same_kernels > 0
-    bench = json.loads((setup[2] / "t0.6" / "bench.json").read_text())
-    assert bench["results"][0]["speedup"]["median"] == points[1].speedup
-    assert bench["results"][0]["same_kernels_speedup"]["median"] == points[1].speedup_same_kernels
-
-
-def test_sweep_refuses_stale_results_and_restarts_on_request(setup):
-    model, audio, out = setup
-    _run(setup)
+def test_sweep_refuses_stale_results_and_restarts_on_request(timed_sweep, tmp_path):
+    (model, audio, shared), _ = timed_sweep
+    out = tmp_path / "sweep"
+    shutil.copytree(shared, out)  # a finished sweep (the shared one stays as it was)
+    setup = (model, audio, out)
     with pytest.raises(sweep_module.SweepMismatchError, match="eval_limit: 2 then, 1 now"):
         sweep(model, audio, audio, ["0.6"], out, eval_limit=1, bench=False, progress=False,
               options=DecodingOptions(max_new_tokens=4), log=lambda message: None)
@@ -131,7 +153,7 @@ def test_sweep_refuses_stale_results_and_restarts_on_request(setup):
         sweep(model, audio, audio, ["0.6"], out, eval_limit=2, bench=False, progress=False,
               options=DecodingOptions(max_new_tokens=5), log=lambda message: None)
     # statistics replaced behind the sweep's back are caught by their digest
-    import lite_whisper.compression.statistics as statistics_module
+    import lite_whisper.calibration.statistics as statistics_module
 
     stats = statistics_module.CalibrationStatistics.load(out / "statistics.safetensors")
     stats.calibration_clips += 1
@@ -154,25 +176,14 @@ def test_sweep_refuses_a_folder_that_is_not_a_sweep(setup):
     assert (out / "thesis.tex").read_text() == "mine"
 
 
-def test_sweep_by_method_and_target(setup):
-    points = _run(setup, targets=[0.8], methods=["paper", "robust", "budget"])
+def test_sweep_by_method_and_target_with_distillation(setup):
+    points = _run(setup, targets=[0.8], methods=["paper", "robust", "budget", "distill"], distill_steps=2)
     labels = [p.label for p in points]
-    assert labels == ["dense", "0.6", "0.5:0.7", "paper-params0.8", "robust-params0.8", "allocate-params0.8"]
+    assert labels == ["dense", "0.6", "0.5:0.7", "paper-params0.8", "robust-params0.8", "allocate-params0.8",
+                      "distill-params0.8"]
     dense = points[0].encoder_params
     for point in points[3:]:
         assert point.encoder_params <= 0.8 * dense
-    with pytest.raises(ValueError, match="unknown method"):
-        sweep_module.parse_thresholds([], targets=[0.8], methods=["magic"])
-    settings = sweep_module.parse_thresholds([], targets=[0.8], methods=["allocate", "distill"], distill_steps=7)
-    assert {label: s.distillation.steps for label, s in settings.items()} == {"allocate-params0.8": 0,
-                                                                              "distill-params0.8": 7}
-    with pytest.raises(ValueError, match="needs --methods"):
-        sweep_module.parse_thresholds([], targets=[0.8])
-
-
-def test_sweep_distill_method_trains_and_records_it(setup):
-    points = _run(setup, targets=[0.8], methods=["allocate", "distill"], distill_steps=2)
-    assert [p.label for p in points][-2:] == ["allocate-params0.8", "distill-params0.8"]
     out = setup[2]
     report = json.loads((out / "tdistill-params0.8" / "model" / "compression_report.json").read_text())
     assert report["distillation"]["steps"] == 2 and report["rank_rule"] == "allocate"
@@ -183,8 +194,18 @@ def test_sweep_distill_method_trains_and_records_it(setup):
     assert points[-1].encoder_params == points[-2].encoder_params
 
 
+def test_sweep_methods_are_parsed():
+    with pytest.raises(ValueError, match="unknown method"):
+        sweep_module.parse_thresholds([], targets=[0.8], methods=["magic"])
+    settings = sweep_module.parse_thresholds([], targets=[0.8], methods=["allocate", "distill"], distill_steps=7)
+    assert {label: s.distillation.steps for label, s in settings.items()} == {"allocate-params0.8": 0,
+                                                                              "distill-params0.8": 7}
+    with pytest.raises(ValueError, match="needs --methods"):
+        sweep_module.parse_thresholds([], targets=[0.8])
+
+
 def test_point_methods_for_the_plot():
-    from lite_whisper.benchmark.plots import point_method
+    from lite_whisper.experiments.plots import point_method
 
     assert [point_method(label) for label in ("dense", "0.99:0.999", "0.95", "paper-params0.75", "robust-0.99",
                                               "allocate-params0.6", "distill-flops0.8")] == \

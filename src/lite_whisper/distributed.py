@@ -1,8 +1,7 @@
-"""torch.distributed for lite-whisper: ranks from torchrun's environment, sharded clips, summed moments.
+"""torch.distributed for lite-whisper: ranks from torchrun's environment, gathering results, rank 0's work.
 
-Calibration statistics are sums (count, sum, sum of outer products), so N processes that each
-see every N-th clip and then add their sums get the single-process statistics, to float64
-round-off. Evaluation rows are gathered on rank 0, which alone writes files and prints.
+Each process sees every N-th clip; calibration adds the ranks' sums (`calibration.reduce`), and
+evaluation rows are gathered on rank 0, which alone writes files and prints.
 
     torchrun --nproc-per-node 2 --no-python lite-whisper compress tiny.en -o out --target-params 0.75
 
@@ -17,8 +16,6 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-
-from lite_whisper.compression.statistics import CalibrationStatistics
 
 
 @dataclass(frozen=True)
@@ -78,24 +75,6 @@ def process_device(device: torch.device | str) -> torch.device:
     if device.type == "cuda" and device.index is None and from_environment().distributed:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
-
-
-def all_reduce_statistics(statistics: CalibrationStatistics, ranks: Ranks) -> CalibrationStatistics:
-    """Sum every rank's moments and counts in place (float64), so each rank holds the job's statistics."""
-    if not ranks.distributed:
-        return statistics
-    keys = sorted(statistics.moments)  # the same order on every rank
-    device = statistics.moments[keys[0]].sum.device
-    counts = torch.tensor([statistics.calibration_clips, statistics.calibration_frames]
-                          + [statistics.moments[key].count for key in keys], dtype=torch.int64, device=device)
-    dist.all_reduce(counts)
-    statistics.calibration_clips, statistics.calibration_frames = int(counts[0]), int(counts[1])
-    for key, count in zip(keys, counts[2:].tolist()):
-        moments = statistics.moments[key]
-        moments.count = int(count)
-        dist.all_reduce(moments.sum)
-        dist.all_reduce(moments.outer)
-    return statistics
 
 
 def gather_to_main(value, ranks: Ranks) -> list | None:

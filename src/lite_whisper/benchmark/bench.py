@@ -15,19 +15,21 @@ the share of the wall time spent in the encoder).
 
 from __future__ import annotations
 
+import copy
+import itertools
 from pathlib import Path
 from typing import Iterable
 
-import torch
 from torch import nn
 
 from lite_whisper.benchmark.encoder_timing import encoder_input, time_interleaved
 from lite_whisper.benchmark.end_to_end import end_to_end_timing
 from lite_whisper.benchmark.environment import environment, load_average, torch_threads
 from lite_whisper.benchmark.results import BatchResult, BenchResult, ModelInfo
-from lite_whisper.compression.report import peak_rss_bytes
-from lite_whisper.evaluation.cost import encoder_of
-from lite_whisper.lowrank.fast_cpu import fast_cpu_kernels, onednn_usable
+from lite_whisper.lowrank.cost import encoder_of
+from lite_whisper.memory import peak_rss_bytes
+from lite_whisper.runtime.cpu_route import apply_cpu_route, routed_layers
+from lite_whisper.runtime.pytorch import PyTorchEngine
 
 FAST_ROUTE = "lite-whisper fast CPU route (oneDNN)"
 PLAIN = "plain modules"
@@ -35,39 +37,17 @@ PLAIN = "plain modules"
 
 def kernels_of(model: nn.Module) -> str:
     """Which kernels `model`'s encoder runs on: the fast CPU route or the plain (stock) modules."""
-    from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperForConditionalGeneration
-
-    parameter = next(model.parameters())
-    fast = (
-        isinstance(model, LiteWhisperForConditionalGeneration)
-        and fast_cpu_kernels()
-        and any(layer.fast_inference for layer in encoder_of(model).layers)
-        and parameter.device.type == "cpu"
-        and parameter.dtype == torch.float32
-        and onednn_usable()
-    )
-    return FAST_ROUTE if fast else PLAIN
+    return FAST_ROUTE if routed_layers(model) else PLAIN
 
 
 def on_fast_route(model: nn.Module) -> nn.Module:
-    """`model` with every encoder layer on lite-whisper's fast CPU route (oneDNN linears, fusions).
-
-    A model without low-rank modules (dense Whisper, or a lite-whisper model without ranks)
-    becomes a new LiteWhisperForConditionalGeneration that shares its weights (nothing is
-    copied; `model` itself is unchanged); a compressed model is switched in place. Timing a
-    dense baseline this way separates what the low-rank factors gain from what the faster
-    kernels gain.
-    """
-    from lite_whisper.lowrank.convert import to_lite_whisper
-    from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
-
-    if not any(isinstance(module, LowRankLinear) for module in encoder_of(model).modules()):
-        name = getattr(model.config, "_name_or_path", "")
-        model = to_lite_whisper(model, {})  # no factors: the same modules, weights shared
-        model.config._name_or_path = name
-    for layer in encoder_of(model).layers:
-        layer.fast_inference = layer.self_attn.fast_inference = True
-    return model
+    """A twin of `model` sharing its weights (nothing is copied; `model` is unchanged) with every encoder
+    layer on lite-whisper's fast CPU route, when the route can run here. Timing a dense baseline this
+    way separates what the low-rank factors gain from what the faster kernels gain."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(model.parameters(), model.buffers())}
+    twin = copy.deepcopy(model, shared)  # new modules around the same tensors (copies come back plain)
+    apply_cpu_route(twin)
+    return twin
 
 
 def benchmark(
@@ -114,7 +94,7 @@ def benchmark(
     if baseline is not None:
         baseline_info = ModelInfo.of(baseline, baseline_name, baseline_source, kernels_of(baseline))
         contenders.append(encoder_of(baseline))
-        if info.kernels != baseline_info.kernels and info.kernels == FAST_ROUTE:
+        if info.kernels == FAST_ROUTE and baseline_info.kernels != FAST_ROUTE:
             same = on_fast_route(baseline)  # shares the baseline's weights
             same_info = ModelInfo.of(same, baseline_info.name, baseline_source, kernels_of(same))
             contenders.append(encoder_of(same))
@@ -133,10 +113,10 @@ def benchmark(
             results.append(BatchResult.of(batch_size, samples[0], samples[1], samples[2], predicted))
         end_to_end = {}
         if data is not None:
-            end_to_end = end_to_end_timing(
-                [(name, m, p) for name, m, p in
-                 (("model", model, processor), ("baseline", baseline, baseline_processor or processor)) if m is not None],
-                data, limit=limit, batch_size=decode_batch_size, options=options, log=log,
-            )
+            engines = [("model", PyTorchEngine(model, processor))]
+            if baseline is not None:
+                engines.append(("baseline", PyTorchEngine(baseline, baseline_processor or processor)))
+            end_to_end = end_to_end_timing(engines, data, limit=limit, batch_size=decode_batch_size, options=options,
+                                           log=log)
         env["load_average_end"] = load_average()
     return BenchResult(info, baseline_info, results, repeats, warmup, env, peak_rss_bytes(), end_to_end, same_info)

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lite_whisper.benchmark.encoder_timing import encoder_input, synchronize, time_encoder
-from lite_whisper.compression.calibrate import collect_statistics
-from lite_whisper.evaluation.cost import ENCODER_FRAMES, encoder_of
+from lite_whisper.calibration.calibrate import collect_statistics
+from lite_whisper.lowrank.cost import ENCODER_FRAMES, encoder_of
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+from lite_whisper.benchmark.environment import environment
 from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
 from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
+from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.types import DecodingOptions
 
 
 @dataclass
@@ -84,14 +92,7 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
 
     `encoder`: the export's encoder that transcribes ('auto', 'float32', 'int8', 'bfloat16').
     """
-    import ctranslate2
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from lite_whisper.benchmark.environment import environment
-    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
-    from lite_whisper.deploy.encoders import open_encoder, runnable_encoders
-    from lite_whisper.deploy.runtime import ExportedWhisper
-    from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
 
     clips = [(clip.id, clip.audio, clip.reference) for clip in dataset if clip.reference is not None]
     if not clips:
@@ -120,8 +121,8 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
                     for _, audio, _ in items]
 
         def ours_run(items, size):
-            return [t.text for t in transcribe_iter(ours, processor, [(name, audio) for name, audio, _ in items],
-                                                    batch_size=size, options=ours_options)]
+            return [t.text for t in transcribe_clips(ours, [(name, audio) for name, audio, _ in items],
+                                                     batch_size=size, options=ours_options)]
 
         runs = [("faster-whisper int8", faster_whisper_run),
                 (f"faster-whisper batched b{batch_size}", batched_run),

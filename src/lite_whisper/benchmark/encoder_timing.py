@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lite_whisper.evaluation.cost import MEL_FRAMES, encoder_of
+from lite_whisper.lowrank.cost import MEL_FRAMES, encoder_of
 
 
 def encoder_input(model: nn.Module, batch_size: int, seed: int = 0) -> torch.Tensor:

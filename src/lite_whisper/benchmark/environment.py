@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import transformers
 
-from lite_whisper.lowrank.fast_cpu import fast_cpu_kernels, onednn_usable
+from lite_whisper.runtime.cpu_route import fast_cpu_kernels, onednn_usable
 
 
 def cpu_model() -> str:
@@ -24,7 +25,6 @@ def cpu_model() -> str:
 
 
 def environment() -> dict:
-    import transformers
 
     try:
         usable_cpus = len(os.sched_getaffinity(0))

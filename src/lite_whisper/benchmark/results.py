@@ -18,7 +18,8 @@ from typing import Sequence
 
 from torch import nn
 
-from lite_whisper.evaluation.cost import (
+from lite_whisper.files import write_json_atomic
+from lite_whisper.lowrank.cost import (
     decoder_params,
     disk_bytes,
     encoder_flops,
@@ -26,7 +27,6 @@ from lite_whisper.evaluation.cost import (
     reduced_attention_layers,
     weight_bytes,
 )
-from lite_whisper.files import write_json_atomic
 
 SCHEMA_VERSION = 2  # 2: same-kernel baseline and its speedup beside the stock one
 

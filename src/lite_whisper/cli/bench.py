@@ -1,4 +1,12 @@
-"""`lite-whisper bench`: encoder latency (and optionally end-to-end speed) against a dense baseline."""
+"""`lite-whisper bench`: three measurements, each a function with its own validation.
+
+    latency            the encoder against a dense baseline (and, with --data, end to end)
+    calibration cost   (--calibration-cost) calibration passes against plain encoder passes
+    faster-whisper     (--against faster-whisper) an exported folder end to end against faster-whisper
+
+Which options each takes is one table (`TAKES`); an option given to a mode that does not take it
+is refused by name before anything loads.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, check_device, check_output_file, positive
-from lite_whisper.deploy.encoders import ENCODER_KINDS
+from lite_whisper.cli.common import DTYPES, MODEL_HELP, CLIError, check_device, check_output_file, positive
+from lite_whisper.models.architectures import ARCHITECTURES
+from lite_whisper.runtime.encoders import ENCODER_KINDS
 
 RECOMMENDED_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
 
@@ -34,10 +43,27 @@ numbers start the process with
 (the JSON records the value used).
 """
 
+LATENCY, CALIBRATION_COST, AGAINST = "latency", "calibration cost", "faster-whisper"
+MODE_FLAGS = {LATENCY: "the encoder latency bench", CALIBRATION_COST: "--calibration-cost",
+              AGAINST: "--against faster-whisper"}
+
+# option destination -> (flag, the modes that take it). Options every mode takes are not listed.
+TAKES = {
+    "baseline": ("--baseline", {LATENCY, AGAINST}),
+    "random_weights": ("--random-weights", {LATENCY, CALIBRATION_COST}),
+    "rank_fraction": ("--rank-fraction", {LATENCY}),
+    "batch_size": ("--batch-size", {LATENCY, CALIBRATION_COST}),
+    "data": ("--data", {LATENCY, AGAINST}),
+    "limit": ("--limit", {LATENCY, AGAINST}),
+    "decode_batch_size": ("--decode-batch-size", {LATENCY, AGAINST}),
+    "max_new_tokens": ("--max-new-tokens", {LATENCY}),
+    "encoder": ("--encoder", {AGAINST}),
+    "device": ("--device", {LATENCY, CALIBRATION_COST}),
+    "dtype": ("--dtype", {LATENCY, CALIBRATION_COST}),
+}
+
 
 def add_parser(commands) -> None:
-    from lite_whisper.benchmark.random_models import ARCHITECTURES
-
     p = commands.add_parser(
         "bench", help="time the encoder against a baseline (and, with --data, end to end)",
         description="Time the encoder of MODEL on 30 s inputs against a baseline in the same process; report "
@@ -52,9 +78,9 @@ def add_parser(commands) -> None:
         help="the model to compare with (default: the model a lite-whisper folder was compressed from, "
         "as named in its compression report; 'none' = no comparison)",
     )
-    p.add_argument("--batch-size", default="1", help="comma-separated batch sizes, e.g. 1,4 (default: 1)")
+    p.add_argument("--batch-size", help="comma-separated batch sizes, e.g. 1,4 (default: 1)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per model and batch size (default: 5)")
+    p.add_argument("--repeats", type=int, help="timed runs per model and batch size (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per model first (default: 1)")
     p.add_argument("--random-weights", metavar="ARCH",
                    help=f"time a random model of this architecture ({', '.join(ARCHITECTURES)}) against the dense one")
@@ -63,7 +89,7 @@ def add_parser(commands) -> None:
                    "0 < F < 1 (default: 0.5)")
     p.add_argument("--data", help="also transcribe this dataset with both models: RTFx and encoder share")
     p.add_argument("--limit", type=int, help="with --data: transcribe the first N clips (default: 8)")
-    p.add_argument("--decode-batch-size", type=int, default=8, help="with --data: clips per generate call (default: 8)")
+    p.add_argument("--decode-batch-size", type=int, help="with --data: clips per generate call (default: 8)")
     p.add_argument("--max-new-tokens", type=int,
                    help="with --data: stop each transcript after N tokens (a model that babbles otherwise "
                    "decodes to Whisper's 448-token limit)")
@@ -78,14 +104,13 @@ def add_parser(commands) -> None:
                    help="with --against: the export's encoder that transcribes (default: auto, see lite-whisper "
                    "transcribe --help); every one this machine can run is timed alone either way")
     p.add_argument("--output", type=Path, help="write the result as JSON")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="compute dtype (default: float32)")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float32)")
     p.set_defaults(run=run)
 
 
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    parts = [part.strip() for part in str(text).split(",")]
+def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
+    parts = [part.strip() for part in ("1" if text is None else str(text)).split(",")]
     try:
         sizes = tuple(int(part) for part in parts)
     except ValueError:
@@ -95,45 +120,113 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))  # drop repeats, keep order
 
 
-def _validate(args) -> tuple[int, ...]:
-    from lite_whisper.benchmark.random_models import ARCHITECTURES
-    batch_sizes = parse_batch_sizes(args.batch_size)
+def mode_of(args) -> str:
+    if args.calibration_cost and args.against is not None:
+        raise CLIError("--calibration-cost and --against are two different measurements; give one")
+    return CALIBRATION_COST if args.calibration_cost else AGAINST if args.against is not None else LATENCY
+
+
+def check_options(args, mode: str) -> None:
+    """What every mode checks: no option it does not take, positive counts, a writable --output."""
+    for dest, (flag, modes) in TAKES.items():
+        if getattr(args, dest) is not None and mode not in modes:
+            if modes == {AGAINST}:
+                raise CLIError(f"{flag} only applies with --against faster-whisper (an exported MODEL folder)")
+            raise CLIError(f"{flag} does not apply with {MODE_FLAGS[mode]}")
     for value, flag in ((args.repeats, "--repeats"), (args.threads, "--threads"), (args.limit, "--limit"),
                         (args.decode_batch_size, "--decode-batch-size"), (args.max_new_tokens, "--max-new-tokens")):
         positive(value, flag)
     if args.warmup < 0:
         raise CLIError(f"--warmup must be 0 or more, got {args.warmup}")
-    if args.random_weights is not None:
-        if args.random_weights not in ARCHITECTURES:
-            raise CLIError(f"--random-weights: unknown architecture {args.random_weights!r}; "
-                           f"choose one of {', '.join(ARCHITECTURES)}")
-        if args.rank_fraction is not None and not 0.0 < args.rank_fraction < 1.0:
-            raise CLIError(f"--rank-fraction must be between 0 and 1 (exclusive), got {args.rank_fraction}")
-        if args.data is not None:
-            raise CLIError("--data cannot be used with --random-weights: random weights transcribe nothing")
-        if args.baseline is not None:
-            raise CLIError("--baseline cannot be used with --random-weights: the baseline is the dense random model")
-    else:
+    check_output_file(args.output, "bench.json")
+
+
+def run(args) -> int:
+    mode = mode_of(args)
+    check_options(args, mode)
+    if not os.environ.get("GLIBC_TUNABLES"):
+        log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
+            "that make CPU timings steadier")
+    return {LATENCY: latency, CALIBRATION_COST: calibration_cost, AGAINST: against_faster_whisper}[mode](args)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _model_or_random(args) -> None:
+    if args.random_weights is None:
         if args.model is None:
             raise CLIError("give a MODEL to time, or --random-weights ARCH")
-        if args.rank_fraction is not None:
-            raise CLIError("--rank-fraction only applies with --random-weights")
-    for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens")):
-        if value is not None and args.data is None and args.against is None:
-            raise CLIError(f"{flag} only applies with --data")
-    if args.encoder is not None and args.against is None:
-        raise CLIError("--encoder only applies with --against faster-whisper (an exported MODEL folder)")
-    if args.against is not None:
-        if args.model is None or args.random_weights is not None or args.calibration_cost:
-            raise CLIError("--against faster-whisper times an exported MODEL folder (lite-whisper export); "
-                           "it does not combine with --random-weights or --calibration-cost")
-    if args.calibration_cost:
-        for given, flag in ((args.data, "--data"), (args.baseline, "--baseline"), (args.rank_fraction, "--rank-fraction")):
+        return
+    if args.random_weights not in ARCHITECTURES:
+        raise CLIError(f"--random-weights: unknown architecture {args.random_weights!r}; "
+                       f"choose one of {', '.join(ARCHITECTURES)}")
+    if args.model is not None:
+        log(f"note: --random-weights given, ignoring MODEL {args.model}")
+        args.model = None
+
+
+def latency(args) -> int:
+    """The encoder of MODEL (or a random model) against its dense baseline; end to end with --data."""
+    _model_or_random(args)
+    batch_sizes = parse_batch_sizes(args.batch_size)
+    device, dtype = check_device(args.device or "cpu"), args.dtype or "float32"
+    if args.random_weights is not None:
+        if args.rank_fraction is not None and not 0.0 < args.rank_fraction < 1.0:
+            raise CLIError(f"--rank-fraction must be between 0 and 1 (exclusive), got {args.rank_fraction}")
+        for given, flag in ((args.data, "--data"), (args.baseline, "--baseline")):
             if given is not None:
-                raise CLIError(f"{flag} does not apply with --calibration-cost (it times the dense model alone)")
-    check_output_file(args.output, "bench.json")
-    check_device(args.device)
-    return batch_sizes
+                raise CLIError(f"{flag} cannot be used with --random-weights: the baseline is the dense random model "
+                               "and random weights transcribe nothing")
+    elif args.rank_fraction is not None:
+        raise CLIError("--rank-fraction only applies with --random-weights")
+    for value, flag in ((args.limit, "--limit"), (args.max_new_tokens, "--max-new-tokens"),
+                        (args.decode_batch_size, "--decode-batch-size")):
+        if value is not None and args.data is None:
+            raise CLIError(f"{flag} only applies with --data")
+
+    # The heavy stack loads only now that the arguments are known to be good (help and errors stay fast).
+    from lite_whisper.api import load_model
+    from lite_whisper.benchmark.bench import benchmark
+    from lite_whisper.models.loading import resolve_dtype
+    from lite_whisper.models.random import random_model
+    from lite_whisper.runtime.pytorch import prepare_for_inference
+    from lite_whisper.transcription.types import DecodingOptions
+
+    processor = baseline_processor = None
+    if args.random_weights is not None:
+        fraction = 0.5 if args.rank_fraction is None else args.rank_fraction
+        log(f"building random {args.random_weights} models (dense and at {fraction:g} x break-even rank)")
+        model = prepare_for_inference(random_model(args.random_weights, fraction, dtype=resolve_dtype(dtype),
+                                                   device=device))
+        baseline = random_model(args.random_weights, None, dtype=resolve_dtype(dtype), device=device)
+        names = (f"random {args.random_weights} @ {fraction:g} x break-even rank", f"random {args.random_weights} dense")
+        sources = (None, None)
+    else:
+        baseline_spec = args.baseline if args.baseline is not None else default_baseline(args.model)
+        if baseline_spec in ("none", ""):
+            baseline_spec = None
+        model, processor = load_model(args.model, dtype=dtype, device=device)
+        baseline = None
+        if baseline_spec is not None:
+            baseline, baseline_processor = load_model(baseline_spec, dtype=dtype, device=device)
+        else:
+            log("no baseline (give --baseline MODEL): timing the model alone")
+        names = sources = (args.model, baseline_spec)
+    result = benchmark(
+        model, baseline,
+        batch_sizes=batch_sizes, repeats=args.repeats or 5, warmup=args.warmup, threads=args.threads,
+        model_name=names[0], baseline_name=names[1], model_source=sources[0], baseline_source=sources[1],
+        data=args.data, processor=processor, baseline_processor=baseline_processor,
+        limit=(args.limit or 8) if args.data is not None else None, decode_batch_size=args.decode_batch_size or 8,
+        options=DecodingOptions(language="en", max_new_tokens=args.max_new_tokens), log=log,
+    )
+    print(result.table())
+    if args.output is not None:
+        result.save(args.output)
+        print(f"wrote {args.output}")
+    return 0
 
 
 def default_baseline(model_spec: str) -> str | None:
@@ -149,88 +242,35 @@ def default_baseline(model_spec: str) -> str | None:
         return None
 
 
-def run(args) -> int:
-    from lite_whisper.benchmark.bench import benchmark
-    from lite_whisper.inference.transcribe import DecodingOptions
+def calibration_cost(args) -> int:
+    """Calibration passes of the dense MODEL (or random model) against plain encoder passes."""
+    _model_or_random(args)
+    batch_sizes = parse_batch_sizes(args.batch_size)
+    device, dtype = check_device(args.device or "cpu"), args.dtype or "float32"
 
-    batch_sizes = _validate(args)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    if not os.environ.get("GLIBC_TUNABLES"):
-        log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
-            "that make CPU timings steadier")
-    if args.calibration_cost:
-        return _calibration_cost(args, batch_sizes, log)
-    if args.against is not None:
-        return _against_faster_whisper(args, batch_sizes, log)
-    processor = baseline_processor = None
-    if args.random_weights is not None:
-        from lite_whisper.benchmark.random_models import random_model
-        from lite_whisper.models.loading import resolve_dtype
-
-        fraction = 0.5 if args.rank_fraction is None else args.rank_fraction
-        if args.model is not None:
-            log(f"note: --random-weights given, ignoring MODEL {args.model}")
-        dtype = resolve_dtype(args.dtype)
-        log(f"building random {args.random_weights} models (dense and at {fraction:g} x break-even rank)")
-        model = random_model(args.random_weights, fraction, dtype=dtype, device=args.device)
-        baseline = random_model(args.random_weights, None, dtype=dtype, device=args.device)
-        names = (f"random {args.random_weights} @ {fraction:g} x break-even rank", f"random {args.random_weights} dense")
-        sources = (None, None)
-    else:
-        from lite_whisper.models.loading import load_model
-
-        baseline_spec = args.baseline if args.baseline is not None else default_baseline(args.model)
-        if baseline_spec in ("none", ""):
-            baseline_spec = None
-        model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
-        baseline = None
-        if baseline_spec is not None:
-            baseline, baseline_processor = load_model(baseline_spec, dtype=args.dtype, device=args.device)
-        else:
-            log("no baseline (give --baseline MODEL): timing the model alone")
-        names = (args.model, baseline_spec)
-        sources = (args.model, baseline_spec)
-    result = benchmark(
-        model, baseline,
-        batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-        model_name=names[0], baseline_name=names[1], model_source=sources[0], baseline_source=sources[1],
-        data=args.data, processor=processor, baseline_processor=baseline_processor,
-        limit=(args.limit or 8) if args.data is not None else None, decode_batch_size=args.decode_batch_size,
-        options=DecodingOptions(language="en", max_new_tokens=args.max_new_tokens), log=log,
-    )
-    print(result.table())
-    if args.output is not None:
-        result.save(args.output)
-        print(f"wrote {args.output}")
-    return 0
-
-
-def _calibration_cost(args, batch_sizes, log) -> int:
-    import torch
+    import torch  # the heavy stack, now that the arguments are known to be good
 
     from lite_whisper.benchmark.calibration_speed import calibration_speed
     from lite_whisper.benchmark.environment import environment
     from lite_whisper.compression.compress import check_dense
     from lite_whisper.files import write_json_atomic
+    from lite_whisper.models.loading import load_pytorch_model, resolve_dtype
+    from lite_whisper.models.random import random_model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.random_weights is not None:
-        from lite_whisper.benchmark.random_models import random_model
-        from lite_whisper.models.loading import resolve_dtype
-
-        model = random_model(args.random_weights, None, dtype=resolve_dtype(args.dtype), device=args.device)
+        model = random_model(args.random_weights, None, dtype=resolve_dtype(dtype), device=device)
         name = f"random {args.random_weights} dense"
     else:
-        from lite_whisper.models.loading import load_model
-
-        model, _ = load_model(args.model, dtype=args.dtype, device=args.device)
+        model, _ = load_pytorch_model(args.model, dtype=dtype, device=device)
         check_dense(model, args.model)
         name = args.model
+    repeats = args.repeats or 5
     results = []
     for batch_size in batch_sizes:
-        log(f"timing {args.repeats} calibration and plain encoder passes at batch {batch_size} ...")
-        result = calibration_speed(model, batch_size, repeats=args.repeats, warmup=args.warmup)
+        log(f"timing {repeats} calibration and plain encoder passes at batch {batch_size} ...")
+        result = calibration_speed(model, batch_size, repeats=repeats, warmup=args.warmup)
         print(result.table())
         results.append(result.to_dict())
     if args.output is not None:
@@ -240,26 +280,33 @@ def _calibration_cost(args, batch_sizes, log) -> int:
     return 0
 
 
-def _against_faster_whisper(args, batch_sizes, log) -> int:
-    from lite_whisper.benchmark.deployment import bench_deployment
-    from lite_whisper.cli.common import open_dataset
-    from lite_whisper.deploy.encoders import choose_encoder
-    from lite_whisper.deploy.manifest import is_exported_folder, read_manifest
-    from lite_whisper.files import write_json_atomic
-    from lite_whisper.models.loading import load_model
+def against_faster_whisper(args) -> int:
+    """An exported MODEL folder end to end against faster-whisper on its dense source model."""
+    from lite_whisper.runtime.manifest import is_exported_folder, read_manifest
 
-    if not is_exported_folder(args.model):
-        raise CLIError(f"{args.model}: not an exported folder; run `lite-whisper export {args.model} -o DIR` first")
+    if args.model is None or not is_exported_folder(args.model):
+        raise CLIError(f"{args.model}: not an exported folder; run `lite-whisper export {args.model} -o DIR` first"
+                       if args.model else "--against faster-whisper times an exported MODEL folder (lite-whisper export)")
+    from lite_whisper.cli.common import open_dataset
+    from lite_whisper.runtime.encoders import choose_encoder
+
     manifest = read_manifest(args.model)
     encoder = choose_encoder(manifest, args.encoder)  # fails here, before the dense model loads
     dense_spec = args.baseline or default_baseline(manifest["source_model"]) or manifest["source_model"]
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
-    dense, processor = load_model(dense_spec, dtype="float32")
-    if getattr(dense.config, "low_rank_config", None) is not None:
+
+    # The heavy stack, now that the arguments are known to be good.
+    from lite_whisper.benchmark.deployment import bench_deployment
+    from lite_whisper.files import write_json_atomic
+    from lite_whisper.lowrank.cost import has_low_rank
+    from lite_whisper.models.loading import load_pytorch_model
+
+    dense, processor = load_pytorch_model(dense_spec, dtype="float32")
+    if has_low_rank(dense):
         raise CLIError(f"{dense_spec} is compressed; give the dense model faster-whisper should run as --baseline")
     result = bench_deployment(args.model, dense, processor, dataset, dense_name=dense_spec,
-                              batch_size=args.decode_batch_size, threads=args.threads, repeats=args.repeats,
-                              encoder=encoder, log=log)
+                              batch_size=args.decode_batch_size or 8, threads=args.threads,
+                              repeats=args.repeats or 5, encoder=encoder, log=log)
     print(result.table())
     if args.output is not None:
         write_json_atomic(args.output, result.to_dict())

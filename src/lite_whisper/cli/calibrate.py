@@ -63,11 +63,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run(args) -> int:
     import torch
 
-    from lite_whisper.compression.calibrate import calibrate
+    from lite_whisper.calibration.calibrate import calibrate
     from lite_whisper.compression.compress import check_dense
     from lite_whisper.distributed import finish, initialise, process_device
     from lite_whisper.files import output_lock
-    from lite_whisper.models.loading import load_model
+    from lite_whisper.models.loading import load_pytorch_model
 
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
@@ -85,7 +85,7 @@ def run(args) -> int:
         dataset = dataset.sharded(*shard)
     try:
         with output_lock(args.output) if ranks.main else contextlib.nullcontext():
-            model, processor = load_model(args.model, dtype="float32", device=process_device(args.device))
+            model, processor = load_pytorch_model(args.model, dtype="float32", device=process_device(args.device))
             check_dense(model, args.model)
             statistics = calibrate(model, processor, dataset, batch_size=args.batch_size,
                                    exclude_padding=args.exclude_padding, progress=not args.no_progress,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lite_whisper.deploy.encoders import ENCODER_KINDS
+from lite_whisper.runtime.encoders import ENCODER_KINDS
 
 MODEL_HELP = "a short name (tiny.en, base), a Hugging Face or CTranslate2 folder, or a hub id"
 DTYPES = ["float32", "float16", "bfloat16"]
@@ -49,7 +49,7 @@ def add_decoding_options(parser: argparse.ArgumentParser, language_default: str 
 
 
 def decoding_options(args):
-    from lite_whisper.inference.transcribe import DecodingOptions
+    from lite_whisper.transcription.types import DecodingOptions
 
     language = None if args.language in (None, "none", "auto") else args.language
     positive(args.max_new_tokens, "--max-new-tokens")

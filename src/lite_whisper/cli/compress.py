@@ -133,10 +133,10 @@ def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None
     from lite_whisper.compression.compress import check_dense
     from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
     from lite_whisper.distributed import on_main, process_device
-    from lite_whisper.models.loading import load_model, resolve_dtype
+    from lite_whisper.models.loading import load_pytorch_model, resolve_dtype
 
     start = time.perf_counter()
-    model, processor = load_model(args.model, dtype="float32", device=process_device(args.device))
+    model, processor = load_pytorch_model(args.model, dtype="float32", device=process_device(args.device))
     check_dense(model, args.model)
     log = (lambda message: print(message, file=sys.stderr)) if ranks.main else (lambda message: None)  # noqa: E731
     loaded = load_or_calibrate(model, processor, calibration, stats_files=stats_files, limit=args.limit,
@@ -162,11 +162,11 @@ def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None
 
 def _compare(args, dense, compressed_folder: Path, dataset, ranks) -> None:
     """Evaluate the dense and the compressed model on the same data and print them side by side."""
-    from lite_whisper.evaluation.cost import encoder_flops, encoder_params
-    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.api import load_model
     from lite_whisper.distributed import process_device
-    from lite_whisper.inference.transcribe import DecodingOptions
-    from lite_whisper.models.loading import load_model
+    from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.lowrank.cost import encoder_flops, encoder_params
+    from lite_whisper.transcription.types import DecodingOptions
 
     compressed = load_model(compressed_folder, dtype="float32", device=process_device(args.device))
     options = DecodingOptions(language="en")

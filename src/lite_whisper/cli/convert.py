@@ -22,11 +22,11 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from lite_whisper.models.loading import load_model, save_model
+    from lite_whisper.models.loading import load_pytorch_model, save_model
 
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
-    model, processor = load_model(args.source, dtype=args.dtype)
+    model, processor = load_pytorch_model(args.source, dtype=args.dtype)
     save_model(model, processor, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output} ({type(model).__name__}, {args.dtype})")
     return 0

@@ -43,9 +43,9 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from lite_whisper.api import load_engine
     from lite_whisper.distributed import finish, initialise, process_device
     from lite_whisper.evaluation.evaluate import evaluate
-    from lite_whisper.models.loading import load_model
 
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
@@ -55,9 +55,9 @@ def run(args) -> int:
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
     ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
     try:
-        model, processor = load_model(args.model, dtype=args.dtype, device=process_device(args.device),
-                                       encoder=args.encoder)
-        result = evaluate((model, processor), dataset, batch_size=args.batch_size,
+        engine = load_engine(args.model, dtype=args.dtype, device=process_device(args.device),
+                             encoder=args.encoder)
+        result = evaluate(engine, dataset, batch_size=args.batch_size,
                           options=options, progress=not args.no_progress, ranks=ranks)
     finally:
         finish(ranks)

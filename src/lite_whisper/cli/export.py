@@ -16,7 +16,7 @@ EPILOG = """examples:
   lite-whisper transcribe tiny.en-lite-export talk.flac
 
 In Python, with faster-whisper's pipeline (VAD, timestamps, batching) around the export:
-  from lite_whisper.deploy.faster_whisper import LiteWhisperModel
+  from lite_whisper.runtime.faster_whisper import LiteWhisperModel
   segments, info = LiteWhisperModel("tiny.en-lite-export", cpu_threads=2).transcribe("talk.flac", beam_size=1)
 """
 
@@ -27,7 +27,7 @@ def add_parser(commands) -> None:
         description="Export the encoder of MODEL (dense or compressed) to ONNX (run by ONNX Runtime, or by OpenVINO "
         "in bfloat16 on CPUs that have it), its decoder to CTranslate2 (int8), "
         "check parity with the PyTorch model and write one folder that lite-whisper, and faster-whisper through "
-        "lite_whisper.deploy.faster_whisper, can run.",
+        "lite_whisper.runtime.faster_whisper, can run.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
@@ -81,12 +81,10 @@ def run(args) -> int:
     calibration = (open_dataset(args.calibration, INT8_CALIBRATION_CLIPS, "calibration", "calibration.txt")
                    if args.int8 else None)
     from lite_whisper.files import output_lock
-    from lite_whisper.models.loading import load_model
+    from lite_whisper.models.loading import load_pytorch_model
 
     with output_lock(args.output):
-        model, processor = load_model(args.model, dtype="float32")
-        if getattr(model, "is_exported", False):
-            raise CLIError(f"{args.model} is already an exported folder; export the model it came from")
+        model, processor = load_pytorch_model(args.model, dtype="float32")
         clips = [(clip.id, clip.audio) for clip in dataset]
         calibration_clips = [(clip.id, clip.audio) for clip in calibration] if calibration is not None else ()
         manifest = export(model, processor, args.output, source=args.model, int8=args.int8,

@@ -20,13 +20,13 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from lite_whisper.compression.report import REPORT_FILE, CompressionReport, structural_report
-    from lite_whisper.models.loading import load_model
+    from lite_whisper.models.loading import load_pytorch_model
 
     saved = Path(args.model) / REPORT_FILE
     if saved.exists():
         report = CompressionReport.load(saved)
     else:
-        model, _ = load_model(args.model)
+        model, _ = load_pytorch_model(args.model)
         report = structural_report(model, model_name=args.model)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     return 0

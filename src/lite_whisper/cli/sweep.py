@@ -48,9 +48,9 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from lite_whisper.benchmark.sweep import parse_thresholds, sweep
     from lite_whisper.distributed import finish, initialise
-    from lite_whisper.inference.transcribe import DecodingOptions
+    from lite_whisper.experiments.sweep import parse_thresholds, sweep
+    from lite_whisper.transcription.types import DecodingOptions
 
     for value, flag in ((args.limit, "--limit"), (args.eval_limit, "--eval-limit"), (args.repeats, "--repeats"),
                         (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size"),

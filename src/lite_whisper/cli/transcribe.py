@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, add_decoding_options, add_model_options, check_device, decoding_options, positive
+from lite_whisper.cli.common import (
+    MODEL_HELP,
+    CLIError,
+    add_decoding_options,
+    add_model_options,
+    check_device,
+    decoding_options,
+    positive,
+)
 
 
 def add_parser(commands) -> None:
@@ -25,8 +33,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from lite_whisper.inference.transcribe import transcribe
-    from lite_whisper.models.loading import load_model
+    from lite_whisper.api import load_engine, transcribe
 
     positive(args.batch_size, "--batch-size")
     options = decoding_options(args)
@@ -36,8 +43,8 @@ def run(args) -> int:
             raise CLIError(f"{path}: audio file not found")
         if path.is_dir():
             raise CLIError(f"{path}: is a folder, not an audio file")
-    model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
-    results = transcribe((model, processor), args.files, batch_size=args.batch_size, options=options)
+    engine = load_engine(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
+    results = transcribe(engine, args.files, batch_size=args.batch_size, options=options)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return 0

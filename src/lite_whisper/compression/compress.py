@@ -17,12 +17,11 @@ from collections.abc import Callable
 import torch
 
 from lite_whisper import __version__
+from lite_whisper.calibration.statistics import SOURCES, CalibrationStatistics
 from lite_whisper.compression.allocation import BudgetError, Option, allocate
 from lite_whisper.compression.config import MASSIVE_GAP, MAX_MASSIVE, CompressionConfig
 from lite_whisper.compression.decomposition import (
     ModuleDecision,
-    break_even_rank,
-    breaks_even,
     decide_layer,
     explained_variance,
     low_rank_factors,
@@ -30,13 +29,21 @@ from lite_whisper.compression.decomposition import (
     principal_basis,
     principal_basis_through,
 )
+from lite_whisper.compression.report import CompressionReport, ModuleReport
 from lite_whisper.compression.sensitivity import discarded_variance, measure_sensitivities
-from lite_whisper.compression.report import CompressionReport, ModuleReport, peak_rss_mb
-from lite_whisper.compression.statistics import SOURCES, CalibrationStatistics
-from lite_whisper.compression.targets import LOW_RANK_TARGETS
-from lite_whisper.evaluation.cost import ENCODER_FRAMES, encoder_flops, encoder_of, encoder_params, reduced_attention_layers
 from lite_whisper.lowrank.convert import to_lite_whisper
-
+from lite_whisper.lowrank.cost import (
+    break_even_rank,
+    breaks_even,
+    encoder_flops,
+    encoder_of,
+    encoder_params,
+    is_low_rank,
+    linear_cost,
+    reduced_attention_layers,
+)
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
+from lite_whisper.memory import peak_rss_mb
 
 # Below this many calibration clips the measured WER rises, most on speech unlike the calibration
 # set (tiny.en, docs/RESULTS.md §6: 32 clips vs 167 on extra/ clips, 9.08 vs 8.00 at 75%).
@@ -53,7 +60,7 @@ def check_dense(model, model_name: str = "") -> None:
         f"{index}.{name}"
         for index, layer in enumerate(encoder_of(model).layers)
         for name, (path, _) in LOW_RANK_TARGETS.items()
-        if getattr(layer.get_submodule(path), "rank", None) is not None
+        if is_low_rank(layer.get_submodule(path))
     ]
     if low_rank:
         label = f"{model_name}: " if model_name else ""
@@ -200,8 +207,8 @@ def _threshold_for_budget(model, bases, config: CompressionConfig):
         for name, eigenvalues, module, has_bias in spectra:
             rank = _decide(trial, name, eigenvalues, module).rank
             if rank is not None:
-                total -= (linear_size(kind, module.in_features, module.out_features, None, has_bias)
-                          - linear_size(kind, module.in_features, module.out_features, rank, has_bias))
+                total -= (linear_cost(kind, module.in_features, module.out_features, None, has_bias)
+                          - linear_cost(kind, module.in_features, module.out_features, rank, has_bias))
         return total
 
     low, high = 1e-6, 1.0  # size grows with the threshold; size(1.0) is dense
@@ -225,15 +232,6 @@ def _factors(model, module, mean, eigenvectors, rank: int):
     return a.to(model.dtype), b.to(model.dtype), bias.to(model.dtype)
 
 
-def linear_size(kind: str, d_in: int, d_out: int, rank: int | None, has_bias: bool) -> int:
-    """Parameters (kind "params") or FLOPs at 30 s (kind "flops") of one linear, dense (rank None) or factorised."""
-    if kind == "flops":
-        return 2 * ENCODER_FRAMES * (d_in * d_out if rank is None else rank * (d_in + d_out))
-    if rank is None:
-        return d_in * d_out + (d_out if has_bias else 0)
-    return rank * (d_in + d_out) + d_out  # a factorised linear always has a bias (k_proj gains one)
-
-
 def _allocate(model, bases, config: CompressionConfig, probe_features, log):
     """Ranks for every linear under the budget, and the budget's outcome for the report."""
     kind, fraction = config.budget
@@ -254,11 +252,11 @@ def _allocate(model, bases, config: CompressionConfig, probe_features, log):
         module = _target_module(model, *key)
         d_in, d_out, has_bias = module.in_features, module.out_features, module.bias is not None
         discarded = discarded_variance(eigenvalues)
-        choices = [Option(None, linear_size(kind, d_in, d_out, None, has_bias), 0.0)]
+        choices = [Option(None, linear_cost(kind, d_in, d_out, None, has_bias), 0.0)]
         for rank in range(config.rank_multiple, d_out, config.rank_multiple):
             if breaks_even(rank, d_in, d_out):
                 break
-            choices.append(Option(rank, linear_size(kind, d_in, d_out, rank, has_bias),
+            choices.append(Option(rank, linear_cost(kind, d_in, d_out, rank, has_bias),
                                   sensitivity[key] * float(discarded[rank])))
         options[key] = choices
         linear_total += choices[0].size

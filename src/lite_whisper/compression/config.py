@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lite_whisper.compression.targets import ATTENTION
+from lite_whisper.lowrank.targets import ATTENTION
 
 RANK_RULES = ("paper", "robust", "allocate")  # "allocate" needs a budget
 # A leading eigenvalue more than this many times the next one is a massive direction (tiny.en's last

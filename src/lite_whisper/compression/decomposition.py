@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lite_whisper.compression.moments import Moments
+from lite_whisper.calibration.moments import Moments
+from lite_whisper.lowrank.cost import break_even_rank, breaks_even
 
 
 def principal_basis(moments: Moments) -> tuple[Tensor, Tensor]:
@@ -90,19 +91,6 @@ def rank_for_threshold(eigenvalues: Tensor, threshold: float, multiple: int = 16
     return None
 
 
-def break_even_rank(d_in: int, d_out: int) -> float:
-    """The rank k at which k (d_in + d_out) = d_in d_out: two factors then cost what the dense layer does."""
-    return d_in * d_out / (d_in + d_out)
-
-
-def breaks_even(rank: int, d_in: int, d_out: int) -> bool:
-    """True when rank * (d_in + d_out) >= d_in * d_out: the factorised layer saves no compute.
-
-    (rank >= break_even_rank(d_in, d_out), in exact integer arithmetic.)
-    """
-    return rank * (d_in + d_out) >= d_in * d_out
-
-
 def low_rank_factors(
     weight: Tensor, bias: Tensor | None, mean_out: Tensor, basis_k: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -164,8 +152,7 @@ def decide_layer(eigenvalues: Tensor, d_in: int, threshold: float, multiple: int
         return ModuleDecision(rank=None, explained_variance=1.0, d_in=d_in, d_out=d_out, reason=reason)
     kept = float(explained_variance(eigenvalues[massive:])[rank - massive - 1])
     if breaks_even(rank, d_in, d_out):
-        break_even = d_in * d_out / (d_in + d_out)
-        reason = f"rank {rank} does not beat break-even {break_even:g}"
+        reason = f"rank {rank} does not beat break-even {break_even_rank(d_in, d_out):g}"
         return ModuleDecision(rank=None, explained_variance=kept, d_in=d_in, d_out=d_out, reason=reason)
     reason = f"rank {rank} explains {kept:.6f} > {threshold:g}"
     if massive:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.lowrank.cost import encoder_of
 from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
 
 

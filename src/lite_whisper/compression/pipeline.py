@@ -9,14 +9,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from lite_whisper.compression.calibrate import calibrate
+from lite_whisper.calibration.calibrate import calibrate
+from lite_whisper.calibration.statistics import CalibrationStatistics
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
-from lite_whisper.compression.distill import DistillConfig
+from lite_whisper.compression.distill import DistillConfig, distill
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
-from lite_whisper.compression.statistics import CalibrationStatistics
-from lite_whisper.data.datasets import SpeechDataset
+from lite_whisper.data.datasets import SpeechDataset, load_dataset
+from lite_whisper.data.features import first_clips_features
 from lite_whisper.distributed import SINGLE, Ranks
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
 
@@ -98,8 +100,6 @@ def compress_and_save(
     """
     probe = features = None
     if calibration is not None and (config.budget is not None or distillation.steps):
-        from lite_whisper.data.datasets import load_dataset
-        from lite_whisper.data.features import first_clips_features
 
         dataset = calibration if isinstance(calibration, SpeechDataset) else load_dataset(calibration)
         parameter = next(model.parameters())
@@ -124,9 +124,7 @@ def compress_and_save(
 
 def _distill(lite, model, features, distillation: DistillConfig, progress: bool, log) -> dict:
     """Train the factors with a progress bar showing the loss; the report's distillation entry."""
-    from tqdm.auto import tqdm
 
-    from lite_whisper.compression.distill import distill
 
     bar = tqdm(total=distillation.steps, desc="distilling", unit="step", disable=not progress)
 

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import resource
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from transformers import WhisperForConditionalGeneration
+
 from lite_whisper.compression.decomposition import ModuleDecision
 from lite_whisper.files import write_json_atomic
+from lite_whisper.lowrank.convert import dense_config
+from lite_whisper.lowrank.cost import encoder_flops, encoder_of, encoder_params, is_low_rank, reduced_attention_layers
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 
 REPORT_FILE = "compression_report.json"
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def peak_rss_mb() -> float:
-    return peak_rss_bytes() / 2**20
 
 
 @dataclass(frozen=True)
@@ -123,14 +119,6 @@ def structural_report(model, model_name: str = "") -> CompressionReport:
 
     "Before" figures are those of the same architecture with every linear dense.
     """
-    import torch
-    from transformers import WhisperForConditionalGeneration
-
-    from lite_whisper.compression.targets import LOW_RANK_TARGETS
-    from lite_whisper.evaluation.cost import encoder_flops, encoder_of, encoder_params, reduced_attention_layers
-
-    from lite_whisper.lowrank.convert import dense_config
-
     with torch.device("meta"):  # shapes only, no memory
         dense = WhisperForConditionalGeneration(dense_config(model.config))
     layers = []
@@ -138,7 +126,7 @@ def structural_report(model, model_name: str = "") -> CompressionReport:
         entries = {}
         for name, (path, _) in LOW_RANK_TARGETS.items():
             module = layer.get_submodule(path)
-            rank = getattr(module, "rank", None)
+            rank = module.rank if is_low_rank(module) else None
             entries[name] = ModuleReport(rank, None, module.in_features, module.out_features,
                                          "factorised" if rank else "dense")
         layers.append(entries)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lite_whisper.compression.decomposition import break_even_rank, low_rank_factors
-from lite_whisper.compression.targets import LOW_RANK_TARGETS
-from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.compression.decomposition import low_rank_factors
+from lite_whisper.lowrank.cost import break_even_rank, encoder_of
 from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 
 
 def probe_rank(d_in: int, d_out: int, multiple: int) -> int:

@@ -9,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 SAMPLE_RATE = 16_000  # Whisper's fixed input rate
+WINDOW_SECONDS = 30.0  # Whisper pads or cuts every input to one 30 s window
+MEL_FRAMES = 3000  # log-mel frames of a window (10 ms each)
+ENCODER_FRAMES = 1500  # encoder frames of a window (the stem's stride-2 convolution: 20 ms each)
 
 
 class AudioError(ValueError):
@@ -22,7 +27,6 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
     Multi-channel audio is averaged to mono; any input rate is resampled.
     """
-    import soundfile as sf
 
     path = Path(path)
     if not path.exists():
@@ -56,7 +60,6 @@ def prepare_samples(
         bad = int((~np.isfinite(samples)).sum())
         raise AudioError(f"{source}: audio contains {bad} non-finite samples (NaN or infinity)")
     if rate != sample_rate:
-        import soxr
 
         samples = soxr.resample(samples, rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(samples)

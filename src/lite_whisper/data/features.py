@@ -9,12 +9,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lite_whisper.data.audio import SAMPLE_RATE, AudioError
+from lite_whisper.data.audio import ENCODER_FRAMES, SAMPLE_RATE, WINDOW_SECONDS, AudioError
 from lite_whisper.data.datasets import SpeechDataset
 
 HOP_LENGTH = 160  # samples per mel frame
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
-ENCODER_FRAMES = 1500  # encoder frames of a 30 s window (two mel frames each)
+WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 
 
 def encoder_frames(n_samples: int) -> int:

@@ -1,5 +1,4 @@
-"""Deployment: export a model to ONNX (encoder) + CTranslate2 (decoder), and run the result.
-
-The encoder runs on ONNX Runtime (float32, int8) or OpenVINO (bfloat16): `deploy.encoders`.
-Needs the `deploy` extra (onnx, onnxruntime, onnxscript, openvino, ctranslate2, faster-whisper).
-"""
+"""Building an exported folder: the encoder as ONNX (`onnx_graph`), int8 weights (`int8`, `smoothing`), the
+decoder for CTranslate2 (`ct2_decoder`), parity checks and the manifest (`export`). Running one is
+`lite_whisper.runtime.exported`. Needs the `deploy` extra (onnx, onnxruntime, onnxscript, openvino,
+ctranslate2, faster-whisper)."""

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from ctranslate2.converters import TransformersConverter
 from transformers import WhisperForConditionalGeneration
 
 from lite_whisper.lowrank.convert import dense_config
@@ -52,7 +53,6 @@ def convert_to_ctranslate2(model: WhisperForConditionalGeneration, processor, fo
     The folder holds model.bin, config.json, the vocabulary, tokenizer.json and
     preprocessor_config.json (which faster-whisper reads).
     """
-    from ctranslate2.converters import TransformersConverter
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="lite-whisper-ct2-") as scratch:

@@ -15,7 +15,9 @@ against the PyTorch model (reported, identical in float32 with a float32 decoder
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,10 +25,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lite_whisper.deploy.manifest import FORMAT, MANIFEST_FILE, VERSION
-from lite_whisper.evaluation.cost import encoder_of, encoder_params
+from lite_whisper import __version__
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
+from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
+from lite_whisper.deploy.onnx_graph import export_encoder
+from lite_whisper.deploy.smoothing import smoothed
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
+from lite_whisper.lowrank.cost import encoder_of, encoder_params
+from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
+from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.runtime.manifest import FORMAT, MANIFEST_FILE, VERSION
+from lite_whisper.runtime.pytorch import PyTorchEngine
+from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.types import DecodingOptions
 
 FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
 INT8_CALIBRATION_CLIPS = 8  # clips that set the smoothing ranges and the int8 error bound
@@ -67,10 +80,6 @@ def export(
     bound are measured on `calibration_audio` (the parity clips when none are given; with their own
     clips, the parity figures check the int8 encoder on speech its quantisation did not see).
     """
-    from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
-    from lite_whisper.deploy.encoders import open_encoder, runnable_encoders
-    from lite_whisper.deploy.onnx_encoder import export_encoder
-
     start = time.perf_counter()
     encoder = encoder_of(model)
     with atomic_folder(folder, overwrite=overwrite) as staging:
@@ -123,11 +132,6 @@ def export(
 
 def _quantize(model, processor, staging: Path, audio, max_error, smoothing, min_inner, log) -> tuple[list[str], dict]:
     """Write staging/encoder.int8.onnx; return the MatMuls left float32 and what the manifest records."""
-    import tempfile
-
-    from lite_whisper.deploy.onnx_encoder import export_encoder, quantize_encoder, quantize_within
-    from lite_whisper.deploy.smoothing import smoothed
-
     encoder = encoder_of(model)
     features = _features(processor, audio, INT8_CALIBRATION_CLIPS)
     report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing}
@@ -154,8 +158,6 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 
 def _features(processor, audio, limit: int) -> np.ndarray:
     """Log-mel features of the first `limit` clips, or of random audio when none are given."""
-    from lite_whisper.data.audio import SAMPLE_RATE
-
     clips = [samples for _, samples in list(audio)[:limit]]
     if not clips:
         rng = np.random.default_rng(0)
@@ -170,16 +172,10 @@ def _transcript_parity(model, processor, folder: Path, parity_audio, threads, ma
     folder for this check) must reproduce PyTorch; "shipped": the folder as it runs by default
     (int8 decoder, and the int8 encoder when there is one) is reported.
     """
-    import tempfile
-
-    from lite_whisper.deploy.ct2_decoder import write_decoder
-    from lite_whisper.deploy.runtime import ExportedWhisper
-    from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
-
     options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
                               max_new_tokens=max_new_tokens)
     clips = list(parity_audio)
-    reference = [t.text for t in transcribe_iter(model, processor, clips, options=options)]
+    reference = [t.text for t in transcribe_clips(PyTorchEngine(model, processor), clips, options=options)]
     result = {"transcripts_pytorch": reference}
     with tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
         float32_decoder = write_decoder(model, processor, Path(scratch) / "decoder", quantization="float32")
@@ -187,7 +183,7 @@ def _transcript_parity(model, processor, folder: Path, parity_audio, threads, ma
                 "shipped": ExportedWhisper(folder, threads=threads)}
         result["transcripts_shipped_encoder"] = runs["shipped"].encoder_kind
         for kind, exported in runs.items():
-            texts = [t.text for t in transcribe_iter(exported, processor, clips, options=options)]
+            texts = [t.text for t in transcribe_clips(exported, clips, options=options)]
             result[f"transcripts_identical_{kind}"] = sum(a == b for a, b in zip(texts, reference))
             result[f"transcripts_{kind}"] = texts
     return result
@@ -202,10 +198,6 @@ def _placeholder_params(config, ffn: int) -> int:
 
 
 def _versions() -> dict:
-    import importlib.metadata as metadata
-
-    from lite_whisper import __version__
-
     versions = {"lite_whisper": __version__}
     for package in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "ctranslate2", "faster-whisper"):
         try:

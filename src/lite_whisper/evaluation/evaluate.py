@@ -8,12 +8,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lite_whisper.api import as_engine
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, gather_to_main, max_over_ranks
 from lite_whisper.evaluation.wer import NO_ERRORS, WordErrors, normalize, word_errors
 from lite_whisper.files import write_json_atomic
-from lite_whisper.inference.transcribe import DecodingOptions, transcribe_iter
-from lite_whisper.models.loading import resolve_model
+from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.types import DecodingOptions
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,14 @@ def evaluate(
 ) -> EvaluationResult | None:
     """Transcribe every clip that has a reference and score it against that reference.
 
-    `model` is a spec, a `(model, processor)` pair, or a model with `processor`. English is
+    `model` is a spec, a `(model, processor)` pair, a model with `processor`, or an engine. English is
     assumed unless `options` say otherwise (the normaliser is English). Under torch.distributed
     (`ranks`) each rank transcribes every world_size-th clip; rank 0 gathers the rows and returns
     the result, in dataset order with the single-process totals; the other ranks return None.
     Wall time is then that of the slowest rank.
     """
-    model_name = str(model) if isinstance(model, (str, Path)) else None
-    model, processor = resolve_model(model, processor)
-    model_name = model_name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    engine = as_engine(model, processor)
+    model_name = str(model) if isinstance(model, (str, Path)) else engine.name
     if not isinstance(dataset, SpeechDataset):
         dataset = load_dataset(dataset, limit=limit)
     elif limit is not None:
@@ -113,7 +113,7 @@ def evaluate(
     totals = NO_ERRORS
     bar = tqdm(total=dataset.size, desc="evaluating", unit="clip", disable=not progress or not ranks.main)
     start = time.perf_counter()
-    for result in transcribe_iter(model, processor, clips_with_reference(), batch_size=batch_size, options=options):
+    for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)
         errors = word_errors(normalize(reference), normalize(result.text))
         totals = totals + errors

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
+
+import jiwer
+from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 
 @lru_cache(maxsize=1)
 def english_normalizer():
-    from importlib.resources import files
 
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
     spelling = json.loads((files("whisper_normalizer") / "normalizers" / "english.json").read_text())
     return EnglishTextNormalizer(spelling)
@@ -55,7 +57,6 @@ NO_ERRORS = WordErrors(0, 0, 0, 0)
 
 def word_errors(reference: str, hypothesis: str) -> WordErrors:
     """Align already-normalised word sequences and count the edits."""
-    import jiwer
 
     ref_words, hyp_words = reference.split(), hypothesis.split()
     if not ref_words:  # jiwer refuses empty references: everything said is an insertion

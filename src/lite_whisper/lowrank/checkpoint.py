@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
+from lite_whisper import __version__
 from lite_whisper.files import atomic_folder
-from lite_whisper.lowrank import configuration_lite_whisper, fast_cpu, modeling_lite_whisper
+from lite_whisper.lowrank import configuration_lite_whisper, modeling_lite_whisper
 from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperConfig, LiteWhisperForConditionalGeneration
 
 MODEL_TYPE = LiteWhisperConfig.model_type
-# The self-contained files copied into every folder; the modeling file imports the other two.
-SHIPPED_FILES = tuple(Path(module.__file__) for module in (modeling_lite_whisper, configuration_lite_whisper, fast_cpu))
+# The self-contained files copied into every folder; the modeling file imports the configuration.
+SHIPPED_FILES = tuple(Path(module.__file__) for module in (modeling_lite_whisper, configuration_lite_whisper))
 MODELING_FILE = SHIPPED_FILES[0]
 _MODEL_REF = f"{MODELING_FILE.stem}.{LiteWhisperForConditionalGeneration.__name__}"
 AUTO_MAP = {
@@ -81,8 +82,6 @@ def save_lite_whisper(
     # float32 by default, as for openai/whisper-*: half precision is slow on CPUs and the
     # processor's features are float32. Users on GPUs pass dtype=torch.float16.
     config.dtype = "float32"
-    from lite_whisper import __version__
-
     config.lite_whisper = {"version": __version__, "compression": compression}
     with atomic_folder(folder, overwrite=overwrite) as staging:
         model.save_pretrained(staging, state_dict=_cast_state_dict(model, dtype))

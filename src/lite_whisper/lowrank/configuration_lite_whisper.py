@@ -1,7 +1,7 @@
 """The lite-whisper configuration: Whisper's, plus the rank of every low-rank encoder linear.
 
 Self-contained (transformers and the standard library only): copied into every saved folder
-beside `modeling_lite_whisper.py` and `fast_cpu.py`, so `AutoConfig`/`AutoModel` with
+beside `modeling_lite_whisper.py`, so `AutoConfig`/`AutoModel` with
 `trust_remote_code=True` work where lite_whisper is not installed.
 """
 

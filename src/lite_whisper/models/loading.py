@@ -15,6 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from lite_whisper.files import atomic_folder
+from lite_whisper.lowrank.checkpoint import is_lite_whisper_model, load_lite_whisper, save_lite_whisper
+from lite_whisper.models import ctranslate2
+from lite_whisper.runtime.manifest import is_exported_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,52 +60,21 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
 
 
-def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-               encoder: str | None = None):
-    """Load a Whisper model and its processor from any supported spec.
-
-    `encoder` applies to folders written by `lite-whisper export` only: which encoder runs
-    ('auto', 'float32', 'int8', 'bfloat16'; `lite_whisper.deploy.encoders`).
+def load_pytorch_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+    """Load a PyTorch Whisper model and its processor from any spec but an exported folder.
 
     Returns `(model, processor)`: a `WhisperForConditionalGeneration` (or its lite-whisper
-    subclass) in eval mode on `device`, and a `WhisperProcessor`.
+    subclass) in eval mode on `device`, and a `WhisperProcessor`. (`lite_whisper.load_model`
+    also reads exported folders and puts lite-whisper models on the fast CPU route.)
     """
     torch_dtype = resolve_dtype(dtype)
-    exported = _load_exported(Path(str(spec)).expanduser(), torch_dtype, device, encoder)
-    if exported is not None:
-        return exported
-    if encoder not in (None, "auto"):
-        raise ModelLoadError(f"{spec}: --encoder {encoder} applies to exported folders (lite-whisper export) only; "
-                             "use --dtype for a PyTorch model")
+    if is_exported_folder(Path(str(spec)).expanduser()):
+        raise ModelLoadError(f"{spec}: an exported folder (lite-whisper export) holds no PyTorch model; "
+                             "give the model it was exported from")
     model, processor = _load(str(spec), torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     model.config._name_or_path = str(spec)
     return model, processor
-
-
-def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None):
-    """(ExportedWhisper, processor) for a folder written by `lite-whisper export`, else None."""
-    from lite_whisper.deploy.manifest import is_exported_folder
-
-    if not is_exported_folder(path):
-        return None
-    if dtype != torch.float32 or torch.device(device).type != "cpu":
-        raise ModelLoadError(f"{path}: an exported folder runs on the CPU in its own precision (ONNX Runtime + "
-                             "CTranslate2); drop --dtype/--device, or load the PyTorch model it came from")
-    try:
-        from lite_whisper.deploy.runtime import ExportedWhisper
-    except ImportError as error:
-        raise ModelLoadError(f"{path}: exported folders need the deployment packages ({error.name} is missing): "
-                             "pip install 'lite-whisper[deploy]'") from None
-    from transformers import WhisperProcessor
-
-    from lite_whisper.deploy.encoders import EncoderUnavailableError
-
-    try:
-        model = ExportedWhisper(path, encoder=encoder)
-    except EncoderUnavailableError as error:
-        raise ModelLoadError(f"{path}: {error}") from None
-    return model, WhisperProcessor.from_pretrained(path)
 
 
 def _load(spec: str, dtype: torch.dtype):
@@ -117,8 +93,6 @@ def _load(spec: str, dtype: torch.dtype):
 
 def load_folder(path: Path, dtype: torch.dtype = torch.float32):
     """Load a local Hugging Face (plain or lite-whisper) or CTranslate2 folder."""
-    from lite_whisper.models import ctranslate2
-
     if not path.is_dir():
         raise ModelLoadError(f"{path}: expected a model folder, found a file")
     config_file = path / "config.json"
@@ -133,12 +107,8 @@ def load_folder(path: Path, dtype: torch.dtype = torch.float32):
         _check_weights(path)
     try:
         if model_type in ("lite-whisper", "lite_whisper"):
-            from lite_whisper.lowrank.checkpoint import load_lite_whisper
-
             return load_lite_whisper(path, dtype=dtype)
         if model_type == "whisper":
-            from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
             model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
             return model, WhisperProcessor.from_pretrained(path)
     except (OSError, KeyError, TypeError) as error:  # transformers' words for missing or misshapen files
@@ -174,8 +144,6 @@ def _short_name_folders(name: str) -> list[Path] | None:
 
 
 def _load_short_name(name: str, dtype: torch.dtype):
-    from lite_whisper.models import ctranslate2
-
     folders = _short_name_folders(name)
     if folders is not None:
         return ctranslate2.ctranslate2_to_transformers(folders[0], extra_part_dirs=folders[1:], dtype=dtype)
@@ -192,8 +160,6 @@ def _load_short_name(name: str, dtype: torch.dtype):
 
 def _load_from_hub(repo_id: str, dtype: torch.dtype):
     try:
-        from huggingface_hub import snapshot_download
-
         folder = snapshot_download(
             repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.py", "*.model", "*.tiktoken"]
         )
@@ -205,26 +171,12 @@ def _load_from_hub(repo_id: str, dtype: torch.dtype):
     return load_folder(Path(folder), dtype)
 
 
-def resolve_model(model, processor=None):
-    """Accept a spec, a `(model, processor)` pair, or a model plus its processor."""
-    if isinstance(model, (str, Path)):
-        return load_model(model)
-    if isinstance(model, tuple):
-        return model
-    if processor is None:
-        raise ValueError("pass the processor with the model, a (model, processor) pair, or a model spec")
-    return model, processor
-
-
 def save_model(model, processor, folder: str | Path, overwrite: bool = False) -> Path:
     """Write a standard Hugging Face folder (weights, config, generation config, processor).
 
     Low-rank models are written in the lite-whisper format instead; either way the write is
     atomic and an existing folder is replaced only with `overwrite=True`.
     """
-    from lite_whisper.files import atomic_folder
-    from lite_whisper.lowrank.checkpoint import is_lite_whisper_model, save_lite_whisper
-
     if is_lite_whisper_model(model):
         return save_lite_whisper(model, processor, folder, dtype=model.dtype, overwrite=overwrite)
     with atomic_folder(folder, overwrite=overwrite) as staging:

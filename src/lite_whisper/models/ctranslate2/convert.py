@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
 from lite_whisper.models.ctranslate2.format import CT2Model, find_model_bin, read_json, read_model_bin
 from lite_whisper.models.ctranslate2.tokenizer import build_tokenizer, generation_config
@@ -20,7 +21,6 @@ def ctranslate2_to_transformers(
 
     `extra_part_dirs` hold further `model.bin.partN` files (models split across packages).
     """
-    from transformers import WhisperProcessor
 
     folder = Path(folder)
     ct2 = read_model_bin(find_model_bin(folder, extra_part_dirs))
@@ -51,7 +51,6 @@ def _scalar(ct2: CT2Model, name: str) -> int:
 
 def whisper_config(ct2: CT2Model, tokenizer):
     """A `WhisperConfig` from variable shapes and scalars, with the tokenizer's special ids."""
-    from transformers import WhisperConfig
 
     # Whisper's WhisperSpec stores these for the decoder only; the encoder is fixed GELU/pre-norm.
     for name, expected in (("decoder/activation", 3), ("decoder/pre_norm", 1), ("decoder/scale_embeddings", 0)):
@@ -158,7 +157,6 @@ def _map_layer(ct2: CT2Model, src: str, dst: str, is_decoder: bool, out: dict[st
 
 def _build_model(config, state_dict: dict[str, torch.Tensor], dtype: torch.dtype):
     """Instantiate without random init (meta device), then assign the converted weights."""
-    from transformers import WhisperForConditionalGeneration
 
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
@@ -176,6 +174,5 @@ def _build_model(config, state_dict: dict[str, torch.Tensor], dtype: torch.dtype
 
 
 def _feature_extractor(n_mels: int):
-    from transformers import WhisperFeatureExtractor
 
     return WhisperFeatureExtractor(feature_size=n_mels)

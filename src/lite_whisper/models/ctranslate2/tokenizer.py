@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import AddedToken
+from transformers import GenerationConfig, WhisperTokenizerFast
+
 from lite_whisper.models.ctranslate2.format import read_json
 
 _CONTROL_TOKENS = ("<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>",
@@ -19,8 +22,6 @@ def build_tokenizer(path: Path, vocab_size: int):
     tokens are registered as extra special tokens ending with `<|notimestamps|>`, and the
     timestamp tokens (missing from some tokenizer.json files) are added as plain tokens.
     """
-    from tokenizers import AddedToken
-    from transformers import WhisperTokenizerFast
 
     if not path.is_file():
         raise ValueError(f"{path.parent}: no tokenizer.json (needed for the vocabulary and special tokens)")
@@ -59,7 +60,6 @@ def generation_config(config, tokenizer, settings: dict):
     English-only models get no `lang_to_id`/`task_to_id`: with them, transformers would run
     language detection and insert a language token that tiny.en was never trained with.
     """
-    from transformers import GenerationConfig
 
     vocab = tokenizer.get_vocab()
     ids = {t: vocab.get(t) for t in _CONTROL_TOKENS + _NO_SPEECH_TOKENS}

@@ -12,49 +12,20 @@ are counted, never allocated; large-v3's decoder alone would be 3.6 GB in fp32).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from lite_whisper.compression.decomposition import break_even_rank
+from lite_whisper.data.audio import ENCODER_FRAMES
+from lite_whisper.lowrank.cost import break_even_rank
 from lite_whisper.lowrank.modeling_lite_whisper import (
     LOW_RANK_TARGETS,
     LiteWhisperConfig,
     LiteWhisperForConditionalGeneration,
 )
+from lite_whisper.models.architectures import architecture
 
 RANK_MULTIPLE = 16
-
-
-@dataclass(frozen=True)
-class Architecture:
-    d_model: int
-    encoder_layers: int
-    decoder_layers: int
-    heads: int
-    ffn_dim: int
-    n_mels: int
-    vocab_size: int
-
-
-# The released OpenAI checkpoints' shapes (config.json of openai/whisper-*).
-ARCHITECTURES: dict[str, Architecture] = {
-    "tiny": Architecture(384, 4, 4, 6, 1536, 80, 51865),
-    "base": Architecture(512, 6, 6, 8, 2048, 80, 51865),
-    "small": Architecture(768, 12, 12, 12, 3072, 80, 51865),
-    "medium": Architecture(1024, 24, 24, 16, 4096, 80, 51865),
-    "large-v3": Architecture(1280, 32, 32, 20, 5120, 128, 51866),
-    "large-v3-turbo": Architecture(1280, 32, 4, 20, 5120, 128, 51866),
-}
-
-
-def architecture(arch: str) -> Architecture:
-    try:
-        return ARCHITECTURES[arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}") from None
 
 
 def whisper_config(arch: str) -> WhisperConfig:
@@ -69,7 +40,7 @@ def whisper_config(arch: str) -> WhisperConfig:
         decoder_attention_heads=shape.heads,
         encoder_ffn_dim=shape.ffn_dim,
         decoder_ffn_dim=shape.ffn_dim,
-        max_source_positions=1500,
+        max_source_positions=ENCODER_FRAMES,
         max_target_positions=448,
     )
 

@@ -23,17 +23,19 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lite_whisper.api import load_model
+from lite_whisper.benchmark.bench import benchmark
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig
 from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, on_main
-from lite_whisper.evaluation.cost import encoder_flops, encoder_params
 from lite_whisper.evaluation.evaluate import evaluate
+from lite_whisper.experiments.plots import plot_pareto, plot_ranks
 from lite_whisper.files import output_lock, write_json_atomic
-from lite_whisper.inference.transcribe import DecodingOptions
-from lite_whisper.models.loading import load_model
+from lite_whisper.lowrank.cost import encoder_flops, encoder_params
+from lite_whisper.transcription.types import DecodingOptions
 
 STATISTICS_FILE = "statistics.safetensors"
 MANIFEST_FILE = "sweep.json"
@@ -183,7 +185,6 @@ def sweep(
             "calibration_clips": loaded.statistics.calibration_clips,
             "points": [asdict(point) for point in points],
         })
-        from lite_whisper.benchmark.plots import plot_pareto, plot_ranks
 
         title = f"{model_spec}: WER vs encoder size" + (" and latency" if bench else "")
         plot_pareto(points, out_dir / "pareto.png", title=title)
@@ -258,7 +259,6 @@ def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, 
     latency = speedup = None
     bench_file = folder / "bench.json"
     if bench and dense is not None and not bench_file.exists():
-        from lite_whisper.benchmark.bench import benchmark
 
         log(f"timing the encoder of {label} against the dense model ...")
         write_json_atomic(bench_file, benchmark(model, baseline=dense, batch_sizes=(1,), repeats=repeats).to_dict())

@@ -1,5 +1,5 @@
-"""What a Whisper model costs: encoder parameters and FLOPs at Whisper's fixed 30 s input,
-decoder parameters, weight bytes in memory and on disk.
+"""What a Whisper model of the low-rank format costs: encoder parameters and FLOPs at Whisper's
+fixed 30 s input, decoder parameters, weight bytes in memory and on disk — one copy of each formula.
 
 FLOPs count 2 per multiply-add in the convolutions, the linears and the two attention
 matmuls (scores and values), the terms that dominate; layer norms, GELU, softmax and
@@ -13,14 +13,57 @@ from pathlib import Path
 
 from torch import nn
 
-from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperAttention, LowRankLinear, attention_flops
+from lite_whisper.data.audio import ENCODER_FRAMES, MEL_FRAMES
+from lite_whisper.lowrank.modeling_lite_whisper import attention_flops
 
-ENCODER_FRAMES = 1500  # 30 s of audio after the stride-2 convolution
-MEL_FRAMES = 3000
+__all__ = [
+    "ENCODER_FRAMES", "MEL_FRAMES", "break_even_rank", "breaks_even", "decoder_params", "disk_bytes",
+    "encoder_flops", "encoder_of", "encoder_params", "has_low_rank", "linear_cost", "reduced_attention_layers",
+    "weight_bytes",
+]
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
+    """The encoder of a Whisper model (or the encoder itself)."""
+    if hasattr(model, "conv1") and hasattr(model, "layers"):
+        return model
     return model.get_encoder() if hasattr(model, "get_encoder") else model.model.encoder
+
+
+def is_low_rank(module: nn.Module) -> bool:
+    """A low-rank linear of this package or of a saved folder's own (remote) code: `down` then `up`."""
+    return getattr(module, "rank", None) is not None and hasattr(module, "down") and hasattr(module, "up")
+
+
+def has_low_rank(model: nn.Module) -> bool:
+    """Whether any encoder linear of `model` is factorised."""
+    return any(is_low_rank(module) for module in encoder_of(model).modules())
+
+
+def break_even_rank(d_in: int, d_out: int) -> float:
+    """The rank k at which k (d_in + d_out) = d_in d_out: two factors then cost what the dense layer does."""
+    return d_in * d_out / (d_in + d_out)
+
+
+def breaks_even(rank: int, d_in: int, d_out: int) -> bool:
+    """True when rank * (d_in + d_out) >= d_in * d_out: the factorised layer saves no compute.
+
+    (rank >= break_even_rank(d_in, d_out), in exact integer arithmetic.)
+    """
+    return rank * (d_in + d_out) >= d_in * d_out
+
+
+def linear_cost(kind: str, d_in: int, d_out: int, rank: int | None, has_bias: bool = True,
+                rows: int = ENCODER_FRAMES) -> int:
+    """Parameters (kind "params") or FLOPs over `rows` rows (kind "flops") of one linear, dense
+    (rank None) or factorised. A factorised linear always has a bias (k_proj gains one)."""
+    if kind == "flops":
+        return 2 * rows * (d_in * d_out if rank is None else rank * (d_in + d_out))
+    if kind != "params":
+        raise ValueError(f"cost kind must be 'params' or 'flops', got {kind!r}")
+    if rank is None:
+        return d_in * d_out + (d_out if has_bias else 0)
+    return rank * (d_in + d_out) + d_out
 
 
 def encoder_params(model: nn.Module) -> int:
@@ -33,10 +76,10 @@ def encoder_params(model: nn.Module) -> int:
 
 
 def linear_flops(module: nn.Module, rows: int) -> int:
-    if isinstance(module, LowRankLinear):
-        return 2 * rows * module.rank * (module.in_features + module.out_features)
+    if is_low_rank(module):
+        return linear_cost("flops", module.in_features, module.out_features, module.rank, rows=rows)
     if isinstance(module, nn.Linear):
-        return 2 * rows * module.in_features * module.out_features
+        return linear_cost("flops", module.in_features, module.out_features, None, rows=rows)
     raise TypeError(f"not a linear layer: {type(module).__name__}")
 
 
@@ -46,9 +89,9 @@ def conv_flops(conv: nn.Conv1d, out_length: int) -> int:
 
 def self_attention_flops(attention: nn.Module, rows: int) -> int:
     """Projections q, k, v, the score and value matmuls (not out_proj) on the path in use."""
-    if isinstance(attention, LiteWhisperAttention):
-        return attention.flops(rows, reduced=attention.uses_reduced_path)
-    return attention_flops(rows, attention.embed_dim, attention.num_heads, None, None, None, reduced=False)
+    ranks = tuple(getattr(m, "rank", None) for m in (attention.q_proj, attention.k_proj, attention.v_proj))
+    reduced = bool(getattr(attention, "uses_reduced_path", False))
+    return attention_flops(rows, attention.embed_dim, attention.num_heads, *ranks, reduced=reduced)
 
 
 def encoder_layer_flops(layer: nn.Module, rows: int = ENCODER_FRAMES) -> int:

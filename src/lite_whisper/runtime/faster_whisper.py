@@ -4,7 +4,7 @@ faster-whisper runs the encoder in one place, `WhisperModel.encode()`; everythin
 batching, temperature fallback, no-speech suppression, word timestamps) goes through it. So a
 subclass that encodes with ONNX Runtime or OpenVINO keeps all of that:
 
-    from lite_whisper.deploy.faster_whisper import LiteWhisperModel
+    from lite_whisper.runtime.faster_whisper import LiteWhisperModel
     model = LiteWhisperModel("tiny.en-export", cpu_threads=2)
     segments, info = model.transcribe("talk.flac", beam_size=1, vad_filter=True)
 """
@@ -17,21 +17,20 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 
-from lite_whisper.deploy.encoders import choose_encoder, open_encoder
+from lite_whisper.runtime.encoders import choose_encoder, open_encoder
+from lite_whisper.runtime.manifest import read_manifest
 
 
 class LiteWhisperModel(WhisperModel):
     """A faster-whisper `WhisperModel` for a folder written by `lite-whisper export`.
 
-    `encoder`: 'auto' (default), 'float32', 'int8' or 'bfloat16' (`lite_whisper.deploy.encoders`).
+    `encoder`: 'auto' (default), 'float32', 'int8' or 'bfloat16' (`lite_whisper.runtime.encoders`).
     `cpu_threads` serves both engines (they run one after the other). `decoder`: another
     CTranslate2 decoder folder than the export's own (e.g. a float32 one for parity checks).
     """
 
     def __init__(self, folder: str | Path, *, encoder: str | None = "auto", cpu_threads: int = 0,
                  decoder: str | Path | None = None, **kwargs):
-        from lite_whisper.deploy.manifest import read_manifest
-
         folder = Path(folder)
         manifest = read_manifest(folder)
         decoder = Path(decoder) if decoder is not None else folder / manifest["decoder"]["folder"]

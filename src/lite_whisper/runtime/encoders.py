@@ -46,7 +46,8 @@ def choose_encoder(manifest: dict, kind: str | None = "auto") -> str:
 
 def runnable_encoders(manifest: dict) -> dict[str, str]:
     """{kind: engine} for every encoder of an exported folder that can run on this machine."""
-    from lite_whisper.deploy.openvino_encoder import bfloat16_supported
+    # The engines are imported only when asked about: the command line reads ENCODER_KINDS for its help.
+    from lite_whisper.runtime.openvino_encoder import bfloat16_supported
 
     available = {"float32": True, "int8": manifest["encoder"].get("int8") is not None,
                  "bfloat16": bfloat16_supported()}
@@ -57,9 +58,9 @@ def open_encoder(folder: str | Path, manifest: dict, kind: str, threads: int | N
     """A callable encoder (features -> states) of `kind` (one `choose_encoder` returned) for an exported folder."""
     folder = Path(folder)
     if ENGINES[kind] == "openvino":  # bfloat16 from the float32 graph: no file of its own
-        from lite_whisper.deploy.openvino_encoder import OpenVinoEncoder
+        from lite_whisper.runtime.openvino_encoder import OpenVinoEncoder
 
         return OpenVinoEncoder(folder / manifest["encoder"]["float32"], threads=threads, precision="bf16")
-    from lite_whisper.deploy.onnx_encoder import OnnxEncoder
+    from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 
     return OnnxEncoder(folder / manifest["encoder"][kind], threads=threads)

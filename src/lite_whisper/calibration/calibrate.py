@@ -13,13 +13,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lite_whisper.compression.moments import Moments
-from lite_whisper.compression.statistics import SITES, CalibrationStatistics, ModelSignature
-from lite_whisper.compression.targets import LOW_RANK_TARGETS
+from lite_whisper.calibration.moments import Moments
+from lite_whisper.calibration.reduce import all_reduce_statistics
+from lite_whisper.calibration.statistics import SITES, CalibrationStatistics, ModelSignature
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.data.features import feature_batches
-from lite_whisper.distributed import SINGLE, Ranks, all_reduce_statistics
-from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.distributed import SINGLE, Ranks
+from lite_whisper.lowrank.cost import encoder_of
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 
 
 def calibrate(

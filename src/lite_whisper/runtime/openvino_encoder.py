@@ -18,7 +18,7 @@ import numpy as np
 
 def bfloat16_supported() -> bool:
     """Whether OpenVINO is installed and reports native bfloat16 on this CPU (AMX or AVX512_BF16)."""
-    try:
+    try:  # optional: without OpenVINO there is no bfloat16 encoder
         import openvino as ov
     except ImportError:
         return False
@@ -33,7 +33,7 @@ class OpenVinoEncoder:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = "bf16"):
-        import openvino as ov
+        import openvino as ov  # optional (see bfloat16_supported)
 
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from lite_whisper.compression.moments import Moments
-from lite_whisper.compression.targets import LOW_RANK_TARGETS
-from lite_whisper.evaluation.cost import encoder_of
+from lite_whisper.calibration.moments import Moments
 from lite_whisper.files import atomic_file
+from lite_whisper.lowrank.cost import encoder_of
+from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 
 Side = Literal["input", "output"]
 
@@ -233,7 +235,6 @@ class CalibrationStatistics:
 
         The file appears complete or not at all: it is written beside `path` and renamed.
         """
-        from safetensors.torch import save_file
 
         tensors: dict[str, Tensor] = {}
         sites = []
@@ -257,7 +258,6 @@ class CalibrationStatistics:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> CalibrationStatistics:
         """Read a file written by `save`; a truncated or corrupt file raises ValueError saying so."""
-        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():

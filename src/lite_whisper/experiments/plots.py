@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
     try:
@@ -78,7 +80,6 @@ def plot_pareto(points, path: str | Path, title: str = "") -> Path:
 
 def plot_ranks(report, path: str | Path, title: str = "") -> Path:
     """Heat-map of the kept rank as a share of full rank, per encoder layer and module."""
-    import numpy as np
 
     plt = _pyplot()
     names = list(report.layers[0])

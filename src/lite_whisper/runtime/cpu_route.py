@@ -1,0 +1,420 @@
+"""lite-whisper's fast CPU route: oneDNN linears with fused GELU and residual adds, applied once.
+
+PyTorch's fp32 nn.Linear calls MKL sgemm, which on non-Intel CPUs (and on the thin shapes of
+low-rank factors everywhere) runs at a third to a half of oneDNN's speed on the same shapes;
+oneDNN also fuses GELU and a residual add into the matmul. So on the CPU in float32 an encoder
+layer runs better as one function over its weights: the q/k/v first stages in one matmul, no
+layout copies around attention, the activation and the residual adds inside the linears.
+
+`apply_cpu_route(model)` makes that switch once, the way torchao's `quantize_` swaps modules:
+each encoder layer's class becomes a routed subclass and gets a plan (its weights, fused and
+laid out for the route). What is fixed for a model's life is checked then, not per call: the
+CPU, float32, inference mode, oneDNN's op passing its self-test, and hooks — the hook
+dictionaries of every module in a layer are watched, so registering a forward (pre-)hook
+turns the layer's route off until the hook is removed, and the hooked modules run as
+themselves. `remove_cpu_route(model)`, `.train()` and moving the model to another device or
+dtype put the plain layers back. Per call the routed layer checks only what can change between
+calls without touching the model (grad mode, autocast, tracing and torch.compile, the input's
+type, a weight replaced or changed in place) — C-level checks and one loop over its tensors.
+
+The route calls the private op `torch.ops.mkldnn._linear_pointwise`, checked once against
+`F.linear` before first use; if it is missing, raises or disagrees, the route is never applied
+(with a warning). LITE_WHISPER_FAST_CPU=0 (or `fast_cpu_kernels(False)`) keeps it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+import weakref
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as module_state
+
+from lite_whisper.lowrank.cost import encoder_of
+
+_FAST_CPU = os.environ.get("LITE_WHISPER_FAST_CPU", "1").lower() not in ("0", "false", "no", "off")
+_ONEDNN: bool | None = None  # None: not checked yet (see onednn_usable)
+
+
+def fast_cpu_kernels(enabled: bool | None = None) -> bool:
+    """Get (no argument) or set whether `apply_cpu_route` may put models on the route.
+
+    On by default; off with `fast_cpu_kernels(False)` or LITE_WHISPER_FAST_CPU=0. Models already
+    routed stay so until `remove_cpu_route`. Either way the results agree within fp32 rounding.
+    """
+    global _FAST_CPU
+    if enabled is not None:
+        _FAST_CPU = bool(enabled)
+    return _FAST_CPU
+
+
+def onednn_usable() -> bool:
+    """Whether oneDNN's fused linear exists and passes its self-test (checked once per process)."""
+    global _ONEDNN
+    if _ONEDNN is None:
+        _ONEDNN = _self_test()
+    return _ONEDNN
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"):
+    """oneDNN's fp32 inner product, optionally followed by exact (erf) GELU."""
+    if activation == "gelu":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def onednn_linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor):
+    """x W^T + b + other in one oneDNN call."""
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
+
+
+def _self_test() -> bool:
+    try:
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x, other = torch.randn(2, 5, 24, generator=generator), torch.randn(2, 5, 40, generator=generator)
+    weight, bias = torch.randn(40, 24, generator=generator), torch.randn(40, generator=generator)
+    expected = F.linear(x, weight, bias)
+    try:
+        with torch.no_grad():
+            results = [
+                (onednn_linear(x, weight, bias), expected),
+                (onednn_linear(x, weight, None), F.linear(x, weight)),
+                (onednn_linear(x, weight, bias, "gelu"), F.gelu(expected)),
+                (onednn_linear_add(x, weight, bias, other), expected + other),
+            ]
+        good = all(got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4) for got, want in results)
+    except Exception as error:  # a private op may change or vanish in any torch release
+        warnings.warn(f"lite-whisper: oneDNN fused linear failed its self-test ({type(error).__name__}: {error}); "
+                      "using the plain modules", stacklevel=2)
+        return False
+    if not good:
+        warnings.warn("lite-whisper: oneDNN fused linear gave wrong results in its self-test; using the plain modules",
+                      stacklevel=2)
+    return good
+
+
+# --- applying and removing -------------------------------------------------------------------------
+
+
+def apply_cpu_route(model: nn.Module) -> int:
+    """Put every encoder layer of `model` (a Whisper model or its encoder) on the route; return how many are.
+
+    0 when the model cannot take it: not on the CPU in float32, in training mode, oneDNN's op
+    unusable here, or the route switched off (LITE_WHISPER_FAST_CPU=0). Idempotent.
+    """
+    encoder = encoder_of(model)
+    parameter = next(encoder.parameters())
+    if not (_FAST_CPU and not encoder.training and parameter.device.type == "cpu"
+            and parameter.dtype == torch.float32 and onednn_usable()):
+        return 0
+    for layer in encoder.layers:
+        _route(layer)
+    return sum(layer._cpu_plan is not None for layer in encoder.layers)
+
+
+def remove_cpu_route(model: nn.Module) -> None:
+    """Put the plain layers back (the weights are untouched; nothing else changes)."""
+    for layer in encoder_of(model).layers:
+        _unroute(layer)
+
+
+def routed_layers(model: nn.Module) -> int:
+    """How many encoder layers run on the route now (a hooked layer does not)."""
+    return sum(isinstance(layer, CpuRouted) and layer._cpu_plan is not None for layer in encoder_of(model).layers)
+
+
+@contextlib.contextmanager
+def plain_modules(model: nn.Module):
+    """The plain layers inside the block (to trace, export or train), the route as it was after it."""
+    layers = [layer for layer in encoder_of(model).layers if isinstance(layer, CpuRouted)]
+    for layer in layers:
+        _unroute(layer)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            _route(layer)
+
+
+_ROUTED_CLASSES: dict[type, type] = {}
+
+
+def _routed_class(base: type) -> type:
+    if base not in _ROUTED_CLASSES:
+        _ROUTED_CLASSES[base] = type(f"CpuRouted{base.__name__}", (CpuRouted, base),
+                                     {"_cpu_route_base": base, "__module__": __name__})
+    return _ROUTED_CLASSES[base]
+
+
+def _route(layer: nn.Module) -> None:
+    if not isinstance(layer, CpuRouted):
+        layer.__class__ = _routed_class(type(layer))
+    layer._cpu_plan = None
+    layer._refresh_cpu_route()
+
+
+def _unroute(layer: nn.Module) -> None:
+    if not isinstance(layer, CpuRouted):
+        return
+    for module in layer.modules():
+        for name in _WATCHED:
+            hooks = module.__dict__.get(name)
+            if isinstance(hooks, _WatchedHooks):
+                module.__dict__[name] = OrderedDict(hooks)
+    layer.__dict__.pop("_cpu_plan", None)
+    layer.__class__ = layer._cpu_route_base
+
+
+def _rebuild_plain(base: type, state: dict) -> nn.Module:
+    layer = base.__new__(base)
+    layer.__dict__.update(state)
+    return layer
+
+
+_WATCHED = ("_forward_hooks", "_forward_pre_hooks")
+
+
+class _WatchedHooks(OrderedDict):
+    """A module's hook dictionary that tells its routed layer when hooks come and go."""
+
+    def __init__(self, hooks, layer: nn.Module):
+        super().__init__(hooks)
+        self._layer = weakref.ref(layer)
+
+    def _changed(self) -> None:
+        layer = self._layer()
+        if layer is not None and isinstance(layer, CpuRouted):
+            layer._refresh_cpu_route()
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def pop(self, *args):
+        value = super().pop(*args)
+        self._changed()
+        return value
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def __reduce_ex__(self, protocol):  # copies and pickles are plain dictionaries
+        return OrderedDict, (list(self.items()),)
+
+
+class CpuRouted:
+    """Mixin of a routed encoder layer class (`CpuRouted<Base>`): the route, or the base's forward."""
+
+    _cpu_route_base: type
+
+    def _refresh_cpu_route(self) -> None:
+        """Watch every module's hooks, then plan the route (None while something is hooked or unsupported)."""
+        for module in self.modules():
+            for name in _WATCHED:
+                hooks = module.__dict__[name]
+                if not isinstance(hooks, _WatchedHooks) or hooks._layer() is not self:
+                    module.__dict__[name] = _WatchedHooks(hooks, self)
+        self._cpu_plan = _LayerPlan.of(self)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        plan = self._cpu_plan
+        if plan is not None and not plan.current():
+            self._refresh_cpu_route()
+            plan = self._cpu_plan
+        if (plan is None or attention_mask is not None or kwargs.get("output_attentions")
+                or torch.is_grad_enabled() or type(hidden_states) is not torch.Tensor
+                or hidden_states.dtype is not torch.float32 or torch.is_autocast_enabled("cpu")
+                or torch._C._get_tracing_state() is not None
+                or module_state._global_forward_hooks or module_state._global_forward_pre_hooks
+                or torch.compiler.is_compiling()):
+            return self._cpu_route_base.forward(self, hidden_states, attention_mask, **kwargs)
+        return plan.run(hidden_states)
+
+    def train(self, mode: bool = True):
+        if mode:
+            _unroute(self)  # training needs autograd and the plain modules
+            return self.train(mode)
+        return self._cpu_route_base.train(self, mode)
+
+    def _apply(self, fn, recurse=True):
+        base = self._cpu_route_base
+        _unroute(self)
+        result = base._apply(self, fn, recurse)
+        parameter = next(self.parameters(), None)
+        if parameter is not None and parameter.device.type == "cpu" and parameter.dtype == torch.float32 \
+                and not self.training:
+            _route(self)  # still where the route applies: plan again from the converted tensors
+        return result
+
+    def __reduce_ex__(self, protocol):  # a copy or a pickle is the plain layer: the route is applied, not saved
+        state = {key: value for key, value in self.__dict__.items() if key != "_cpu_plan"}
+        return _rebuild_plain, (self._cpu_route_base, state)
+
+
+# --- the plan: one layer's weights as the route uses them ------------------------------------------
+
+
+class _Linear:
+    """A linear (dense or low-rank) as the route runs it: an optional down factor, then weight and bias."""
+
+    __slots__ = ("down", "weight", "bias")
+
+    def __init__(self, down, weight, bias):
+        self.down, self.weight, self.bias = down, weight, bias
+
+    def __call__(self, x, activation="none"):
+        if self.down is not None:
+            x = onednn_linear(x, self.down, None)
+        return onednn_linear(x, self.weight, self.bias, activation)
+
+    def add(self, x, residual):
+        """x's linear plus `residual`, the add fused into the last matmul."""
+        if self.down is not None:
+            x = onednn_linear(x, self.down, None)
+        return onednn_linear_add(x, self.weight, self.bias, residual)
+
+
+class _LayerPlan:
+    """What the route needs of one layer, with what to check that it is still the layer's."""
+
+    @classmethod
+    def of(cls, layer: nn.Module) -> _LayerPlan | None:
+        """The plan, or None where the layer must run its own forward (hooks, unsupported modules)."""
+        modules = list(layer.modules())
+        for module in modules:
+            if module._forward_hooks or module._forward_pre_hooks:
+                return None
+        attention = layer.__dict__["_modules"].get("self_attn")
+        if attention is None or not all(hasattr(layer, name) for name in
+                                        ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2")):
+            return None
+        linears = [attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj, layer.fc1, layer.fc2]
+        stages = []
+        for linear in linears:
+            stage = [linear.down, linear.up] if hasattr(linear, "down") and hasattr(linear, "up") else [linear]
+            for part in stage:  # plain nn.Linear only: a quantiser's replacement keeps its own forward
+                if type(part) is not nn.Linear or part.weight.dtype != torch.float32 or part.weight.device.type != "cpu":
+                    return None
+            stages.append(stage)
+        for norm in (layer.self_attn_layer_norm, layer.final_layer_norm):
+            if type(norm) is not nn.LayerNorm or norm.weight is None:
+                return None
+        reduced = bool(getattr(attention, "uses_reduced_path", False))
+        if not reduced and attention.config._attn_implementation != "sdpa":
+            return None  # eager attention is what the user asked for
+        plan = cls()
+        plan._watch(modules)
+        with torch.no_grad():
+            plan._build(layer, attention, stages, reduced)
+        return plan
+
+    def _watch(self, modules: list[nn.Module]) -> None:
+        """Every (dictionary, key, value) the plan was built from, and every tensor's version."""
+        watch, versions = [], []
+        for module in modules:
+            for container in (module._modules, module._parameters, module._buffers):
+                for key, value in container.items():
+                    watch.append((container, key, value))
+                    if isinstance(value, torch.Tensor) and not value.is_inference():
+                        versions.append((value, value._version))
+        self.watch, self.versions = tuple(watch), tuple(versions)
+
+    def current(self) -> bool:
+        """Whether every module and tensor is still the one planned from, unchanged."""
+        for container, key, value in self.watch:
+            if container.get(key) is not value:
+                return False
+        for tensor, version in self.versions:
+            if tensor._version != version:
+                return False
+        return True
+
+    def _build(self, layer, attention, stages, reduced: bool) -> None:
+        def linear(stage):
+            return _Linear(stage[0].weight if len(stage) == 2 else None, stage[-1].weight, stage[-1].bias)
+
+        first = [stage[0] for stage in stages[:3]]
+        self.first_weight = torch.cat([part.weight for part in first])
+        biases = [part.bias for part in first]
+        self.first_bias = None if all(b is None for b in biases) else torch.cat([
+            b if b is not None else part.weight.new_zeros(part.out_features) for b, part in zip(biases, first)])
+        self.first_split = [part.out_features for part in first]
+        self.ups = [(stage[1].weight, stage[1].bias) if len(stage) == 2 else None for stage in stages[:3]]
+        self.out, self.fc1, self.fc2 = linear(stages[3]), linear(stages[4]), linear(stages[5])
+        self.norm1 = (layer.self_attn_layer_norm.normalized_shape, layer.self_attn_layer_norm.weight,
+                      layer.self_attn_layer_norm.bias, layer.self_attn_layer_norm.eps)
+        self.norm2 = (layer.final_layer_norm.normalized_shape, layer.final_layer_norm.weight,
+                      layer.final_layer_norm.bias, layer.final_layer_norm.eps)
+        self.gelu = attention.config.activation_function == "gelu"  # exact GELU: fused into fc1
+        self.activation = layer.activation_fn
+        self.heads, self.head_dim, self.scaling = attention.num_heads, attention.head_dim, attention.scaling
+        self.embed_dim = attention.embed_dim
+        self.reduced = reduced
+        if reduced:
+            self._plan_reduced(attention)
+
+    def _plan_reduced(self, attention) -> None:
+        """M, u (keys padded to one width with the values), B_v and v's bias of LiteASR's reduced attention."""
+        h, dh = self.heads, self.head_dim
+        q_up, k_up, v_up = (attention.q_proj.up, attention.k_proj.up, attention.v_proj.up)
+        bq = q_up.weight.T.reshape(-1, h, dh).transpose(0, 1)
+        bk = k_up.weight.T.reshape(-1, h, dh).transpose(0, 1)
+        m = bq @ bk.transpose(1, 2) * self.scaling
+        u = q_up.bias.reshape(h, 1, dh) @ bk.transpose(1, 2) * self.scaling
+        self.r_k, self.r_v = attention.k_proj.rank, attention.v_proj.rank
+        self.width = max(self.r_k, self.r_v)
+        if self.r_k < self.width:
+            m, u = F.pad(m, (0, self.width - self.r_k)), F.pad(u, (0, self.width - self.r_k))
+        self.m, self.u = m.contiguous(), u.contiguous()
+        self.bv = v_up.weight.T.reshape(-1, h, dh).transpose(0, 1).contiguous()  # (h, r_v, dh)
+        self.v_bias = v_up.bias
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        # The encoder's stem hands over a channels-first view; keep one contiguous layout throughout.
+        x = x.contiguous()
+        h = torch.layer_norm(x, *self.norm1)
+        parts = onednn_linear(h, self.first_weight, self.first_bias).split(self.first_split, dim=-1)
+        context = self._reduced_attention(parts) if self.reduced else self._attention(parts)
+        x = self.out.add(context, x)
+        h = torch.layer_norm(x, *self.norm2)
+        h = self.fc1(h, "gelu") if self.gelu else self.activation(self.fc1(h))
+        return self.fc2.add(h, x)
+
+    def _attention(self, parts) -> torch.Tensor:
+        """transformers' self-attention without its layout copies: q, k, v stay strided views (SDPA
+        takes any strides), the scaling goes to SDPA, and SDPA's output needs no head merge."""
+        batch, length = parts[0].shape[:2]
+        heads = (batch, length, self.heads, self.head_dim)
+        q, k, v = (part if up is None else onednn_linear(part, *up) for part, up in zip(parts, self.ups))
+        context = F.scaled_dot_product_attention(q.view(heads).transpose(1, 2), k.view(heads).transpose(1, 2),
+                                                 v.view(heads).transpose(1, 2), scale=self.scaling)
+        return context.transpose(1, 2).reshape(batch, length, self.embed_dim)
+
+    def _reduced_attention(self, parts) -> torch.Tensor:
+        """LiteASR's attention in the rank-sized space (see LiteWhisperAttention.reduced_forward)."""
+        q1, k1, v1 = parts
+        batch, length = q1.shape[:2]
+        if self.r_k < self.width:
+            k1 = F.pad(k1, (0, self.width - self.r_k))
+        if self.r_v < self.width:
+            v1 = F.pad(v1, (0, self.width - self.r_v))
+        query = q1.unsqueeze(1) @ self.m + self.u  # (b, h, n, width)
+        key = k1.unsqueeze(1).expand(batch, self.heads, length, -1)
+        value = v1.unsqueeze(1).expand(batch, self.heads, length, -1)
+        context = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # (b, h, n, width)
+        heads = context[..., : self.r_v] @ self.bv  # (b, h, n, dh)
+        return heads.transpose(1, 2).reshape(batch, length, self.embed_dim) + self.v_bias

@@ -1,0 +1,106 @@
+"""The exported-folder engine: ONNX Runtime or OpenVINO encodes, CTranslate2 decodes.
+
+`lite_whisper.load_model(DIR)` returns an `ExportedWhisper` and its processor for a folder
+written by `lite-whisper export`. Clips up to 30 s are batched through the two engines (greedy
+or beam search; the silence rule is `transcription.policy`'s, as for PyTorch); longer clips and
+timestamps go through faster-whisper's own pipeline with the same encoder (`LiteWhisperModel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import torch
+from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
+
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.runtime.faster_whisper import LiteWhisperModel
+from lite_whisper.runtime.manifest import read_manifest
+from lite_whisper.transcription.policy import decoder_prompt, is_multilingual
+from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
+
+# CTranslate2 generates at most min(max_length / 2, max_length - prompt) tokens (OpenAI's 224-token
+# sampling cap, CTranslate2 issue 1856); Whisper's decoder holds 448 positions.
+MAX_LENGTH = 448
+
+
+class ExportedWhisper:
+    """An exported folder as an engine.
+
+    `encoder`: which encoder runs, 'auto' (default), 'float32', 'int8' or 'bfloat16'
+    (`lite_whisper.runtime.encoders`). `threads`: cores for both engines (default: the manifest's,
+    else the engines' own choice). `decoder`: another CTranslate2 decoder folder (parity checks).
+    """
+
+    batched_timestamps = False  # timestamps come from faster-whisper's pipeline
+
+    def __init__(self, folder: str | Path, *, encoder: str | None = "auto", threads: int | None = None,
+                 decoder: str | Path | None = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        threads = threads if threads is not None else self.manifest.get("threads")
+        self.pipeline = LiteWhisperModel(self.folder, encoder=encoder, cpu_threads=threads or 0, decoder=decoder)
+        self.encoder = self.pipeline.lite_encoder
+        self.decoder = self.pipeline.model  # ctranslate2.models.Whisper
+        self.encoder_kind = self.pipeline.encoder_kind
+        self.processor = WhisperProcessor.from_pretrained(self.folder)
+        self.tokenizer = self.processor.tokenizer
+        self.generation_config = GenerationConfig.from_pretrained(self.folder)
+        self.config = WhisperConfig.from_pretrained(self.folder)
+        self.config._name_or_path = str(self.folder)
+        self.name = str(self.folder)
+
+    def __repr__(self) -> str:
+        return f"ExportedWhisper({str(self.folder)!r}, encoder={self.encoder_kind})"
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def features(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE,
+                                                return_tensors="np").input_features
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        return self.encoder(features)
+
+    def decode(self, encoded: np.ndarray, options: DecodingOptions) -> list[Decoded]:
+        prompt = decoder_prompt(self.generation_config, options)
+        if is_multilingual(self.generation_config) and options.language is None:
+            prompt = self._with_detected_language(encoded, prompt)
+        decoded = []
+        for result in self.generate(encoded, prompt, options):
+            tokens = result.sequences_ids[0]
+            mean_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # faster-whisper's average, EOT counted
+            decoded.append(Decoded(tokens, result.no_speech_prob, mean_logprob))
+        return decoded
+
+    def generate(self, encoded: np.ndarray, prompt: list[int], options: DecodingOptions) -> list:
+        """CTranslate2 generation from encoder states for every clip of the batch (the same prompt)."""
+        states = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
+        wanted = options.max_new_tokens or MAX_LENGTH // 2  # ask for twice the new tokens wanted (see MAX_LENGTH)
+        max_length = min(MAX_LENGTH, 2 * wanted, wanted + MAX_LENGTH - len(prompt))
+        return self.decoder.generate(states, [prompt] * encoded.shape[0], beam_size=options.beam_size,
+                                     max_length=max_length, return_scores=True, return_no_speech_prob=True,
+                                     suppress_blank=True, suppress_tokens=[-1])
+
+    def _with_detected_language(self, encoded: np.ndarray, prompt: list[int]) -> list[int]:
+        """Multilingual models without a language: detect it from the first clip (the batch shares a prompt)."""
+        detected = self.decoder.detect_language(ctranslate2.StorageView.from_array(encoded[:1]))[0][0][0]
+        language = self.generation_config.lang_to_id.get(detected)
+        return prompt[:1] + [language] + prompt[1:] if language is not None else prompt
+
+    def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
+        """One clip of any length through faster-whisper's sequential pipeline (timestamps, 30 s windows)."""
+        segments, _ = self.pipeline.transcribe(
+            samples, language=options.language if is_multilingual(self.generation_config) else None,
+            task=options.task, beam_size=options.beam_size, temperature=0.0, without_timestamps=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
+            log_prob_threshold=options.logprob_threshold)
+        parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
+        return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
+                             len(samples) / SAMPLE_RATE, parts if options.timestamps else [])

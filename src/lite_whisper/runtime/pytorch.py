@@ -1,0 +1,130 @@
+"""The PyTorch engine: a transformers Whisper model (dense or lite-whisper) behind the engine protocol.
+
+Windows of up to 30 s are batched (Whisper pads every input to 30 s anyway): the encoder runs
+once, its output feeds the silence rule and transformers' `generate`. Longer clips go through
+transformers' sequential long-form decoding, which walks the audio in 30 s windows and moves on
+at the last predicted timestamp, so no word is cut at a window edge. A lite-whisper model on
+the CPU in float32 is put on lite-whisper's fast CPU route when the engine is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.lowrank.cost import encoder_of, has_low_rank
+from lite_whisper.runtime.cpu_route import apply_cpu_route
+from lite_whisper.transcription.policy import decoder_prompt, no_speech_token, to_transcription
+from lite_whisper.transcription.types import Decoded, DecodingOptions, Transcription
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The encoder's states, and the features they came from (timestamp decoding re-reads them)."""
+
+    features: torch.Tensor
+    states: torch.Tensor
+
+
+class PyTorchEngine:
+    """`model` (a transformers Whisper model) with its `processor`, as an engine."""
+
+    batched_timestamps = True
+
+    def __init__(self, model, processor, name: str | None = None):
+        self.model, self.processor = model, processor
+        self.tokenizer = processor.tokenizer
+        self.generation_config = model.generation_config
+        self.name = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        self.no_speech_id = no_speech_token(self.tokenizer)
+        prepare_for_inference(model)
+
+    def __repr__(self) -> str:
+        return f"PyTorchEngine({self.name!r}, {self.device}, {self.model.dtype})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (timings)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def features(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
+        inputs = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return inputs.input_features.to(device=self.device, dtype=self.model.dtype)
+
+    @torch.inference_mode()
+    def encode(self, features: torch.Tensor) -> Encoded:
+        return Encoded(features, encoder_of(self.model)(features).last_hidden_state)
+
+    @torch.inference_mode()
+    def decode(self, encoded: Encoded, options: DecodingOptions) -> list[Decoded]:
+        kwargs = generate_kwargs(self.model, options)
+        if options.timestamps:  # transformers' timestamp decoding slices input_features as clips finish
+            # (so the encoder runs a second time inside generate: the price of the no-speech rule here)
+            tokens = self.model.generate(encoded.features, **kwargs)
+        else:
+            tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states), **kwargs)
+        if options.no_speech_threshold is None or self.no_speech_id is None:
+            return [Decoded(sequence.tolist()) for sequence in tokens]
+        no_speech, mean_logprob = speech_scores(self.model, encoded.states, tokens, self.no_speech_id, options)
+        return [Decoded(sequence.tolist(), p, m)
+                for sequence, p, m in zip(tokens, no_speech.tolist(), mean_logprob.tolist())]
+
+    @torch.inference_mode()
+    def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
+        inputs = self.processor.feature_extractor([samples], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                                  truncation=False, padding="longest", return_attention_mask=True)
+        features = inputs.input_features.to(device=self.device, dtype=self.model.dtype)
+        kwargs = generate_kwargs(self.model, options)
+        kwargs["return_timestamps"] = True  # long-form decoding advances by the predicted timestamps
+        tokens = self.model.generate(features, attention_mask=inputs.attention_mask.to(self.device), **kwargs)
+        return to_transcription(self.tokenizer, name, tokens[0], len(samples), options)
+
+
+def prepare_for_inference(model):
+    """`model` as lite-whisper runs it: a lite-whisper model on the CPU in float32 goes on the fast CPU
+    route (once; see `cpu_route`). Dense models stay stock transformers, so their results are transformers'."""
+    if has_low_rank(model):
+        apply_cpu_route(model)
+    return model
+
+
+def generate_kwargs(model, options: DecodingOptions) -> dict:
+    """Arguments for transformers' `generate` (English-only models take no language or task)."""
+    kwargs: dict = {"num_beams": options.beam_size, "return_timestamps": options.timestamps}
+    if options.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = options.max_new_tokens
+    if getattr(model.generation_config, "is_multilingual", True):
+        kwargs["task"] = options.task
+        if options.language is not None:
+            kwargs["language"] = options.language
+    return kwargs
+
+
+def speech_scores(model, encoded: torch.Tensor, tokens: torch.Tensor, no_speech_id: int,
+                  options: DecodingOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P(<|nospeech|>) after <|startoftranscript|>, mean log-probability of the decoded tokens) per clip.
+
+    One teacher-forced decoder pass over the prompt and the decoded tokens (generate returns
+    the decoded tokens without the prompt). The mean runs through the first end of text, as in
+    Whisper; the prompt's language token is the one asked for (none when detecting).
+    """
+    prompt = decoder_prompt(model.generation_config, options)
+    eos = model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    head = torch.tensor(prompt, device=tokens.device).expand(tokens.shape[0], -1)
+    logits = model(encoder_outputs=(encoded,), decoder_input_ids=torch.cat([head, tokens[:, :-1]], 1)).logits.float()
+    no_speech = logits[:, 0].softmax(-1)[:, no_speech_id]
+    logprobs = logits[:, len(prompt) - 1:].log_softmax(-1).gather(-1, tokens[:, :, None])[..., 0]
+    is_end = (tokens == eos).int()
+    through_end = (is_end.cumsum(1) - is_end) == 0  # every token up to and including the first end of text
+    mean_logprob = (logprobs * through_end).sum(1) / through_end.sum(1).clamp_min(1)
+    return no_speech, mean_logprob

@@ -1,0 +1,71 @@
+"""Whisper's decoding rules, written once for every engine: the prompt, English-only models,
+the no-speech rule, and turning tokens into text and segments."""
+
+from __future__ import annotations
+
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
+
+ENGLISH = (None, "en", "english", "English")
+
+
+def is_multilingual(generation_config) -> bool:
+    return bool(getattr(generation_config, "is_multilingual", False))
+
+
+def check_options(generation_config, options: DecodingOptions) -> None:
+    """English-only checkpoints cannot translate or transcribe another language: say so up front."""
+    if getattr(generation_config, "is_multilingual", True):
+        return
+    if options.task == "translate":
+        raise ValueError("this model is English-only and cannot translate; use a multilingual model")
+    if options.language not in ENGLISH:
+        raise ValueError(f"this model is English-only; cannot transcribe language {options.language!r}")
+
+
+def decoder_prompt(generation_config, options: DecodingOptions) -> list[int]:
+    """The tokens decoding starts from: <|startoftranscript|> [language] [task] [<|notimestamps|>]."""
+    prompt = [generation_config.decoder_start_token_id]
+    if is_multilingual(generation_config):
+        lang_to_id = getattr(generation_config, "lang_to_id", {}) or {}
+        language = lang_to_id.get(f"<|{options.language}|>") if options.language else None
+        if language is not None:
+            prompt.append(language)
+        task = (getattr(generation_config, "task_to_id", {}) or {}).get(options.task)
+        if task is not None:
+            prompt.append(task)
+    if not options.timestamps:
+        prompt.append(generation_config.no_timestamps_token_id)
+    return prompt
+
+
+def no_speech_token(tokenizer) -> int | None:
+    """The id of <|nospeech|> (<|nocaptions|> before large-v3), or None if the vocabulary has neither."""
+    for token in ("<|nospeech|>", "<|nocaptions|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            return token_id
+    return None
+
+
+def is_silent(decoded: Decoded, options: DecodingOptions) -> bool:
+    """Whisper's rule: P(<|nospeech|>) above the threshold and the mean token log-probability below
+    `logprob_threshold` — or P(<|nospeech|>) alone above `certain_no_speech`."""
+    p, mean = decoded.no_speech_prob, decoded.mean_logprob
+    if options.no_speech_threshold is None or p is None or mean is None:
+        return False
+    return p > options.no_speech_threshold and (mean < options.logprob_threshold or p > options.certain_no_speech)
+
+
+def to_transcription(tokenizer, name: str, tokens, n_samples: int, options: DecodingOptions) -> Transcription:
+    """Text (and, with timestamps, segments from the timestamp tokens) of one decoded clip."""
+    seconds = n_samples / SAMPLE_RATE
+    if not options.timestamps:
+        return Transcription(name, tokenizer.decode(tokens, skip_special_tokens=True).strip(), seconds)
+    decoded = tokenizer.decode(tokens, skip_special_tokens=True, output_offsets=True)
+    segments = [
+        Segment(float(item["timestamp"][0]),
+                float(item["timestamp"][1] if item["timestamp"][1] is not None else seconds), item["text"].strip())
+        for item in decoded.get("offsets", [])
+    ]
+    return Transcription(name, decoded["text"].strip(), seconds, segments)
