@@ -7,6 +7,8 @@ import errno
 import json
 import multiprocessing
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -312,3 +314,91 @@ def test_pipeline_saves_a_folder_that_loads_with_its_config_recorded(tmp_path, c
         "attention_threshold": 0.6, "mlp_threshold": 0.6, "rank_multiple": 16, "rank_rule": "robust",
         "target_params": None, "target_flops": None, "version": 2}}
     assert report.config == config["lite_whisper"]["compression"] and report.lite_whisper_version == __version__
+
+
+# ----------------------------------------------------------------------------- file modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_folders_and_files_get_the_modes_of_the_users_umask(tmp_path, umask):
+    """Atomic writes go through private temporaries (0700 folders, 0600 files); what appears must not stay private."""
+    import os
+    import stat
+
+    from test_bench import random_factors
+
+    from lite_whisper.files import write_json_atomic
+    from lite_whisper.lowrank.convert import to_lite_whisper
+
+    previous = os.umask(umask)
+    try:
+        lite = to_lite_whisper(tiny_whisper_model(vocab_size=51864), random_factors([{"fc1": 16}] * 2))
+        folder = save_model(lite, tiny_processor(), tmp_path / "lite")
+        report = write_json_atomic(tmp_path / "out" / "eval.json", {"wer": 1.0})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    files = [path for path in folder.rglob("*") if path.is_file()] + [report]
+    assert {"model.safetensors", "config.json", "modeling_lite_whisper.py"} <= {path.name for path in files}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+
+
+# ----------------------------------------------------------------------------- what the user sees
+
+
+def test_warnings_are_one_line_and_bars_are_labelled(tmp_path, capsys, calibration_folder):
+    """Our warnings read `warning: ...` (no source path, no code line, no category); third-party warnings and
+    transformers' per-file bars stay out; long work says what it reads and each bar says what it is."""
+    from conftest import tiny_english_model
+
+    dense_folder = save_model(tiny_english_model(), tiny_processor(), tmp_path / "dense")
+    (calibration_folder / "transcripts.tsv").write_text("file\ttext\n" + "".join(
+        f"clip{index}.wav\thello\n" for index in range(6)))
+    assert main(["compress", str(dense_folder), "--calibration", str(calibration_folder), "--threshold", "0.6:0.7",
+                 "-o", str(tmp_path / "lite")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    warning = [line for line in lines if line.startswith("warning: ")]
+    assert len(warning) == 1 and "statistics from only 6 calibration clips" in warning[0]
+    assert "UserWarning" not in err and ".py:" not in err and "Warning" not in err
+    assert "Writing model shards" not in err and "Loading weights" not in err
+    assert f"calibrating {dense_folder} on {calibration_folder} (6 clips)" in err
+    assert any(line.startswith("calibrating:") for line in lines)  # the bar
+
+    assert main(["eval", str(tmp_path / "lite"), "--data", str(calibration_folder), "--limit", "2",
+                 "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"evaluating {tmp_path / 'lite'} on {calibration_folder} (2 clips)" in err
+    assert f"evaluating {tmp_path / 'lite'}:" in err and "Warning" not in err
+
+
+def test_the_first_remaining_time_estimate_waits_for_a_few_steps():
+    import io
+
+    from lite_whisper.progress import ProgressBar
+
+    stream = io.StringIO()
+    with ProgressBar(total=10, desc="evaluating dense", unit="clip", file=stream, mininterval=0, settle=3) as bar:
+        for step in range(1, 5):
+            bar.update(1)
+            shown = bar.format_meter(**bar.format_dict)
+            assert shown.startswith("evaluating dense:")
+            assert ("<" in shown) == (step >= 3), shown  # tqdm writes the remaining time as [elapsed<remaining]
+
+
+def test_help_and_argument_errors_do_not_load_the_heavy_stack():
+    """`lite-whisper --help` took ~20 s when every command module imported torch and transformers."""
+    code = (
+        "import sys\n"
+        "from lite_whisper.cli import main\n"
+        "for argv in (['--help'], ['compress', '--help'], ['bench', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "assert main(['bench', '--random-weights', 'huge']) == 2\n"
+        "assert main(['bench', 'x', '--encoder', 'int8']) == 2\n"
+        "print(sorted(name for name in ('torch', 'transformers', 'numpy') if name in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert "unknown architecture 'huge'" in run.stderr and "only applies with --against" in run.stderr

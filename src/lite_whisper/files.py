@@ -73,6 +73,7 @@ def atomic_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         try:
             yield staging
+            _normal_modes(staging)
             if target.exists():  # overwrite: move the old folder aside first so the swap is quick
                 old = target.with_name(f".{target.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -85,6 +86,26 @@ def atomic_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _normal_modes(folder: Path) -> None:
+    """The modes the user's umask gives a normally created folder and files, for `folder` and all it holds.
+
+    Temporary folders and files are made private (0700 / 0600); a model folder must not stay so, or
+    another user's process serving it could not read it.
+    """
+    umask = _umask()
+    os.chmod(folder, 0o777 & ~umask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(Path(root) / name, 0o777 & ~umask)
+        for name in files:
+            os.chmod(Path(root) / name, 0o666 & ~umask)
 
 
 def write_json_atomic(path: str | Path, data) -> Path:
@@ -105,9 +126,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(descriptor)
     temporary = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make results private
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make results private
     try:
         yield temporary
         os.replace(temporary, path)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from lite_whisper.calibration.moments import Moments
 from lite_whisper.calibration.reduce import all_reduce_statistics
@@ -21,6 +20,7 @@ from lite_whisper.data.features import feature_batches
 from lite_whisper.distributed import SINGLE, Ranks
 from lite_whisper.lowrank.cost import encoder_of
 from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
+from lite_whisper.progress import ProgressBar
 
 
 def calibrate(
@@ -116,7 +116,7 @@ def collect_statistics(
 
         def autocast():
             return torch.autocast(parameter.device.type, dtype=compute_dtype) if mixed else contextlib.nullcontext()
-        with tqdm(total=total_clips, unit="clip", desc="calibration", disable=not progress) as bar:
+        with ProgressBar(total=total_clips, unit="clip", desc="calibrating", disable=not progress) as bar:
             for input_features, n_frames in batches:
                 encoder_frames = (input_features.shape[-1] + 1) // 2
                 _check_frames(n_frames, input_features.shape[0], encoder_frames)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 EPILOG = """examples:
   lite-whisper eval tiny.en --data ../shared/speech/splits/dev.txt --output tiny.json
@@ -56,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("LITE_WHISPER_DEBUG", "").lower() in ("1", "true", "yes")
-    _quiet_transformers()
+    _quiet_transformers(debug)
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            if not debug:
+                _one_line_warnings()
+            return args.run(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -88,13 +92,32 @@ def _describe(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _quiet_transformers() -> None:
+def _quiet_transformers(debug: bool) -> None:
     """transformers warns on every Whisper generate call (attention mask of fixed 30 s inputs,
-    deprecated argument styles); those say nothing a user can act on."""
-    from transformers.utils import logging
+    deprecated argument styles) and draws a bar per file it loads or saves; none of it says anything a
+    user can act on, and it lands in the middle of our output. --debug shows it all. Set through the
+    environment, which transformers and huggingface_hub read when they are imported: nothing is
+    imported here, so help and argument errors stay instant."""
+    if debug:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' own per-file bars
+    if "transformers" in sys.modules:  # imported already (a caller of main in the same process): tell it directly
+        from transformers.utils import logging
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()  # per-file load/save bars of local folders; ours show the long work
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
+def _one_line_warnings() -> None:
+    """Our warnings as one line each (`warning: ...`, no source path or code line); third-party ones off."""
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("always", module=r"lite_whisper(\.|$)")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -144,14 +144,18 @@ def check_options(args, mode: str) -> None:
 def run(args) -> int:
     mode = mode_of(args)
     check_options(args, mode)
-    if not os.environ.get("GLIBC_TUNABLES"):
-        log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
-            "that make CPU timings steadier")
     return {LATENCY: latency, CALIBRATION_COST: calibration_cost, AGAINST: against_faster_whisper}[mode](args)
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def allocator_note() -> None:
+    """Said once the arguments are known to be good, before timing starts."""
+    if not os.environ.get("GLIBC_TUNABLES"):
+        log("note: GLIBC_TUNABLES is unset; see `lite-whisper bench --help` for allocator settings "
+            "that make CPU timings steadier")
 
 
 def _model_or_random(args) -> None:
@@ -186,6 +190,7 @@ def latency(args) -> int:
         if value is not None and args.data is None:
             raise CLIError(f"{flag} only applies with --data")
 
+    allocator_note()
     # The heavy stack loads only now that the arguments are known to be good (help and errors stay fast).
     from lite_whisper.api import load_model
     from lite_whisper.benchmark.bench import benchmark
@@ -248,6 +253,7 @@ def calibration_cost(args) -> int:
     batch_sizes = parse_batch_sizes(args.batch_size)
     device, dtype = check_device(args.device or "cpu"), args.dtype or "float32"
 
+    allocator_note()
     import torch  # the heavy stack, now that the arguments are known to be good
 
     from lite_whisper.benchmark.calibration_speed import calibration_speed
@@ -295,6 +301,7 @@ def against_faster_whisper(args) -> int:
     dense_spec = args.baseline or default_baseline(manifest["source_model"]) or manifest["source_model"]
     dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
 
+    allocator_note()
     # The heavy stack, now that the arguments are known to be good.
     from lite_whisper.benchmark.deployment import bench_deployment
     from lite_whisper.files import write_json_atomic

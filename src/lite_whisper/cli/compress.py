@@ -22,8 +22,9 @@ from lite_whisper.cli.common import (
 def add_parser(commands) -> None:
     p = commands.add_parser(
         "compress", help="compress the encoder (LiteASR) and save a lite-whisper folder",
-        description="Calibrate on audio, pick per-layer ranks by explained variance, factorise the encoder's "
-        "linears and save a Hugging Face folder that loads with or without lite-whisper.",
+        description="Calibrate on audio, pick the rank of every encoder linear (by explained variance beyond the "
+        "few massive directions: the robust rule; or, with --target-params/--target-flops, by measured damage under "
+        "that budget), factorise the linears and save a Hugging Face folder that loads with or without lite-whisper.",
         epilog="examples:\n"
         "  lite-whisper compress tiny.en -o tiny.en-lite --evaluate\n"
         "  lite-whisper compress base --threshold 0.95 --limit 32 --stats base.stats -o base-0.95\n"
@@ -170,9 +171,11 @@ def _compare(args, dense, compressed_folder: Path, dataset, ranks) -> None:
 
     compressed = load_model(compressed_folder, dtype="float32", device=process_device(args.device))
     options = DecodingOptions(language="en")
+    if ranks.main:
+        print(f"\nevaluating the dense and the compressed model on {dataset.description}", file=sys.stderr, flush=True)
     rows = []
     for name, pair in (("dense", dense), ("compressed", compressed)):
-        result = evaluate(pair, dataset, options=options, progress=not args.no_progress, ranks=ranks)
+        result = evaluate(pair, dataset, options=options, progress=not args.no_progress, ranks=ranks, label=name)
         rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
     if not ranks.main:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lite_whisper.cli.common import (
@@ -57,7 +58,9 @@ def run(args) -> int:
     try:
         engine = load_engine(args.model, dtype=args.dtype, device=process_device(args.device),
                              encoder=args.encoder)
-        result = evaluate(engine, dataset, batch_size=args.batch_size,
+        if ranks.main:
+            print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)
+        result = evaluate(engine, dataset, batch_size=args.batch_size, label=args.model,
                           options=options, progress=not args.no_progress, ranks=ranks)
     finally:
         finish(ranks)

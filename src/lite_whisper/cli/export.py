@@ -23,7 +23,7 @@ In Python, with faster-whisper's pipeline (VAD, timestamps, batching) around the
 
 def add_parser(commands) -> None:
     p = commands.add_parser(
-        "export", help="export to ONNX Runtime + CTranslate2 (the fast CPU deployment)",
+        "export", help="export for the fast CPU deployment: encoder for OpenVINO / ONNX Runtime, decoder for CTranslate2",
         description="Export the encoder of MODEL (dense or compressed) to ONNX (run by ONNX Runtime, or by OpenVINO "
         "in bfloat16 on CPUs that have it), its decoder to CTranslate2 (int8), "
         "check parity with the PyTorch model and write one folder that lite-whisper, and faster-whisper through "

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.calibration.statistics import CalibrationStatistics
@@ -21,6 +20,7 @@ from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.data.features import first_clips_features
 from lite_whisper.distributed import SINGLE, Ranks
 from lite_whisper.lowrank.checkpoint import save_lite_whisper
+from lite_whisper.progress import ProgressBar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,8 @@ def load_or_calibrate(
         return LoadedStatistics(statistics, source, time.perf_counter() - start)
     if calibration is None:
         raise ValueError("no statistics files to load and no calibration data to compute them from")
+    log(f"calibrating {model_name or 'the model'} on "
+        f"{calibration.description if isinstance(calibration, SpeechDataset) else calibration}")
     statistics = calibrate(model, processor, calibration, limit=limit, batch_size=batch_size,
                            exclude_padding=exclude_padding, progress=progress, model_name=model_name, ranks=ranks,
                            compute_dtype=compute_dtype)
@@ -126,7 +128,7 @@ def _distill(lite, model, features, distillation: DistillConfig, progress: bool,
     """Train the factors with a progress bar showing the loss; the report's distillation entry."""
 
 
-    bar = tqdm(total=distillation.steps, desc="distilling", unit="step", disable=not progress)
+    bar = ProgressBar(total=distillation.steps, desc="distilling", unit="step", disable=not progress)
 
     def advance(step: int, steps: int, loss: float) -> None:
         bar.update(1)

@@ -95,7 +95,8 @@ class CompressionReport:
             f"encoder GFLOPs/30 s {self.encoder_flops_before / 1e9:8.2f}  -> {self.encoder_flops_after / 1e9:8.2f}   ({100 * flops:.1f}%)",
             f"reduced-dimension attention in layers: {self.reduced_attention_layers or 'none'}",
             f"calibration: {self.calibration_clips} clips, {self.calibration_frames} audio frames"
-            f"{' (padding excluded)' if self.exclude_padding else ' (padding included)'} from {self.calibration_data or '?'}",
+            f"{' (padding excluded)' if self.exclude_padding else ' (padding included)'}"
+            + (f" from {self.calibration_data}" if self.calibration_data else ""),
             f"wall time {self.wall_seconds:.1f} s{self._time_split()}, peak memory {self.peak_rss_mb:.0f} MB",
         ]
         if self.distillation:

@@ -88,6 +88,11 @@ class SpeechDataset:
         return len(range(self.shard_index, total, self.shard_count))
 
     @property
+    def description(self) -> str:
+        """'SPEC (N clips)': what is read, said before long work."""
+        return f"{self.spec} ({self.size} clips)" if self.size is not None else f"{self.spec} (streamed)"
+
+    @property
     def size(self) -> int | None:
         """Number of clips, or None when streamed without a limit."""
         if self._entries is None:

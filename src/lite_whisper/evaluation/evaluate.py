@@ -6,13 +6,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from lite_whisper.api import as_engine
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, gather_to_main, max_over_ranks
 from lite_whisper.evaluation.wer import NO_ERRORS, WordErrors, normalize, word_errors
 from lite_whisper.files import write_json_atomic
+from lite_whisper.progress import ProgressBar
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions
 
@@ -77,6 +76,7 @@ def evaluate(
     options: DecodingOptions | None = None,
     progress: bool = True,
     ranks: Ranks = SINGLE,
+    label: str = "",
 ) -> EvaluationResult | None:
     """Transcribe every clip that has a reference and score it against that reference.
 
@@ -84,7 +84,7 @@ def evaluate(
     assumed unless `options` say otherwise (the normaliser is English). Under torch.distributed
     (`ranks`) each rank transcribes every world_size-th clip; rank 0 gathers the rows and returns
     the result, in dataset order with the single-process totals; the other ranks return None.
-    Wall time is then that of the slowest rank.
+    Wall time is then that of the slowest rank. `label` names the progress bar ("evaluating LABEL").
     """
     engine = as_engine(model, processor)
     model_name = str(model) if isinstance(model, (str, Path)) else engine.name
@@ -111,7 +111,8 @@ def evaluate(
 
     rows: list[tuple[int, UtteranceResult, WordErrors]] = []
     totals = NO_ERRORS
-    bar = tqdm(total=dataset.size, desc="evaluating", unit="clip", disable=not progress or not ranks.main)
+    bar = ProgressBar(total=dataset.size, desc=f"evaluating {label}" if label else "evaluating", unit="clip",
+                      disable=not progress or not ranks.main)
     start = time.perf_counter()
     for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)

@@ -248,7 +248,7 @@ def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, 
 
     if not on_main(ranks, evaluated_before):
         log(f"evaluating {label} on {data} ...")
-        result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress,
+        result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress, label=label,
                           ranks=ranks)
         if ranks.main:
             write_json_atomic(eval_file, result.to_dict())

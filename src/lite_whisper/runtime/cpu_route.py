@@ -169,8 +169,9 @@ def _unroute(layer: nn.Module) -> None:
         for name in _WATCHED:
             hooks = module.__dict__.get(name)
             if isinstance(hooks, _WatchedHooks):
-                module.__dict__[name] = OrderedDict(hooks)
-    layer.__dict__.pop("_cpu_plan", None)
+                hooks.watch(None)  # kept (handles refer to this very dictionary), but silent from now on
+    for name in ("_cpu_plan", "_cpu_hooks_unwatched"):
+        layer.__dict__.pop(name, None)
     layer.__class__ = layer._cpu_route_base
 
 
@@ -184,14 +185,21 @@ _WATCHED = ("_forward_hooks", "_forward_pre_hooks")
 
 
 class _WatchedHooks(OrderedDict):
-    """A module's hook dictionary that tells its routed layer when hooks come and go."""
+    """A module's (empty when installed) hook dictionary that tells its routed layer when hooks come and go.
 
-    def __init__(self, hooks, layer: nn.Module):
-        super().__init__(hooks)
-        self._layer = weakref.ref(layer)
+    It replaces the module's own only while that is empty: a hook's handle removes it from the very
+    dictionary object it was registered in, so a dictionary with hooks in it is never swapped.
+    """
+
+    def __init__(self, layer: nn.Module | None):
+        super().__init__()
+        self.watch(layer)
+
+    def watch(self, layer: nn.Module | None) -> None:
+        self._layer = None if layer is None else weakref.ref(layer)
 
     def _changed(self) -> None:
-        layer = self._layer()
+        layer = None if self._layer is None else self._layer()
         if layer is not None and isinstance(layer, CpuRouted):
             layer._refresh_cpu_route()
 
@@ -222,17 +230,33 @@ class CpuRouted:
     _cpu_route_base: type
 
     def _refresh_cpu_route(self) -> None:
-        """Watch every module's hooks, then plan the route (None while something is hooked or unsupported)."""
+        """Watch every module's hooks, then plan the route (None while something is hooked or unsupported).
+
+        Hooks registered before the route was applied sit in dictionaries that cannot be watched (see
+        `_WatchedHooks`); while there are any, the layer looks at each call whether they are gone.
+        """
+        unwatched = False
         for module in self.modules():
             for name in _WATCHED:
                 hooks = module.__dict__[name]
-                if not isinstance(hooks, _WatchedHooks) or hooks._layer() is not self:
-                    module.__dict__[name] = _WatchedHooks(hooks, self)
+                if isinstance(hooks, _WatchedHooks):
+                    hooks.watch(self)
+                elif not hooks:
+                    module.__dict__[name] = _WatchedHooks(self)
+                else:
+                    unwatched = True
+        self._cpu_hooks_unwatched = unwatched
         self._cpu_plan = _LayerPlan.of(self)
+
+    def _hooks_gone(self) -> bool:
+        for module in self.modules():
+            if module._forward_hooks or module._forward_pre_hooks:
+                return False
+        return True
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         plan = self._cpu_plan
-        if plan is not None and not plan.current():
+        if plan is not None and not plan.current() or plan is None and self._cpu_hooks_unwatched and self._hooks_gone():
             self._refresh_cpu_route()
             plan = self._cpu_plan
         if (plan is None or attention_mask is not None or kwargs.get("output_attentions")
@@ -261,7 +285,7 @@ class CpuRouted:
         return result
 
     def __reduce_ex__(self, protocol):  # a copy or a pickle is the plain layer: the route is applied, not saved
-        state = {key: value for key, value in self.__dict__.items() if key != "_cpu_plan"}
+        state = {key: value for key, value in self.__dict__.items() if key not in ("_cpu_plan", "_cpu_hooks_unwatched")}
         return _rebuild_plain, (self._cpu_route_base, state)
 
 
