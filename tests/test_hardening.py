@@ -9,6 +9,7 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -374,17 +375,23 @@ def test_warnings_are_one_line_and_bars_are_labelled(tmp_path, capsys, calibrati
 
 
 def test_the_first_remaining_time_estimate_waits_for_a_few_steps():
+    """Counted in separate steps: the clips of one batch arrive together and count once."""
     import io
 
     from lite_whisper.progress import ProgressBar
 
     stream = io.StringIO()
-    with ProgressBar(total=10, desc="evaluating dense", unit="clip", file=stream, mininterval=0, settle=3) as bar:
-        for step in range(1, 5):
-            bar.update(1)
-            shown = bar.format_meter(**bar.format_dict)
-            assert shown.startswith("evaluating dense:")
-            assert ("<" in shown) == (step >= 3), shown  # tqdm writes the remaining time as [elapsed<remaining]
+    with ProgressBar(total=20, desc="evaluating dense", unit="clip", file=stream, mininterval=0, settle=3,
+                     gap=0.02) as bar:
+        shown = []
+        for batch in range(4):
+            time.sleep(0.03)
+            for _ in range(4):  # a batch of four clips, done at once
+                bar.update(1)
+                shown.append(bar.format_meter(**bar.format_dict))
+    assert all(line.startswith("evaluating dense:") for line in shown)
+    with_estimate = ["<" in line for line in shown]  # tqdm writes the remaining time as [elapsed<remaining]
+    assert with_estimate == [False] * 8 + [True] * 8, shown  # from the third batch on
 
 
 def test_help_and_argument_errors_do_not_load_the_heavy_stack():
@@ -402,3 +409,17 @@ def test_help_and_argument_errors_do_not_load_the_heavy_stack():
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
     assert "unknown architecture 'huge'" in run.stderr and "only applies with --against" in run.stderr
+
+
+def test_help_says_what_the_code_does(capsys):
+    """Help and reports that had fallen behind the code: export's engines, compress's default rule, 'from ?'."""
+    from lite_whisper.cli import build_parser
+    from lite_whisper.compression.report import structural_report
+
+    parser = build_parser()
+    assert "OpenVINO" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compress", "--help"])
+    assert "robust rule" in capsys.readouterr().out.replace("\n", " ")
+    table = structural_report(tiny_whisper_model()).table()
+    assert "calibration: 0 clips" in table and "?" not in table
