@@ -13,9 +13,9 @@ from conftest import tiny_english_model, tiny_processor
 from lite_whisper.api import load_model
 from lite_whisper.cli import main
 from lite_whisper.deploy.export import export, relative_error
+from lite_whisper.export_manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
 from lite_whisper.lowrank.convert import to_lite_whisper
 from lite_whisper.models.loading import save_model
-from lite_whisper.runtime.manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import transcribe_clips

@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lite_whisper"
 
 # Imported inside functions on purpose: optional dependencies (extras), and what the command line
@@ -122,13 +120,21 @@ def test_no_room_imports_itself_back():
     assert cycles(edges) == []
 
 
-@pytest.mark.parametrize("leaf, allowed", [
-    ("lite_whisper.transcription", {"lite_whisper.data"}),  # what transcription is: every engine imports it
-    ("lite_whisper.lowrank", {"lite_whisper.data", "lite_whisper.files"}),  # the saved format
-    ("lite_whisper.data", set()),
-])
-def test_the_lower_rooms_stay_low(leaf, allowed):
-    assert graph(room)[leaf] <= allowed
+# The README's layout, from the bottom up: each room imports only rooms before it and the top-level utilities.
+ORDER = ["data", "lowrank", "models", "calibration", "compression", "transcription", "runtime", "deploy", "api",
+         "evaluation", "benchmark", "experiments", "cli", "__main__"]
+UTILITIES = ["files", "memory", "progress", "distributed", "export_manifest"]
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    edges = graph(room)
+    rooms = {name.removeprefix("lite_whisper.") for name in edges} - {"lite_whisper"}
+    assert rooms == set(ORDER) | set(UTILITIES)  # a new room finds its place in the README and here
+    for utility in UTILITIES:
+        assert edges[f"lite_whisper.{utility}"] == set(), utility
+    for index, name in enumerate(ORDER):
+        allowed = {f"lite_whisper.{other}" for other in ORDER[:index] + UTILITIES}
+        assert edges[f"lite_whisper.{name}"] <= allowed, (name, edges[f"lite_whisper.{name}"] - allowed)
 
 
 def test_imports_inside_functions_are_optional_dependencies_or_the_command_line():

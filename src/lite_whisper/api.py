@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lite_whisper.export_manifest import is_exported_folder
 from lite_whisper.models.loading import ModelLoadError, load_pytorch_model, resolve_dtype
-from lite_whisper.runtime.manifest import is_exported_folder
 from lite_whisper.runtime.pytorch import PyTorchEngine, prepare_for_inference
 from lite_whisper.transcription.engine import Engine, transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions, Transcription
@@ -31,8 +31,9 @@ def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: s
     'bfloat16'; `lite_whisper.runtime.encoders`).
     """
     torch_dtype = resolve_dtype(dtype)
-    if is_exported_folder(Path(str(spec)).expanduser()):
-        return _load_exported(Path(str(spec)).expanduser(), torch_dtype, device, encoder)
+    path = Path(str(spec)).expanduser()
+    if is_exported_folder(path):
+        return _load_exported(path, torch_dtype, device, encoder)
     if encoder not in (None, "auto"):
         raise ModelLoadError(f"{spec}: --encoder {encoder} applies to exported folders (lite-whisper export) only; "
                              "use --dtype for a PyTorch model")

@@ -288,7 +288,7 @@ def calibration_cost(args) -> int:
 
 def against_faster_whisper(args) -> int:
     """An exported MODEL folder end to end against faster-whisper on its dense source model."""
-    from lite_whisper.runtime.manifest import is_exported_folder, read_manifest
+    from lite_whisper.export_manifest import is_exported_folder, read_manifest
 
     if args.model is None or not is_exported_folder(args.model):
         raise CLIError(f"{args.model}: not an exported folder; run `lite-whisper export {args.model} -o DIR` first"

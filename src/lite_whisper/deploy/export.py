@@ -31,12 +31,12 @@ from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
 from lite_whisper.deploy.onnx_graph import export_encoder
 from lite_whisper.deploy.smoothing import smoothed
+from lite_whisper.export_manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 from lite_whisper.lowrank.cost import encoder_of, encoder_params
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
-from lite_whisper.runtime.manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions

@@ -137,7 +137,7 @@ def export_encoder(model: nn.Module, path: str | Path) -> Path:
     Low-rank linears are exported as their plain modules (the fast CPU route is lifted for the
     export), so each stays two MatMuls. The model is left as it was.
     """
-    encoder = model if hasattr(model, "conv1") else encoder_of(model)
+    encoder = encoder_of(model)
     if next(encoder.parameters()).dtype != torch.float32:
         raise ValueError("export the encoder from a float32 model (load it with dtype='float32')")
     wrapper = _EncoderForOnnx(encoder).eval()

@@ -18,10 +18,10 @@ import torch
 from huggingface_hub import snapshot_download
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from lite_whisper.export_manifest import is_exported_folder
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.checkpoint import is_lite_whisper_model, load_lite_whisper, save_lite_whisper
 from lite_whisper.models import ctranslate2
-from lite_whisper.runtime.manifest import is_exported_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -118,7 +118,7 @@ def apply_cpu_route(model: nn.Module) -> int:
         return 0
     for layer in encoder.layers:
         _route(layer)
-    return sum(layer._cpu_plan is not None for layer in encoder.layers)
+    return routed_layers(encoder)
 
 
 def remove_cpu_route(model: nn.Module) -> None:
@@ -173,6 +173,14 @@ def _unroute(layer: nn.Module) -> None:
     for name in ("_cpu_plan", "_cpu_hooks_unwatched"):
         layer.__dict__.pop(name, None)
     layer.__class__ = layer._cpu_route_base
+
+
+def _hooked(modules) -> bool:
+    """Whether a forward (pre-)hook is registered on any of `modules`."""
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+    return False
 
 
 def _rebuild_plain(base: type, state: dict) -> nn.Module:
@@ -248,15 +256,9 @@ class CpuRouted:
         self._cpu_hooks_unwatched = unwatched
         self._cpu_plan = _LayerPlan.of(self)
 
-    def _hooks_gone(self) -> bool:
-        for module in self.modules():
-            if module._forward_hooks or module._forward_pre_hooks:
-                return False
-        return True
-
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         plan = self._cpu_plan
-        if plan is not None and not plan.current() or plan is None and self._cpu_hooks_unwatched and self._hooks_gone():
+        if plan is not None and not plan.current() or plan is None and self._cpu_hooks_unwatched and not _hooked(self.modules()):
             self._refresh_cpu_route()
             plan = self._cpu_plan
         if (plan is None or attention_mask is not None or kwargs.get("output_attentions")
@@ -319,9 +321,8 @@ class _LayerPlan:
     def of(cls, layer: nn.Module) -> _LayerPlan | None:
         """The plan, or None where the layer must run its own forward (hooks, unsupported modules)."""
         modules = list(layer.modules())
-        for module in modules:
-            if module._forward_hooks or module._forward_pre_hooks:
-                return None
+        if _hooked(modules):
+            return None
         attention = layer.__dict__["_modules"].get("self_attn")
         if attention is None or not all(hasattr(layer, name) for name in
                                         ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2")):
@@ -340,6 +341,8 @@ class _LayerPlan:
         reduced = bool(getattr(attention, "uses_reduced_path", False))
         if not reduced and attention.config._attn_implementation != "sdpa":
             return None  # eager attention is what the user asked for
+        if reduced and not hasattr(attention, "score_maps"):
+            return None  # a saved folder's own (older) attention class: its reduced path stays its own
         plan = cls()
         plan._watch(modules)
         with torch.no_grad():
@@ -393,18 +396,14 @@ class _LayerPlan:
 
     def _plan_reduced(self, attention) -> None:
         """M, u (keys padded to one width with the values), B_v and v's bias of LiteASR's reduced attention."""
-        h, dh = self.heads, self.head_dim
-        q_up, k_up, v_up = (attention.q_proj.up, attention.k_proj.up, attention.v_proj.up)
-        bq = q_up.weight.T.reshape(-1, h, dh).transpose(0, 1)
-        bk = k_up.weight.T.reshape(-1, h, dh).transpose(0, 1)
-        m = bq @ bk.transpose(1, 2) * self.scaling
-        u = q_up.bias.reshape(h, 1, dh) @ bk.transpose(1, 2) * self.scaling
+        m, u = attention.score_maps()
+        v_up = attention.v_proj.up
         self.r_k, self.r_v = attention.k_proj.rank, attention.v_proj.rank
         self.width = max(self.r_k, self.r_v)
         if self.r_k < self.width:
             m, u = F.pad(m, (0, self.width - self.r_k)), F.pad(u, (0, self.width - self.r_k))
         self.m, self.u = m.contiguous(), u.contiguous()
-        self.bv = v_up.weight.T.reshape(-1, h, dh).transpose(0, 1).contiguous()  # (h, r_v, dh)
+        self.bv = v_up.weight.T.reshape(-1, self.heads, self.head_dim).transpose(0, 1).contiguous()  # (h, r_v, dh)
         self.v_bias = v_up.bias
 
     def run(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,8 @@ import torch
 from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 
 from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.export_manifest import read_manifest
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel
-from lite_whisper.runtime.manifest import read_manifest
 from lite_whisper.transcription.policy import decoder_prompt, is_multilingual
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
 

@@ -17,8 +17,8 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 
+from lite_whisper.export_manifest import read_manifest
 from lite_whisper.runtime.encoders import choose_encoder, open_encoder
-from lite_whisper.runtime.manifest import read_manifest
 
 
 class LiteWhisperModel(WhisperModel):

@@ -1,4 +1,7 @@
-"""The manifest of an exported folder: what is in it, where it came from, how well it matches."""
+"""The manifest of an exported folder: what is in it, where it came from, how well it matches.
+
+The format of exported folders, below every room that meets one: `deploy` writes it, `runtime` reads it,
+and `models` and `api` recognise an exported folder by it."""
 
 from __future__ import annotations
 
