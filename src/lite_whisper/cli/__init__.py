@@ -1,6 +1,6 @@
 """The `lite-whisper` command: parse, validate, call the library, print.
 
-One module per command (`transcribe`, `evaluate`, `convert`, `calibrate`, `compress`, `inspect`,
+One module per command (`transcribe`, `evaluate`, `variants`, `convert`, `calibrate`, `compress`, `inspect`,
 `export`, `sweep`, `bench`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
 `main(argv)` returns an exit code, so tests call it directly.
 """
@@ -14,6 +14,8 @@ import warnings
 
 EPILOG = """examples:
   lite-whisper eval tiny.en --data ../shared/speech/splits/dev.txt --output tiny.json
+  lite-whisper variants -o dev-variants          # noisy / reverberant / telephone / speed copies of the dev split
+  lite-whisper eval tiny.en --data dev-variants  # WER on every variant, looping utterances counted
   lite-whisper transcribe base talk.flac --timestamps
   lite-whisper convert ./faster-whisper-base ./whisper-base-hf
   lite-whisper compress tiny.en --calibration ../shared/speech/splits/calibration.txt -o tiny-lite
@@ -28,7 +30,8 @@ Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, 
 
 def build_parser() -> argparse.ArgumentParser:
     from lite_whisper import __version__
-    from lite_whisper.cli import bench, calibrate, compress, convert, evaluate, export, inspect, sweep, transcribe
+    from lite_whisper.cli import (bench, calibrate, compress, convert, evaluate, export, inspect, sweep, transcribe,
+                                  variants)
 
     parser = argparse.ArgumentParser(
         prog="lite-whisper",
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lite-whisper {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (transcribe, evaluate, convert, calibrate, compress, inspect, export, sweep, bench):
+    for command in (transcribe, evaluate, variants, convert, calibrate, compress, inspect, export, sweep, bench):
         command.add_parser(commands)
     return parser
 

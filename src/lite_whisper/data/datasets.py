@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, load_audio, prepare_samples
+from lite_whisper.data.augment import BABBLE_TALKERS, Augmentation, rng_for
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -74,36 +75,56 @@ class SpeechDataset:
     """An ordered, lazily decoded collection of clips; iterate to get `Clip`s."""
 
     def __init__(self, spec: str, entries: list[_Entry] | None = None, stream=None, limit: int | None = None,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), augmentation: Augmentation | None = None):
         self.spec = spec
         self._entries = entries
         self._stream = stream  # callable returning an iterator of Clip (hub datasets)
         self.limit = limit
         self.shard_index, self.shard_count = shard  # this dataset is every shard_count-th clip from shard_index
+        self.augmentation = augmentation  # each clip is followed by its degraded copies
+
+    @property
+    def _per_source(self) -> int:
+        return 1 + (self.augmentation.copies if self.augmentation else 0)
+
+    def _like(self, entries=None, stream=None, limit=None, shard=None, augmentation=False) -> SpeechDataset:
+        """A copy with some fields replaced (False: keep the augmentation)."""
+        return SpeechDataset(self.spec, self._entries if entries is None else entries,
+                             self._stream if stream is None else stream,
+                             limit, shard or (self.shard_index, self.shard_count),
+                             self.augmentation if augmentation is False else augmentation)
 
     def __len__(self) -> int:
         if self._entries is None:
             raise TypeError(f"the size of streamed dataset {self.spec} is not known in advance")
         total = len(self._entries) if self.limit is None else min(self.limit, len(self._entries))
-        return len(range(self.shard_index, total, self.shard_count))
+        return len(range(self.shard_index, total, self.shard_count)) * self._per_source
 
     @property
     def description(self) -> str:
         """'SPEC (N clips)': what is read, said before long work."""
-        return f"{self.spec} ({self.size} clips)" if self.size is not None else f"{self.spec} (streamed)"
+        augmented = f", {self.augmentation.description}" if self.augmentation else ""
+        return f"{self.spec} ({self.size} clips{augmented})" if self.size is not None else f"{self.spec} (streamed{augmented})"
 
     @property
     def size(self) -> int | None:
-        """Number of clips, or None when streamed without a limit."""
+        """Number of clips (degraded copies included), or None when streamed without a limit."""
         if self._entries is None:
-            return None if self.limit is None else len(range(self.shard_index, self.limit, self.shard_count))
+            if self.limit is None:
+                return None
+            return len(range(self.shard_index, self.limit, self.shard_count)) * self._per_source
         return len(self)
 
     def with_limit(self, limit: int | None) -> SpeechDataset:
-        """The first `limit` clips of this one (before any sharding): a limit only ever narrows."""
+        """The first `limit` source clips of this one (before any sharding; each with its degraded copies):
+        a limit only ever narrows."""
         if self.limit is not None:
             limit = self.limit if limit is None else min(limit, self.limit)
-        return SpeechDataset(self.spec, self._entries, self._stream, limit, (self.shard_index, self.shard_count))
+        return self._like(limit=limit)
+
+    def augmented(self, augmentation: Augmentation | None) -> SpeechDataset:
+        """Every clip followed by `augmentation.copies` degraded copies (ids `ID~VARIANT`); None: plain again."""
+        return self._like(limit=self.limit, augmentation=augmentation)
 
     def sharded(self, index: int, count: int) -> SpeechDataset:
         """Clips index, index + count, index + 2 count, ... of this (unsharded) dataset.
@@ -115,7 +136,7 @@ class SpeechDataset:
             raise ValueError(f"shard index must be in [0, {count}), got {index}")
         if self.shard_count != 1:
             raise ValueError("this dataset is already a shard")
-        return SpeechDataset(self.spec, self._entries, self._stream, self.limit, (index, count))
+        return self._like(limit=self.limit, shard=(index, count))
 
     def shuffled(self, seed: int, buffer_size: int = 10_000) -> SpeechDataset:
         """The same clips in an order fixed by `seed` (before `limit` and sharding).
@@ -126,21 +147,39 @@ class SpeechDataset:
         if self._entries is not None:
             order = np.random.default_rng(seed).permutation(len(self._entries))
             entries = [self._entries[index] for index in order]
-            return SpeechDataset(self.spec, entries, None, self.limit, (self.shard_index, self.shard_count))
+            return self._like(entries=entries, limit=self.limit)
         stream = self._stream
-        return SpeechDataset(self.spec, None, lambda: stream(shuffle=(seed, buffer_size)), self.limit,
-                             (self.shard_index, self.shard_count))
+        return self._like(stream=lambda: stream(shuffle=(seed, buffer_size)), limit=self.limit)
 
     def __iter__(self) -> Iterator[Clip]:
+        for clip, talkers in self._sources():
+            yield clip
+            if self.augmentation is not None:
+                for variant, samples in self.augmentation.copies_of(clip.id, clip.audio, talkers(clip)):
+                    yield Clip(f"{clip.id}~{variant.name}", samples, clip.reference)
+
+    def _sources(self) -> Iterator[tuple[Clip, object]]:
+        """(clip, talkers) where `talkers(clip)` gives other clips' audio for babble, chosen by the clip's id:
+        from the whole listed dataset (so every shard draws the same), or the last clips of a stream."""
         if self._entries is not None:
-            for entry in self._entries[: self.limit][self.shard_index :: self.shard_count]:
-                yield Clip(entry.id, load_audio(entry.path), entry.reference)
+            entries = self._entries
+
+            def listed_talkers(clip: Clip) -> list[np.ndarray]:
+                others = [entry for entry in entries if entry.id != clip.id] or list(entries)
+                rng = rng_for(self.augmentation.seed, "talkers", clip.id)
+                picked = rng.choice(len(others), size=min(BABBLE_TALKERS, len(others)), replace=False)
+                return [load_audio(others[index].path) for index in sorted(picked)]
+
+            for entry in entries[: self.limit][self.shard_index :: self.shard_count]:
+                yield Clip(entry.id, load_audio(entry.path), entry.reference), listed_talkers
             return
+        recent: list[np.ndarray] = []
         for index, clip in enumerate(self._stream()):
             if self.limit is not None and index >= self.limit:
                 return
             if index % self.shard_count == self.shard_index:
-                yield clip
+                yield clip, (lambda clip, pool=list(recent): pool or [clip.audio])
+            recent = (recent + [clip.audio])[-BABBLE_TALKERS:] if self.augmentation else recent
 
     def __repr__(self) -> str:
         return f"SpeechDataset({self.spec!r}, clips={self.size})"
