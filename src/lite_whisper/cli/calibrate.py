@@ -13,7 +13,7 @@ from lite_whisper.cli.common import (
     add_calibration_options,
     add_device_option,
     check_device,
-    open_dataset,
+    open_calibration,
     positive,
 )
 
@@ -77,7 +77,7 @@ def run(args) -> int:
         raise CLIError(f"-o {args.output} is a folder; give a file name such as model.stats")
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output}: already exists; choose another file or pass --overwrite")
-    dataset = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
+    dataset = open_calibration(args)
     ranks = initialise(args.device)
     if shard is not None and ranks.distributed:
         raise CLIError("--shard splits the clips by hand; under torchrun the ranks already do: drop --shard")

@@ -32,7 +32,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "has native bfloat16 (AMX, AVX512_BF16), else the export's default (default: auto)")
 
 
-def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None) -> None:
+def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None,
+                         fallback_default: bool = False) -> None:
     parser.add_argument(
         "--language", default=language_default,
         help="spoken language code, e.g. en (default: %(default)s; none = detect, multilingual models only)",
@@ -46,20 +47,29 @@ def add_decoding_options(parser: argparse.ArgumentParser, language_default: str 
     parser.add_argument("--no-speech-threshold", type=float, default=0.6, help=(
         "a clip whose no-speech probability exceeds this and whose mean token log-probability is below "
         "-1 transcribes as empty, as in Whisper and faster-whisper (default: 0.6; 1 = never)"))
+    parser.add_argument("--temperature-fallback", action=argparse.BooleanOptionalAction, default=fallback_default,
+                        help="Whisper's safeguard: a window whose text compresses like a repetition loop (ratio > 2.4) "
+                        "or whose mean log-probability is below -1 is decoded again by sampling at temperatures "
+                        "0.2, 0.4, ... 1.0, best of --best-of samples (default: %s)"
+                        % ("on" if fallback_default else "off: greedy only, the comparable figure"))
+    parser.add_argument("--best-of", type=int, default=5, help="samples per fallback temperature (default: 5)")
 
 
 def decoding_options(args):
-    from lite_whisper.transcription.types import DecodingOptions
+    from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
     language = None if args.language in (None, "none", "auto") else args.language
     positive(args.max_new_tokens, "--max-new-tokens")
     positive(args.beam_size, "--beam-size")
+    positive(getattr(args, "best_of", None), "--best-of")
     threshold = getattr(args, "no_speech_threshold", 0.6)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise CLIError(f"--no-speech-threshold must be between 0 and 1, got {threshold}")
     return DecodingOptions(language=language, task=args.task, beam_size=args.beam_size,
                            timestamps=getattr(args, "timestamps", False), max_new_tokens=args.max_new_tokens,
-                           no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold)
+                           no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold,
+                           temperatures=WHISPER_TEMPERATURES if getattr(args, "temperature_fallback", False) else (0.0,),
+                           best_of=getattr(args, "best_of", 5))
 
 
 def positive(value: int | None, what: str) -> None:
@@ -103,6 +113,18 @@ def check_output_file(path: Path | None, example: str) -> None:
         raise CLIError(f"--output {path}: {parent} is a file, not a folder")
 
 
+def open_calibration(args, spec: str | None = None, default_only: bool = False):
+    """The calibration dataset of calibrate/compress: --calibration (or the default split), --limit,
+    --shuffle-seed, with --augment's degraded copies."""
+    from lite_whisper.data.augment import Augmentation
+
+    if args.augment < 0:
+        raise CLIError(f"--augment must be 0 or more copies per clip, got {args.augment}")
+    dataset = open_dataset(None if default_only else args.calibration, args.limit, "calibration", "calibration.txt",
+                           args.shuffle_seed)
+    return dataset.augmented(Augmentation(copies=args.augment)) if args.augment else dataset
+
+
 def open_dataset(spec: str | None, limit: int | None, what: str, default_name: str, shuffle_seed: int | None = None):
     """Open a dataset spec (cheap: no audio is decoded), or the default split with a hint if it is missing.
 
@@ -124,12 +146,36 @@ def open_dataset(spec: str | None, limit: int | None, what: str, default_name: s
         ) from None
 
 
+def open_datasets(specs: list[str] | None, limit: int | None, what: str, default_name: str):
+    """[(label, dataset)] of --data given once or more; a folder written by `lite-whisper variants` stands for
+    every variant in it (labelled by the variant's name). Nothing is decoded yet."""
+    from lite_whisper.data.variants import is_variants_root, variant_folders
+
+    if not specs:
+        dataset = open_dataset(None, limit, what, default_name)
+        return [(dataset.spec, dataset)]
+    opened = []
+    for spec in specs:
+        if is_variants_root(spec):
+            opened += [(name, open_dataset(str(folder), limit, what, default_name)) for name, folder in variant_folders(spec)]
+        else:
+            opened.append((spec, open_dataset(spec, limit, what, default_name)))
+    labels = [label for label, _ in opened]
+    if len(set(labels)) != len(labels):
+        raise CLIError(f"--data names the same dataset twice: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}")
+    return opened
+
+
 def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     """What calibrate and compress share: the data, how much of it, in which order, batched how."""
     parser.add_argument("--calibration",
                         help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH "
                         "or ../shared/speech)")
     parser.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    parser.add_argument("--augment", type=int, default=0, metavar="N",
+                        help="also calibrate on N degraded copies of every clip (noise at 0-20 dB SNR, a synthetic "
+                        "room, telephone band or speed 0.85-1.15x, drawn at random per copy and fixed by the clip's id); "
+                        "the damage probes and distillation see them too (default: 0)")
     parser.add_argument("--shuffle-seed", type=int, metavar="S",
                         help="take the clips in an order fixed by S (with --limit: a random subset; hub datasets are "
                         "shuffled through a 10,000-row buffer)")

@@ -14,7 +14,8 @@ from lite_whisper.cli.common import (
     add_calibration_options,
     add_device_option,
     check_device,
-    open_dataset,
+    open_calibration,
+    open_datasets,
     positive,
 )
 
@@ -71,7 +72,9 @@ def add_parser(commands) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--evaluate", action="store_true",
                    help="afterwards, evaluate the dense and the compressed model on --data and compare")
-    p.add_argument("--data", help="evaluation dataset for --evaluate (default: the dev split)")
+    p.add_argument("--data", action="append",
+                   help="evaluation dataset for --evaluate (default: the dev split); give it several times, or a "
+                   "folder written by `lite-whisper variants`, to compare on each")
     p.add_argument("--eval-limit", type=int, help="with --evaluate: evaluate only the first N clips")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
@@ -107,19 +110,19 @@ def run(args) -> int:
         if path.is_dir():
             raise CLIError(f"--stats {path} is a folder; give a file name such as model.stats")
     if not existing or args.distill_steps:  # distillation trains on the calibration audio itself
-        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
+        calibration = open_calibration(args)
     elif config.budget is not None and args.calibration is not None:  # a few clips measure each linear's damage
-        calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
+        calibration = open_calibration(args)
     elif config.budget is not None:
         try:  # the default split, if it is there; else damage is estimated from variance (with a warning)
-            calibration = open_dataset(None, args.limit, "calibration", "calibration.txt", args.shuffle_seed)
+            calibration = open_calibration(args, default_only=True)
         except CLIError:
             calibration = None
     else:
         calibration = None
     if not args.evaluate and (args.data is not None or args.eval_limit is not None):
         raise CLIError("--data and --eval-limit only apply with --evaluate")
-    evaluation = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt") if args.evaluate else None
+    evaluation = open_datasets(args.data, args.eval_limit, "evaluation", "dev.txt") if args.evaluate else None
 
     ranks = initialise(args.device)  # under torchrun: join the job (every rank validated the same input)
     try:
@@ -161,8 +164,8 @@ def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None
     _compare(args, (model, processor), args.output, evaluation, ranks)
 
 
-def _compare(args, dense, compressed_folder: Path, dataset, ranks) -> None:
-    """Evaluate the dense and the compressed model on the same data and print them side by side."""
+def _compare(args, dense, compressed_folder: Path, datasets, ranks) -> None:
+    """Evaluate the dense and the compressed model on the same data and print them side by side, per dataset."""
     from lite_whisper.api import load_model
     from lite_whisper.distributed import process_device
     from lite_whisper.evaluation.evaluate import evaluate
@@ -171,16 +174,38 @@ def _compare(args, dense, compressed_folder: Path, dataset, ranks) -> None:
 
     compressed = load_model(compressed_folder, dtype="float32", device=process_device(args.device))
     options = DecodingOptions(language="en")
-    if ranks.main:
-        print(f"\nevaluating the dense and the compressed model on {dataset.description}", file=sys.stderr, flush=True)
-    rows = []
-    for name, pair in (("dense", dense), ("compressed", compressed)):
-        result = evaluate(pair, dataset, options=options, progress=not args.no_progress, ranks=ranks, label=name)
-        rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
+    compared = []
+    for label, dataset in datasets:
+        if ranks.main:
+            print(f"\nevaluating the dense and the compressed model on {dataset.description}", file=sys.stderr, flush=True)
+        rows = []
+        for name, pair in (("dense", dense), ("compressed", compressed)):
+            result = evaluate(pair, dataset, options=options, progress=not args.no_progress, ranks=ranks, label=name)
+            rows.append((name, encoder_params(pair[0]), encoder_flops(pair[0]), result))
+        compared.append((label, rows))
     if not ranks.main:
         return
-    print(f"\nevaluated on {dataset.spec} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
-    print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} {'RTFx':>6}")
-    for name, params, flops, result in rows:
-        print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
-              f"{result.mean_utterance_wer:>16.2f} {result.rtfx:>6.1f}")
+    for label, rows in compared:
+        print(f"\nevaluated on {label} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
+        print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} "
+              f"{'loops':>5} {'RTFx':>6}")
+        for name, params, flops, result in rows:
+            print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
+                  f"{result.mean_utterance_wer:>16.2f} {len(result.loops):>5} {result.rtfx:>6.1f}")
+    if len(compared) > 1:
+        print("\n" + ratio_table([(label, rows[0][3], rows[1][3]) for label, rows in compared]))
+
+
+def ratio_table(pairs) -> str:
+    """Per dataset: dense and compressed WER, their ratio, looping utterances of each; then the worst ratio."""
+    width = max(len("dataset"), *(len(label) for label, _, _ in pairs))
+    lines = [f"{'dataset':<{width}} {'dense %':>8} {'compr. %':>8} {'ratio':>6} {'loops d/c':>9}"]
+    ratios = []
+    for label, dense, compressed in pairs:
+        ratio = compressed.wer / dense.wer if dense.wer > 0 else float("inf") if compressed.wer > 0 else 1.0
+        ratios.append((ratio, label))
+        lines.append(f"{label:<{width}} {dense.wer:>8.2f} {compressed.wer:>8.2f} {ratio:>6.3f} "
+                     f"{len(dense.loops):>4}/{len(compressed.loops):<4}")
+    worst, where = max(ratios)
+    lines.append(f"worst ratio {worst:.3f} ({where})")
+    return "\n".join(lines)

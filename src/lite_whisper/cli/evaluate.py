@@ -13,7 +13,7 @@ from lite_whisper.cli.common import (
     check_device,
     check_output_file,
     decoding_options,
-    open_dataset,
+    open_datasets,
     positive,
 )
 
@@ -24,13 +24,15 @@ def add_parser(commands) -> None:
         description="Transcribe a dataset and report corpus WER, mean per-utterance WER and RTFx.",
         epilog="examples:\n"
         "  lite-whisper eval base --data ../shared/speech/splits/dev.txt --limit 20 --output base.json\n"
+        "  lite-whisper eval tiny.en --data ../shared/speech/splits/dev.txt --data dev-variants --output all.json\n"
         "  torchrun --nproc-per-node 2 --no-python lite-whisper eval base --output base.json   # clips sharded",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
-        "--data",
-        help="dataset: folder, list file, .tsv/.jsonl manifest or hf:NAME[:CONFIG]:SPLIT "
+        "--data", action="append",
+        help="dataset: folder, list file, .tsv/.jsonl manifest or hf:NAME[:CONFIG]:SPLIT, or a folder written by "
+        "`lite-whisper variants` (every variant in it); give it several times to evaluate on each "
         "(default: the dev split under $LITE_WHISPER_SPEECH or ../shared/speech)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
@@ -47,28 +49,51 @@ def run(args) -> int:
     from lite_whisper.api import load_engine
     from lite_whisper.distributed import finish, initialise, process_device
     from lite_whisper.evaluation.evaluate import evaluate
+    from lite_whisper.files import write_json_atomic
 
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
     check_output_file(args.output, "result.json")
     options = decoding_options(args)
     check_device(args.device)
-    dataset = open_dataset(args.data, args.limit, "evaluation", "dev.txt")
+    datasets = open_datasets(args.data, args.limit, "evaluation", "dev.txt")
     ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
+    results = []
     try:
         engine = load_engine(args.model, dtype=args.dtype, device=process_device(args.device),
                              encoder=args.encoder)
-        if ranks.main:
-            print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)
-        result = evaluate(engine, dataset, batch_size=args.batch_size, label=args.model,
-                          options=options, progress=not args.no_progress, ranks=ranks)
+        for label, dataset in datasets:
+            if ranks.main:
+                print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)
+            result = evaluate(engine, dataset, batch_size=args.batch_size, label=f"{args.model} on {label}"
+                              if len(datasets) > 1 else args.model,
+                              options=options, progress=not args.no_progress, ranks=ranks)
+            if result is not None:
+                result.model = args.model
+                results.append((label, result))
     finally:
         finish(ranks)
-    if result is None:  # not rank 0
+    if not ranks.main:
         return 0
-    result.model = args.model
-    print(result.table())
+    if len(results) == 1:
+        print(results[0][1].table())
+        if args.output is not None:
+            results[0][1].save(args.output)
+    else:
+        print(datasets_table(results))
+        if args.output is not None:
+            write_json_atomic(args.output, {"model": args.model, "datasets": [
+                {"label": label, **result.to_dict()} for label, result in results]})
     if args.output is not None:
-        result.save(args.output)
         print(f"wrote {args.output}")
     return 0
+
+
+def datasets_table(results) -> str:
+    """One row per dataset: clips, corpus and mean-utterance WER, insertions, looping utterances, RTFx."""
+    width = max(len("dataset"), *(len(label) for label, _ in results))
+    lines = [f"{'dataset':<{width}} {'clips':>5} {'WER %':>7} {'mean utt. %':>11} {'ins.':>5} {'loops':>5} {'RTFx':>6}"]
+    for label, r in results:
+        lines.append(f"{label:<{width}} {r.clips:>5} {r.wer:>7.2f} {r.mean_utterance_wer:>11.2f} {r.insertions:>5} "
+                     f"{len(r.loops):>5} {r.rtfx:>6.1f}")
+    return "\n".join(lines)

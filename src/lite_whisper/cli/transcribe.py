@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     )
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg, mp3)")
-    add_decoding_options(p, language_default=None)
+    add_decoding_options(p, language_default=None, fallback_default=True)
     p.add_argument("--timestamps", action="store_true", help="print segments with start/end times")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_model_options(p)

@@ -72,6 +72,8 @@ def load_or_calibrate(
         statistics.save(stats_files[0])
         log(f"wrote statistics to {stats_files[0]}")
     source = calibration.spec if isinstance(calibration, SpeechDataset) else str(calibration)
+    if isinstance(calibration, SpeechDataset) and calibration.augmentation is not None:
+        source += f" {calibration.augmentation.description}"
     return LoadedStatistics(statistics, source, time.perf_counter() - start)
 
 

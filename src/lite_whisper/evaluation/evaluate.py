@@ -9,6 +9,7 @@ from pathlib import Path
 from lite_whisper.api import as_engine
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, gather_to_main, max_over_ranks
+from lite_whisper.evaluation.loops import is_loop
 from lite_whisper.evaluation.wer import NO_ERRORS, WordErrors, normalize, word_errors
 from lite_whisper.files import write_json_atomic
 from lite_whisper.progress import ProgressBar
@@ -24,6 +25,7 @@ class UtteranceResult:
     wer: float | None  # percent, on normalised text; None for an empty normalised reference
     words: int
     seconds: float
+    loop: bool = False  # the hypothesis looks like a repetition loop (`evaluation.loops`)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class EvaluationResult:
     audio_seconds: float
     wall_seconds: float
     rtfx: float  # audio seconds per second of processing
+    loops: list[str] = field(default_factory=list)  # ids of utterances whose hypothesis loops
     clips_without_reference: list[str] = field(default_factory=list)
     utterances: list[UtteranceResult] = field(default_factory=list)
 
@@ -58,6 +61,8 @@ class EvaluationResult:
             ("WER (corpus)", f"{self.wer:.2f} %"),
             ("WER (mean per utterance)", f"{self.mean_utterance_wer:.2f} %"),
             ("substitutions / deletions / insertions", f"{self.substitutions} / {self.deletions} / {self.insertions}"),
+            ("looping utterances", f"{len(self.loops)}" + (f" ({', '.join(self.loops[:3])}"
+                                                          f"{', ...' if len(self.loops) > 3 else ''})" if self.loops else "")),
             ("audio", f"{self.audio_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.1f} s"),
             ("RTFx", f"{self.rtfx:.1f}"),
@@ -116,10 +121,12 @@ def evaluate(
     start = time.perf_counter()
     for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)
-        errors = word_errors(normalize(reference), normalize(result.text))
+        hypothesis = normalize(result.text)
+        errors = word_errors(normalize(reference), hypothesis)
         totals = totals + errors
         rows.append((position, UtteranceResult(result.source, reference, result.text, errors.wer,
-                                               errors.reference_words, result.seconds), errors))
+                                               errors.reference_words, result.seconds,
+                                               is_loop(errors.reference_words, hypothesis)), errors))
         bar.update(1)
         bar.set_postfix(wer=f"{100.0 * totals.errors / max(totals.reference_words, 1):.2f}%")
     wall = max_over_ranks(time.perf_counter() - start, ranks)
@@ -149,6 +156,7 @@ def evaluate(
         audio_seconds=audio_seconds,
         wall_seconds=wall,
         rtfx=audio_seconds / wall if wall > 0 else float("inf"),
+        loops=[u.id for u in utterances if u.loop],
         clips_without_reference=without_reference,
         utterances=utterances,
     )

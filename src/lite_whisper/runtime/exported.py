@@ -67,6 +67,9 @@ class ExportedWhisper:
     def encode(self, features: np.ndarray) -> np.ndarray:
         return self.encoder(features)
 
+    def take(self, encoded: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+        return encoded[list(indices)]
+
     def decode(self, encoded: np.ndarray, options: DecodingOptions) -> list[Decoded]:
         prompt = decoder_prompt(self.generation_config, options)
         if is_multilingual(self.generation_config) and options.language is None:
@@ -83,9 +86,14 @@ class ExportedWhisper:
         states = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
         wanted = options.max_new_tokens or MAX_LENGTH // 2  # ask for twice the new tokens wanted (see MAX_LENGTH)
         max_length = min(MAX_LENGTH, 2 * wanted, wanted + MAX_LENGTH - len(prompt))
-        return self.decoder.generate(states, [prompt] * encoded.shape[0], beam_size=options.beam_size,
+        sampling = {}
+        if options.temperature > 0:  # one sample from the whole distribution at that temperature
+            ctranslate2.set_random_seed(options.seed)
+            sampling = {"sampling_temperature": options.temperature, "sampling_topk": 0}
+        return self.decoder.generate(states, [prompt] * encoded.shape[0],
+                                     beam_size=1 if sampling else options.beam_size,
                                      max_length=max_length, return_scores=True, return_no_speech_prob=True,
-                                     suppress_blank=True, suppress_tokens=[-1])
+                                     suppress_blank=True, suppress_tokens=[-1], **sampling)
 
     def _with_detected_language(self, encoded: np.ndarray, prompt: list[int]) -> list[int]:
         """Multilingual models without a language: detect it from the first clip (the batch shares a prompt)."""
@@ -97,7 +105,9 @@ class ExportedWhisper:
         """One clip of any length through faster-whisper's sequential pipeline (timestamps, 30 s windows)."""
         segments, _ = self.pipeline.transcribe(
             samples, language=options.language if is_multilingual(self.generation_config) else None,
-            task=options.task, beam_size=options.beam_size, temperature=0.0, without_timestamps=False,
+            task=options.task, beam_size=options.beam_size, temperature=list(options.temperatures),
+            best_of=options.best_of, compression_ratio_threshold=options.compression_ratio_threshold,
+            without_timestamps=False,
             condition_on_previous_text=False,
             no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
             log_prob_threshold=options.logprob_threshold)

@@ -64,15 +64,24 @@ class PyTorchEngine:
     def encode(self, features: torch.Tensor) -> Encoded:
         return Encoded(features, encoder_of(self.model)(features).last_hidden_state)
 
+    def take(self, encoded: Encoded, indices: Sequence[int]) -> Encoded:
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=encoded.states.device)
+        return Encoded(encoded.features[index], encoded.states[index])
+
     @torch.inference_mode()
     def decode(self, encoded: Encoded, options: DecodingOptions) -> list[Decoded]:
         kwargs = generate_kwargs(self.model, options)
-        if options.timestamps:  # transformers' timestamp decoding slices input_features as clips finish
-            # (so the encoder runs a second time inside generate: the price of the no-speech rule here)
-            tokens = self.model.generate(encoded.features, **kwargs)
-        else:
-            tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states), **kwargs)
-        if options.no_speech_threshold is None or self.no_speech_id is None:
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(options.seed)  # samples at a temperature are reproducible; the caller's RNG is untouched
+            if options.timestamps or options.temperature > 0:
+                # transformers' timestamp and sampled decoding slice input_features as clips finish (so the
+                # encoder runs a second time inside generate: the price of the no-speech rule and the fallback)
+                tokens = self.model.generate(encoded.features, **kwargs)
+            else:
+                tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
+                                             **kwargs)
+        scored = options.no_speech_threshold is not None or options.fallback
+        if not scored or self.no_speech_id is None:
             return [Decoded(sequence.tolist()) for sequence in tokens]
         no_speech, mean_logprob = speech_scores(self.model, encoded.states, tokens, self.no_speech_id, options)
         return [Decoded(sequence.tolist(), p, m)
@@ -85,6 +94,9 @@ class PyTorchEngine:
         features = inputs.input_features.to(device=self.device, dtype=self.model.dtype)
         kwargs = generate_kwargs(self.model, options)
         kwargs["return_timestamps"] = True  # long-form decoding advances by the predicted timestamps
+        if options.fallback:  # transformers' own fallback (its compression ratio is of token bytes: 1.35 ~ 2.4 of text)
+            kwargs.update(temperature=options.temperatures, logprob_threshold=options.logprob_threshold,
+                          compression_ratio_threshold=1.35, do_sample=False)
         tokens = self.model.generate(features, attention_mask=inputs.attention_mask.to(self.device), **kwargs)
         return to_transcription(self.tokenizer, name, tokens[0], len(samples), options)
 
@@ -99,7 +111,11 @@ def prepare_for_inference(model):
 
 def generate_kwargs(model, options: DecodingOptions) -> dict:
     """Arguments for transformers' `generate` (English-only models take no language or task)."""
-    kwargs: dict = {"num_beams": options.beam_size, "return_timestamps": options.timestamps}
+    kwargs: dict = {"return_timestamps": options.timestamps}
+    if options.temperature > 0:  # one sample from the distribution at that temperature
+        kwargs.update(do_sample=True, temperature=options.temperature, top_k=0, top_p=1.0, num_beams=1)
+    else:
+        kwargs.update(num_beams=options.beam_size, do_sample=False)
     if options.max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.max_new_tokens
     if getattr(model.generation_config, "is_multilingual", True):

@@ -10,6 +10,7 @@ implement it; `lite_whisper.api` chooses one. Everything that transcribes (`tran
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +18,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, load_audio
-from lite_whisper.transcription.policy import check_options, is_silent, to_transcription
+from lite_whisper.transcription.policy import (
+    check_options,
+    compression_ratio,
+    is_silent,
+    needs_fallback,
+    to_transcription,
+)
 from lite_whisper.transcription.types import WINDOW_SECONDS, Decoded, DecodingOptions, Transcription
 
 
@@ -35,7 +42,12 @@ class Engine(Protocol):
         """Encoder output of a batch of features, in the engine's own form (what `decode` takes)."""
 
     def decode(self, encoded: Any, options: DecodingOptions) -> list[Decoded]:
-        """Tokens (and the silence rule's scores) of every window of `encoded`."""
+        """Tokens (and the silence rule's scores) of every window of `encoded`; greedy or beam search at
+        `options.temperature` 0, one sample from the distribution at that temperature above 0 (seeded by
+        `options.seed`). With `options.fallback` the mean log-probability is always scored."""
+
+    def take(self, encoded: Any, indices: Sequence[int]) -> Any:
+        """The windows `indices` of `encoded` (repeats allowed), in the same form."""
 
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
         """One clip of any length, walked window by window."""
@@ -69,9 +81,56 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
         return []
     if options.timestamps and not engine.batched_timestamps:
         return [engine.transcribe_long(name, samples, options) for name, samples in batch]
-    decoded = engine.decode(engine.encode(engine.features([samples for _, samples in batch])), options)
+    decoded = decode_with_fallback(engine, engine.encode(engine.features([samples for _, samples in batch])), options)
     return [
         Transcription(name, "", len(samples) / SAMPLE_RATE) if is_silent(window, options)
         else to_transcription(engine.tokenizer, name, window.tokens, len(samples), options)
         for (name, samples), window in zip(batch, decoded)
     ]
+
+
+def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions) -> list[Decoded]:
+    """Whisper's temperature fallback over any engine: decode at the first temperature; windows that
+    `needs_fallback` are decoded again at each next temperature, `best_of` samples each (the one with
+    the highest mean log-probability kept), until they pass. A window that never passes keeps the
+    attempt that passed the compression test with the highest mean log-probability (faster-whisper's
+    choice), else the one with the lowest compression ratio. Without fallback: one plain decode."""
+    first = dataclasses.replace(options, temperature=options.temperatures[0])
+    decoded = engine.decode(encoded, first)
+    if not options.fallback:
+        return decoded
+    attempts: dict[int, list[Decoded]] = {}
+    pending = [index for index, window in enumerate(decoded) if needs_fallback(engine.tokenizer, window, options)]
+    for step, temperature in enumerate(options.temperatures[1:], start=1):
+        if not pending:
+            break
+        for index in pending:
+            attempts.setdefault(index, []).append(decoded[index])
+        repeats = options.best_of if temperature > 0 else 1
+        sampled = engine.decode(engine.take(encoded, [index for index in pending for _ in range(repeats)]),
+                                dataclasses.replace(options, temperature=temperature, seed=options.seed + step))
+        still = []
+        for position, index in enumerate(pending):
+            candidates = sampled[position * repeats:(position + 1) * repeats]
+            decoded[index] = max(candidates, key=_mean_logprob)
+            if needs_fallback(engine.tokenizer, decoded[index], options):
+                still.append(index)
+        pending = still
+    for index in pending:  # never passed: keep the best attempt
+        tried = attempts[index] + [decoded[index]]
+        plausible = [window for window in tried if _compresses_well(engine.tokenizer, window, options)]
+        decoded[index] = max(plausible, key=_mean_logprob) if plausible else min(
+            tried, key=lambda window: _ratio(engine.tokenizer, window))
+    return decoded
+
+
+def _mean_logprob(window: Decoded) -> float:
+    return window.mean_logprob if window.mean_logprob is not None else float("-inf")
+
+
+def _ratio(tokenizer, window: Decoded) -> float:
+    return compression_ratio(tokenizer.decode(window.tokens, skip_special_tokens=True))
+
+
+def _compresses_well(tokenizer, window: Decoded, options: DecodingOptions) -> bool:
+    return _ratio(tokenizer, window) <= options.compression_ratio_threshold

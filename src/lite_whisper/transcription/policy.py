@@ -3,6 +3,8 @@ the no-speech rule, and turning tokens into text and segments."""
 
 from __future__ import annotations
 
+import zlib
+
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
 
@@ -69,3 +71,21 @@ def to_transcription(tokenizer, name: str, tokens, n_samples: int, options: Deco
         for item in decoded.get("offsets", [])
     ]
     return Transcription(name, decoded["text"].strip(), seconds, segments)
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 bytes / zlib-compressed bytes of `text`, as Whisper computes it (0 for empty text): ordinary
+    sentences stay below 2, a repetition loop goes far above."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def needs_fallback(tokenizer, decoded: Decoded, options: DecodingOptions) -> bool:
+    """Whisper's test: the window's text compresses like a loop, or its mean log-probability is low —
+    unless the silence rule calls it silent (then no sampling can help)."""
+    if is_silent(decoded, options):
+        return False
+    text = tokenizer.decode(decoded.tokens, skip_special_tokens=True)
+    if compression_ratio(text) > options.compression_ratio_threshold:
+        return True
+    return decoded.mean_logprob is not None and decoded.mean_logprob < options.logprob_threshold

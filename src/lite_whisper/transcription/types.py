@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from lite_whisper.data.audio import WINDOW_SECONDS
 
-__all__ = ["WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription"]
+__all__ = ["WHISPER_TEMPERATURES", "WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,36 @@ class DecodingOptions:
     no_speech_threshold: float | None = 0.6
     logprob_threshold: float = -1.0
     certain_no_speech: float = 0.8
+    # Whisper's temperature fallback: a window whose text compresses more than
+    # compression_ratio_threshold (a repetition loop) or whose mean token log-probability is below
+    # logprob_threshold is decoded again by sampling at the next temperature (best of `best_of`
+    # samples), unless the silence rule calls it silent. (0.0,) = greedy only, the comparable figure.
+    temperatures: tuple[float, ...] = (0.0,)
+    compression_ratio_threshold: float = 2.4
+    best_of: int = 5
+    temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
+    seed: int = 0  # fixes the samples drawn at temperatures above 0
 
     def __post_init__(self):
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam size must be at least 1, got {self.beam_size}")
+        if not self.temperatures or any(not 0.0 <= t <= 2.0 for t in self.temperatures) \
+                or list(self.temperatures) != sorted(self.temperatures):
+            raise ValueError(f"temperatures must be rising values between 0 and 2, got {self.temperatures}")
+        if self.best_of < 1:
+            raise ValueError(f"best-of must be at least 1, got {self.best_of}")
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise ValueError(f"no-speech threshold must be between 0 and 1, got {self.no_speech_threshold}")
+
+
+    @property
+    def fallback(self) -> bool:
+        return len(self.temperatures) > 1
+
+
+WHISPER_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's and faster-whisper's fallback ladder
 
 
 @dataclass(frozen=True)
