@@ -217,3 +217,22 @@ def test_sweep_distills_on_the_limited_calibration_set(setup):
     report = json.loads((setup[2] / "tdistill-params0.8" / "model" / "compression_report.json").read_text())
     assert report["calibration_clips"] == 2 and report["distillation"]["train_clips"] == 2
     assert points[-1].label == "distill-params0.8"
+
+
+def test_sweep_evaluates_every_point_on_further_datasets(setup, tmp_path, capsys):
+    from lite_whisper.cli import main
+    from lite_whisper.data.augment import parse_variants
+    from lite_whisper.data.datasets import load_dataset
+    from lite_whisper.data.variants import build_variants
+
+    model, audio, out = setup
+    build_variants(load_dataset(audio), parse_variants("telephone,white-5db"), tmp_path / "variants", progress=False)
+    assert main(["sweep", model, "--thresholds", "0.6", "--calibration", audio, "--data", audio,
+                 "--data", str(tmp_path / "variants"), "--eval-limit", "2", "--no-bench", "--max-new-tokens", "4",
+                 "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "WER % on the further datasets" in printed and "worst ratio" in printed
+    points = json.loads((out / "pareto.json").read_text())["points"]
+    assert [sorted(point["wer_by_data"]) for point in points] == [["telephone", "white-5db"]] * 2
+    assert (out / "t0.6" / "eval-telephone.json").exists()
+    assert json.loads((out / "sweep.json").read_text())["extra_data"][0][0] == "telephone"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, positive, require_matplotlib
+from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, open_datasets, positive, require_matplotlib
 
 
 def add_parser(commands) -> None:
@@ -31,7 +31,10 @@ def add_parser(commands) -> None:
     p.add_argument("--distill-steps", type=int, default=128, metavar="N",
                    help="training steps of the distill method (default: %(default)s)")
     p.add_argument("--calibration", help="calibration dataset spec (default: the shared calibration split)")
-    p.add_argument("--data", help="evaluation dataset spec (default: the shared dev split)")
+    p.add_argument("--data", action="append",
+                   help="evaluation dataset spec (default: the shared dev split); given again (or a folder written by "
+                   "`lite-whisper variants`), every point is also evaluated there: WER and loops per dataset and "
+                   "the worst ratio to dense, while the frontier stays the first dataset's")
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for calibration and decoding")
@@ -67,7 +70,8 @@ def run(args) -> int:
                      distill_steps=args.distill_steps)  # raises before anything runs
     require_matplotlib("sweep")
     calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
-    data = open_dataset(args.data, args.eval_limit, "evaluation", "dev.txt")
+    datasets = open_datasets(args.data, args.eval_limit, "evaluation", "dev.txt")
+    data, extra = datasets[0][1], [(label, dataset.spec) for label, dataset in datasets[1:]]
 
     options = DecodingOptions(language="en", max_new_tokens=args.max_new_tokens)
     thresholds = [t.strip() for t in args.thresholds.split(",") if t.strip()]
@@ -77,6 +81,7 @@ def run(args) -> int:
                        eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
                        options=options, repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
                        restart=args.restart, targets=targets, methods=methods, distill_steps=args.distill_steps,
+                       extra_data=extra,
                        log=lambda message: print(message, file=sys.stderr, flush=True), ranks=ranks)
     finally:
         finish(ranks)
@@ -91,7 +96,23 @@ def run(args) -> int:
         front = ",".join(name for name, flag in (("size", p.pareto_params), ("latency", p.pareto_latency)) if flag)
         print(f"{p.label:<12} {p.encoder_params / 1e6:>11.2f}M {p.encoder_flops / 1e9:>12.2f} {p.wer:>7.2f} "
               f"{p.mean_utterance_wer:>12.2f} {latency} {speedup} {same}  {front}")
+    if extra:
+        print("\n" + worst_ratio_table(points, [label for label, _ in extra]))
     print("vs dense: against the dense model as users run it (stock transformers); same kern.: against the dense "
           "model on the same kernels (what the compression alone buys)")
     print(f"wrote {args.output / 'pareto.json'}, {args.output / 'pareto.png'}, {args.output / 'ranks.png'}")
     return 0
+
+
+def worst_ratio_table(points, labels: list[str]) -> str:
+    """Per point: WER on each further dataset, the worst ratio to the dense model's there, and loops."""
+    dense = next(p for p in points if p.label == "dense")
+    width = max(len("setting"), *(len(p.label) for p in points))
+    head = " ".join(f"{label[:12]:>12}" for label in labels)
+    lines = [f"{'setting':<{width}} {head} {'worst ratio':>11} {'loops':>5}"]
+    for p in points:
+        ratios = [(p.wer_by_data[label] / dense.wer_by_data[label]) if dense.wer_by_data[label] else float("inf")
+                  for label in labels]
+        cells = " ".join(f"{p.wer_by_data[label]:>12.2f}" for label in labels)
+        lines.append(f"{p.label:<{width}} {cells} {max(ratios):>11.3f} {sum(p.loops_by_data.values()):>5}")
+    return "WER % on the further datasets\n" + "\n".join(lines)

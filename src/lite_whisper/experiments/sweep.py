@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,6 +60,8 @@ class SweepPoint:
     speedup_same_kernels: float | None = None  # dense on the same kernels / this: what the compression buys
     pareto_params: bool = False  # no other point has both fewer parameters and lower WER
     pareto_latency: bool = False
+    wer_by_data: dict[str, float] | None = None  # corpus WER on each further dataset (sweep's extra --data)
+    loops_by_data: dict[str, int] | None = None  # looping utterances on each further dataset
 
 
 def slug(label: str) -> str:
@@ -129,6 +132,7 @@ def sweep(
     targets: list[float] | None = None,
     methods: list[str] | None = None,
     distill_steps: int = DEFAULT_DISTILL_STEPS,
+    extra_data: Sequence[tuple[str, str]] = (),
     log=print,
     ranks: Ranks = SINGLE,
 ) -> list[SweepPoint] | None:
@@ -138,15 +142,19 @@ def sweep(
     otherwise SweepMismatchError, or with `restart=True` the old results are discarded.
     Under torch.distributed (`ranks`) calibration and every evaluation are sharded over the
     ranks; rank 0 alone compresses, writes and times, and returns the points (the others None).
-    The ranks must share `out_dir` (one machine, or a shared filesystem).
+    The ranks must share `out_dir` (one machine, or a shared filesystem). `extra_data`: (label, spec)
+    of further datasets every point is also evaluated on (WER and loops per dataset; the frontier
+    stays the one on `data`).
     """
     configs = parse_thresholds(thresholds, heatmap, targets, methods, distill_steps=distill_steps)
     out_dir = Path(out_dir)
     options = options or DecodingOptions(language="en")
     settings = {"version": MANIFEST_VERSION, "model": model_spec, "calibration": calibration, "limit": limit,
-                "batch_size": batch_size, "data": data, "eval_limit": eval_limit, "decoding": asdict(options)}
+                "batch_size": batch_size, "data": data, "eval_limit": eval_limit, "decoding": _decoding_settings(options)}
     if any(method in DISTILLED for method in methods or []):  # (absent otherwise: older sweep folders resume)
         settings["distill_steps"] = distill_steps
+    if extra_data:
+        settings["extra_data"] = [list(pair) for pair in extra_data]
     if not ranks.main:
         log = lambda message: None  # noqa: E731
     with output_lock(out_dir) if ranks.main else contextlib.nullcontext():
@@ -157,7 +165,7 @@ def sweep(
                                    log=log, ranks=ranks)
         on_main(ranks, _check_statistics, out_dir, settings, loaded.statistics.digest())
 
-        measure = dict(data=data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
+        measure = dict(data=data, extra_data=extra_data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
                        repeats=repeats, progress=progress, log=log, ranks=ranks)
         points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, **measure)]
         calibration_set = load_dataset(calibration, limit=limit)  # the clips that probe damage and distil
@@ -193,6 +201,18 @@ def sweep(
         report = CompressionReport.load(out_dir / slug(chosen) / "model" / REPORT_FILE)
         plot_ranks(report, out_dir / "ranks.png", title=f"{model_spec} at threshold {chosen}: rank per layer and module")
     return points
+
+
+FALLBACK_FIELDS = ("temperatures", "compression_ratio_threshold", "best_of", "temperature", "seed")
+
+
+def _decoding_settings(options: DecodingOptions) -> dict:
+    """The decoding options as sweep.json stores them (JSON values); without the fallback's fields while it is
+    off, so sweep folders made before it existed resume."""
+    settings = json.loads(json.dumps(asdict(options)))
+    if not options.fallback:
+        settings = {key: value for key, value in settings.items() if key not in FALLBACK_FIELDS}
+    return settings
 
 
 def _claim_folder(out_dir: Path, settings: dict, restart: bool, log) -> None:
@@ -237,24 +257,31 @@ def _check_statistics(out_dir: Path, settings: dict, digest: str) -> None:
 
 
 def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, options, bench, repeats, progress,
-             log, ranks: Ranks = SINGLE):
+             log, ranks: Ranks = SINGLE, extra_data: Sequence[tuple[str, str]] = ()):
     """Evaluate (and benchmark) one point, reusing results already on disk; None on ranks other than 0."""
     model = pair[0]
     eval_file = folder / "eval.json"
 
-    def evaluated_before() -> bool:  # rank 0 makes the folder and tells every rank whether to evaluate
+    def evaluated_before(target: Path) -> bool:  # rank 0 makes the folder and tells every rank whether to evaluate
         folder.mkdir(parents=True, exist_ok=True)
-        return eval_file.exists()
+        return target.exists()
 
-    if not on_main(ranks, evaluated_before):
-        log(f"evaluating {label} on {data} ...")
-        result = evaluate(pair, data, limit=eval_limit, batch_size=batch_size, options=options, progress=progress, label=label,
-                          ranks=ranks)
-        if ranks.main:
-            write_json_atomic(eval_file, result.to_dict())
+    def evaluate_once(spec: str, target: Path, what: str) -> None:
+        if not on_main(ranks, evaluated_before, target):
+            log(f"evaluating {label} on {what} ...")
+            result = evaluate(pair, spec, limit=eval_limit, batch_size=batch_size, options=options, progress=progress,
+                              label=label, ranks=ranks)
+            if ranks.main:
+                write_json_atomic(target, result.to_dict())
+
+    evaluate_once(data, eval_file, data)
+    for extra_label, spec in extra_data:
+        evaluate_once(spec, folder / f"eval-{_file_slug(extra_label)}.json", extra_label)
     if not ranks.main:
         return None
     evaluation = json.loads(eval_file.read_text())
+    extras = {extra_label: json.loads((folder / f"eval-{_file_slug(extra_label)}.json").read_text())
+              for extra_label, _ in extra_data}
 
     latency = speedup = None
     bench_file = folder / "bench.json"
@@ -268,7 +295,15 @@ def _measure(label, pair, dense, folder: Path, *, data, eval_limit, batch_size, 
         latency = timing["model_ms"]["median"]
         speedup, same_kernels = timing["speedup"]["median"], timing["same_kernels_speedup"]["median"]
     return SweepPoint(label, encoder_params(model), encoder_flops(model), evaluation["wer"],
-                      evaluation["mean_utterance_wer"], latency, speedup, same_kernels)
+                      evaluation["mean_utterance_wer"], latency, speedup, same_kernels,
+                      wer_by_data={name: result["wer"] for name, result in extras.items()} if extras else None,
+                      loops_by_data={name: len(result.get("loops", [])) for name, result in extras.items()}
+                      if extras else None)
+
+
+def _file_slug(label: str) -> str:
+    """A file-name-safe form of a dataset label (a variant name, or a path)."""
+    return "".join(character if character.isalnum() or character in "-." else "_" for character in label).strip("_")
 
 
 def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:
