@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -71,22 +70,9 @@ def test_smoothing_flattens_the_inputs_that_int8_sees_and_lowers_its_error(tmp_p
         source = export_encoder(module, tmp_path / f"{name}.onnx")
         quantize_encoder(source, tmp_path / f"{name}.int8.onnx")
         errors[name] = relative_error(OnnxEncoder(tmp_path / f"{name}.int8.onnx", threads=1)(check.numpy()), expected)
-    if int8_saturates():
-        # AVX2 without VNNI: ONNX Runtime's u8s8 kernel (VPMADDUBSW) saturates its 16-bit sums, which adds an
-        # error of its own that smoothing cannot remove (measured here: plain 1.08, smoothed 0.67; with uint8
-        # weights 0.53 and 0.12)
-        assert errors["smoothed"] < 0.75 * errors["plain"], errors
-    else:
-        assert errors["smoothed"] < errors["plain"] / 2, errors
-
-
-def int8_saturates() -> bool:
-    """Whether this CPU runs ONNX Runtime's int8 x int8 MatMuls with saturating AVX2 instructions (no VNNI, no AMX)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx2" in flags and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+    # the same bound on every CPU: 7-bit weights keep AVX2-only CPUs (no VNNI) from saturating their 16-bit
+    # sums (measured on one: plain 0.55, smoothed 0.145; with 8-bit weights 1.08 and 0.67)
+    assert errors["smoothed"] < errors["plain"] / 2, errors
 
 
 def test_quantising_within_a_bound_leaves_float32_only_what_the_bound_needs(tmp_path):
