@@ -13,6 +13,13 @@ def test_normaliser_matches_whisper_english_rules():
     assert normalize("I'm   here [noise] (uh)") == "i am here"
 
 
+def test_other_languages_keep_their_words_and_letters():
+    # the English rules would rewrite "Mr." and numbers; other languages only lose case and punctuation
+    assert normalize("Können Sie mir sagen, wo die Apotheke ist?", "de") == "können sie mir sagen wo die apotheke ist"
+    assert normalize("J'aimerais apprendre à jouer du piano.", "fr") == "j aimerais apprendre à jouer du piano"
+    assert normalize("Mr. Smith", None) == normalize("Mr. Smith", "en") == "mister smith"  # unknown: English
+
+
 @pytest.mark.parametrize(
     "reference, hypothesis, expected",
     [

@@ -86,10 +86,12 @@ def evaluate(
     """Transcribe every clip that has a reference and score it against that reference.
 
     `model` is a spec, a `(model, processor)` pair, a model with `processor`, or an engine. English is
-    assumed unless `options` say otherwise (the normaliser is English). Under torch.distributed
+    assumed unless `options` say otherwise. Under torch.distributed
     (`ranks`) each rank transcribes every world_size-th clip; rank 0 gathers the rows and returns
     the result, in dataset order with the single-process totals; the other ranks return None.
     Wall time is then that of the slowest rank. `label` names the progress bar ("evaluating LABEL").
+    Text is normalised as English when translating or when the language is English or not given,
+    else with Whisper's basic normaliser.
     """
     engine = as_engine(model, processor)
     model_name = str(model) if isinstance(model, (str, Path)) else engine.name
@@ -101,6 +103,7 @@ def evaluate(
     if ranks.distributed:
         dataset = dataset.sharded(ranks.rank, ranks.world_size)
     options = options or DecodingOptions(language="en")
+    text_language = "en" if options.task == "translate" else options.language  # what the references are in
 
     without_reference: list[tuple[int, str]] = []  # (position in the dataset, clip id)
     references: dict[str, tuple[int, str]] = {}
@@ -121,8 +124,8 @@ def evaluate(
     start = time.perf_counter()
     for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)
-        hypothesis = normalize(result.text)
-        errors = word_errors(normalize(reference), hypothesis)
+        hypothesis = normalize(result.text, text_language)
+        errors = word_errors(normalize(reference, text_language), hypothesis)
         totals = totals + errors
         rows.append((position, UtteranceResult(result.source, reference, result.text, errors.wer,
                                                errors.reference_words, result.seconds,

@@ -1,7 +1,9 @@
 """Word error rate the way the Open ASR Leaderboard computes it.
 
 Both sides go through Whisper's English text normaliser (transformers' implementation with
-OpenAI's British->American spelling table), then jiwer aligns the words.
+OpenAI's British->American spelling table), then jiwer aligns the words. Text in another
+language goes through Whisper's basic normaliser instead (lower case, no punctuation or
+bracketed asides, diacritics kept): the English one would rewrite its numbers and spellings.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ from functools import lru_cache
 from importlib.resources import files
 
 import jiwer
-from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
 
 @lru_cache(maxsize=1)
 def english_normalizer():
-
-
     spelling = json.loads((files("whisper_normalizer") / "normalizers" / "english.json").read_text())
     return EnglishTextNormalizer(spelling)
 
 
-def normalize(text: str) -> str:
-    return english_normalizer()(text)
+@lru_cache(maxsize=1)
+def basic_normalizer():
+    return BasicTextNormalizer()
+
+
+def normalize(text: str, language: str | None = "en") -> str:
+    """`text` normalised for scoring; `language` None (not known) counts as English, as before."""
+    if language in (None, "en"):
+        return english_normalizer()(text)
+    return " ".join(basic_normalizer()(text).split())
 
 
 @dataclass(frozen=True)
