@@ -327,7 +327,9 @@ def test_written_folders_and_files_get_the_modes_of_the_users_umask(tmp_path, um
     import stat
 
     from test_bench import random_factors
+    from test_statistics import calibration_batches
 
+    from lite_whisper.calibration.calibrate import collect_statistics
     from lite_whisper.files import write_json_atomic
     from lite_whisper.lowrank.convert import to_lite_whisper
 
@@ -336,10 +338,12 @@ def test_written_folders_and_files_get_the_modes_of_the_users_umask(tmp_path, um
         lite = to_lite_whisper(tiny_whisper_model(vocab_size=51864), random_factors([{"fc1": 16}] * 2))
         folder = save_model(lite, tiny_processor(), tmp_path / "lite")
         report = write_json_atomic(tmp_path / "out" / "eval.json", {"wer": 1.0})
+        statistics = tmp_path / "model.stats"  # safetensors writes a file of its own: its mode was 0600
+        collect_statistics(tiny_whisper_model(), calibration_batches([[1500]]), progress=False).save(statistics)
     finally:
         os.umask(previous)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
-    files = [path for path in folder.rglob("*") if path.is_file()] + [report]
+    files = [path for path in folder.rglob("*") if path.is_file()] + [report, statistics]
     assert {"model.safetensors", "config.json", "modeling_lite_whisper.py"} <= {path.name for path in files}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name

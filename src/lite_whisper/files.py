@@ -126,9 +126,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(descriptor)
     temporary = Path(name)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make results private
     try:
         yield temporary
+        # mkstemp's 0600 would make results private; set after writing, since some writers
+        # (safetensors) replace the file and its mode
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
