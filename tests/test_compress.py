@@ -138,7 +138,9 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
     for key in ("encoder_params_before", "encoder_params_after", "encoder_flops_before", "encoder_flops_after",
                 "calibration_clips", "calibration_frames", "threshold", "layers", "wall_seconds", "peak_rss_mb"):
         assert key in report
-    assert report["calibration_clips"] == 6 and report["threshold"] == "robust-0.6:0.7"
+    # 6 clips and, by default, a degraded copy of each (docs/RESULTS.md §10)
+    assert report["calibration_clips"] == 12 and report["threshold"] == "robust-0.6:0.7"
+    assert report["calibration_data"].endswith("+1 degraded copy per clip (seed 0)")
     assert report["wall_seconds"] > 0 and report["peak_rss_mb"] > 0
     assert set(report["layers"][0]) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
     assert {"rank", "explained_variance"} <= set(report["layers"][0]["fc1"])
@@ -147,7 +149,12 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
     out_b = tmp_path / "lite-b"
     assert main(["compress", str(dense), "--calibration", str(tmp_path / "nowhere"), "--threshold", "0.5",
                  "--stats", str(stats), "--no-progress", "-o", str(out_b)]) == 0
-    assert json.loads((out_b / "compression_report.json").read_text())["calibration_clips"] == 6
+    assert json.loads((out_b / "compression_report.json").read_text())["calibration_clips"] == 12
+    # --augment 0: the clean clips alone
+    assert main(["compress", str(dense), "--calibration", str(calibration_folder), "--threshold", "0.5", "--augment", "0",
+                 "--no-progress", "-o", str(tmp_path / "lite-clean")]) == 0
+    clean = json.loads((tmp_path / "lite-clean" / "compression_report.json").read_text())
+    assert clean["calibration_clips"] == 6 and "degraded" not in clean["calibration_data"]
 
     capsys.readouterr()
     assert main(["inspect", str(out), "--json"]) == 0

@@ -114,7 +114,8 @@ def test_two_gloo_ranks_evaluate_the_single_process_result(calibration_folder, t
 
 @pytest.mark.integration
 def test_torchrun_compress_of_tiny_en_matches_one_process(speech_dir, tmp_path):
-    """`torchrun --nproc-per-node 2 ... lite-whisper compress` on 8 real clips: same statistics and ranks."""
+    """`torchrun --nproc-per-node 2 ... lite-whisper compress` on 8 real clips (and, by default, a degraded
+    copy of each): same statistics and ranks."""
     from lite_whisper.cli import main
     from lite_whisper.compression.report import REPORT_FILE
 
@@ -128,7 +129,7 @@ def test_torchrun_compress_of_tiny_en_matches_one_process(speech_dir, tmp_path):
     torch.set_num_threads(1)
     assert main(["compress", *common, "-o", str(tmp_path / "one"), "--stats", str(tmp_path / "one.stats")]) == 0
     one, two = (CalibrationStatistics.load(tmp_path / f"{name}.stats") for name in ("one", "two"))
-    assert one.calibration_clips == two.calibration_clips == 8
+    assert one.calibration_clips == two.calibration_clips == 16
     for key, moments in one.moments.items():
         assert float((two.moments[key].outer - moments.outer).norm() / moments.outer.norm()) <= 1e-10, key
     ranks = [json.loads((tmp_path / name / REPORT_FILE).read_text())["layers"] for name in ("one", "two")]
@@ -150,18 +151,19 @@ def test_calibrate_shards_by_hand_merge_to_the_whole(tmp_path, calibration_folde
         assert main([*common, "--shard", f"{index}/3", "-o", str(tmp_path / f"part{index}.stats")]) == 0
     whole = CalibrationStatistics.load(tmp_path / "whole.stats")
     parts = [CalibrationStatistics.load(tmp_path / f"part{index}.stats") for index in range(3)]
-    assert [part.calibration_clips for part in parts] == [2, 2, 2]
+    # 6 clips, each with the degraded copy calibration adds by default, in 3 shards
+    assert [part.calibration_clips for part in parts] == [4, 4, 4]
     merged = parts[0].merge(parts[1]).merge(parts[2])
     for key, moments in whole.moments.items():
         assert float((merged.moments[key].outer - moments.outer).norm() / moments.outer.norm()) <= 1e-10
     # compress merges the shard files itself
     assert main(["compress", str(dense), *sum((["--stats", str(tmp_path / f"part{i}.stats")] for i in range(3)), []),
                  "--threshold", "0.6", "--no-progress", "-o", str(tmp_path / "lite")]) == 0
-    # a shuffled subset: 3 of the 6 clips, the same 3 for the same seed
+    # a shuffled subset: 3 of the 6 clips (and their copies), the same 3 for the same seed
     for name in ("a", "b"):
         assert main([*common, "--shuffle-seed", "5", "--limit", "3", "-o", str(tmp_path / f"{name}.stats")]) == 0
     a, b = (CalibrationStatistics.load(tmp_path / f"{name}.stats") for name in ("a", "b"))
-    assert a.calibration_clips == 3 and a.digest() == b.digest()
+    assert a.calibration_clips == 6 and a.digest() == b.digest()
     capsys.readouterr()
     assert main([*common, "-o", str(tmp_path / "whole.stats")]) == 2  # exists
     assert "already exists" in capsys.readouterr().err

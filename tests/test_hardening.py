@@ -146,7 +146,8 @@ def test_stats_given_twice_merge_and_a_missing_one_is_an_error(tmp_path, capsys,
                                   "--stats", str(stats), "--limit", limit)) == 0
     merged = tmp_path / "merged"
     assert main(compress_args(dense_folder, tmp_path / "nowhere", merged, "--stats", str(a), "--stats", str(b))) == 0
-    assert json.loads((merged / "compression_report.json").read_text())["calibration_clips"] == 6
+    # 2 + 4 clips, each with the degraded copy calibration adds by default
+    assert json.loads((merged / "compression_report.json").read_text())["calibration_clips"] == 12
     message = cli_error(capsys, compress_args(dense_folder, calibration_folder, tmp_path / "x",
                                               "--stats", str(a), "--stats", str(tmp_path / "missing.stats")))
     assert "missing.stats" in message and "do not exist" in message
@@ -365,10 +366,12 @@ def test_warnings_are_one_line_and_bars_are_labelled(tmp_path, capsys, calibrati
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     warning = [line for line in lines if line.startswith("warning: ")]
-    assert len(warning) == 1 and "statistics from only 6 calibration clips" in warning[0]
+    # 6 clips and, by default, a degraded copy of each
+    assert len(warning) == 1 and "statistics from only 12 calibration clips" in warning[0]
     assert "UserWarning" not in err and ".py:" not in err and "Warning" not in err
     assert "Writing model shards" not in err and "Loading weights" not in err
-    assert f"calibrating {dense_folder} on {calibration_folder} (6 clips)" in err
+    assert f"calibrating {dense_folder} on {calibration_folder} (6 clips +1 degraded copy per clip (seed 0): 12 in all)" \
+        in err
     assert any(line.startswith("calibrating:") for line in lines)  # the bar
 
     assert main(["eval", str(tmp_path / "lite"), "--data", str(calibration_folder), "--limit", "2",

@@ -158,6 +158,22 @@ def test_augmented_dataset_is_deterministic_and_shards_the_same(tmp_path):
     assert dataset.augmented(None).size == 4
 
 
+def test_calibration_with_augmentation_is_deterministic_under_a_seed(tmp_path):
+    from lite_whisper.calibration.calibrate import calibrate
+
+    model, processor = tiny_english_model(), tiny_processor()
+    clips = load_dataset(write_clips(tmp_path / "clips"))
+
+    def digest(seed: int) -> str:
+        augmented = clips.augmented(Augmentation(copies=1, seed=seed))
+        assert augmented.description.endswith("(4 clips +1 degraded copy per clip (seed %d): 8 in all)" % seed)
+        statistics = calibrate(model, processor, augmented, batch_size=3, progress=False)
+        assert statistics.calibration_clips == 8
+        return statistics.digest()
+
+    assert digest(0) == digest(0) != digest(1)
+
+
 def test_variants_are_written_with_a_manifest_and_read_back(tmp_path):
     source = load_dataset(write_clips(tmp_path / "clips", 3))
     variants = parse_variants("babble-10db,white-5db,speed-1.1")

@@ -152,6 +152,10 @@ def test_sweep_refuses_stale_results_and_restarts_on_request(timed_sweep, tmp_pa
     with pytest.raises(sweep_module.SweepMismatchError, match="decoding"):
         sweep(model, audio, audio, ["0.6"], out, eval_limit=2, bench=False, progress=False,
               options=DecodingOptions(max_new_tokens=5), log=lambda message: None)
+    # made without degraded copies (sweep.json has no "augment"): asking for them is another sweep
+    with pytest.raises(sweep_module.SweepMismatchError, match="augment: 0 then, 1 now"):
+        sweep(model, audio, audio, ["0.6"], out, eval_limit=2, bench=False, progress=False, augment=1,
+              options=DecodingOptions(max_new_tokens=4), log=lambda message: None)
     # statistics replaced behind the sweep's back are caught by their digest
     import lite_whisper.calibration.statistics as statistics_module
 

@@ -172,10 +172,7 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
                         help="calibration dataset spec (default: the calibration split under $LITE_WHISPER_SPEECH "
                         "or ../shared/speech)")
     parser.add_argument("--limit", type=int, help="use only the first N calibration clips")
-    parser.add_argument("--augment", type=int, default=0, metavar="N",
-                        help="also calibrate on N degraded copies of every clip (noise at 0-20 dB SNR, a synthetic "
-                        "room, telephone band or speed 0.85-1.15x, drawn at random per copy and fixed by the clip's id); "
-                        "the damage probes and distillation see them too (default: 0)")
+    add_augment_option(parser)
     parser.add_argument("--shuffle-seed", type=int, metavar="S",
                         help="take the clips in an order fixed by S (with --limit: a random subset; hub datasets are "
                         "shuffled through a 10,000-row buffer)")
@@ -185,6 +182,20 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-dtype", default="float32", choices=DTYPES,
                         help="dtype the encoder computes in while calibrating (float16/bfloat16 under autocast, e.g. "
                         "on a GPU); moments are always accumulated in float64 (default: float32)")
+
+
+# Degraded copies per calibration clip that compress, calibrate and sweep take by default: one copy
+# kept more accuracy on noisy, reverberant and telephone speech for 1.6x the time (docs/RESULTS.md §10).
+DEFAULT_AUGMENT_COPIES = 1
+
+
+def add_augment_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--augment", type=int, default=DEFAULT_AUGMENT_COPIES, metavar="N",
+                        help="also calibrate on N degraded copies of every clip (noise at 0-20 dB SNR, a synthetic "
+                        "room, telephone band or speed 0.85-1.15x, drawn at random per copy and fixed by the clip's id); "
+                        "the damage probes and distillation see them too. One copy costs about 1.6x the time and "
+                        "keeps more accuracy on noisy, reverberant and telephone speech (docs/RESULTS.md §10); "
+                        "0: clean audio only (default: %(default)s)")
 
 
 def require_matplotlib(what: str) -> None:

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, open_datasets, positive, require_matplotlib
+from lite_whisper.cli.common import (
+    MODEL_HELP,
+    CLIError,
+    add_augment_option,
+    open_dataset,
+    open_datasets,
+    positive,
+    require_matplotlib,
+)
 
 
 def add_parser(commands) -> None:
@@ -36,6 +44,7 @@ def add_parser(commands) -> None:
                    "`lite-whisper variants`), every point is also evaluated there: WER and loops per dataset and "
                    "the worst ratio to dense, while the frontier stays the first dataset's")
     p.add_argument("--limit", type=int, help="use only the first N calibration clips")
+    add_augment_option(p)
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for calibration and decoding")
     p.add_argument("--max-new-tokens", type=int, help=(
@@ -69,6 +78,8 @@ def run(args) -> int:
     parse_thresholds(args.thresholds.split(","), args.heatmap, targets, methods,
                      distill_steps=args.distill_steps)  # raises before anything runs
     require_matplotlib("sweep")
+    if args.augment < 0:
+        raise CLIError(f"--augment must be 0 or more copies per clip, got {args.augment}")
     calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
     datasets = open_datasets(args.data, args.eval_limit, "evaluation", "dev.txt")
     data, extra = datasets[0][1], [(label, dataset.spec) for label, dataset in datasets[1:]]
@@ -81,7 +92,7 @@ def run(args) -> int:
                        eval_limit=args.eval_limit, batch_size=args.batch_size, bench=not args.no_bench,
                        options=options, repeats=args.repeats, heatmap=args.heatmap, progress=not args.no_progress,
                        restart=args.restart, targets=targets, methods=methods, distill_steps=args.distill_steps,
-                       extra_data=extra,
+                       extra_data=extra, augment=args.augment,
                        log=lambda message: print(message, file=sys.stderr, flush=True), ranks=ranks)
     finally:
         finish(ranks)

@@ -103,8 +103,12 @@ class SpeechDataset:
     @property
     def description(self) -> str:
         """'SPEC (N clips)': what is read, said before long work."""
-        augmented = f", {self.augmentation.description}" if self.augmentation else ""
-        return f"{self.spec} ({self.size} clips{augmented})" if self.size is not None else f"{self.spec} (streamed{augmented})"
+        if self.size is None:
+            return f"{self.spec} (streamed{', ' + self.augmentation.description if self.augmentation else ''})"
+        if self.augmentation:
+            sources = self.size // (1 + self.augmentation.copies)
+            return f"{self.spec} ({sources} clips {self.augmentation.description}: {self.size} in all)"
+        return f"{self.spec} ({self.size} clips)"
 
     @property
     def size(self) -> int | None:

@@ -30,6 +30,7 @@ from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig
 from lite_whisper.compression.pipeline import compress_and_save, load_or_calibrate
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
+from lite_whisper.data.augment import Augmentation
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, on_main
 from lite_whisper.evaluation.evaluate import evaluate
@@ -42,6 +43,7 @@ STATISTICS_FILE = "statistics.safetensors"
 MANIFEST_FILE = "sweep.json"
 DENSE = "dense"
 MANIFEST_VERSION = 1
+ABSENT_MEANS = {"augment": 0}  # sweep.json settings written only when not their default, and that default
 
 
 class SweepMismatchError(ValueError):
@@ -133,6 +135,7 @@ def sweep(
     methods: list[str] | None = None,
     distill_steps: int = DEFAULT_DISTILL_STEPS,
     extra_data: Sequence[tuple[str, str]] = (),
+    augment: int = 0,
     log=print,
     ranks: Ranks = SINGLE,
 ) -> list[SweepPoint] | None:
@@ -144,7 +147,8 @@ def sweep(
     ranks; rank 0 alone compresses, writes and times, and returns the points (the others None).
     The ranks must share `out_dir` (one machine, or a shared filesystem). `extra_data`: (label, spec)
     of further datasets every point is also evaluated on (WER and loops per dataset; the frontier
-    stays the one on `data`).
+    stays the one on `data`). `augment`: degraded copies of every calibration clip (`Augmentation`), seen by
+    the statistics, the damage probes and distillation.
     """
     configs = parse_thresholds(thresholds, heatmap, targets, methods, distill_steps=distill_steps)
     out_dir = Path(out_dir)
@@ -155,20 +159,24 @@ def sweep(
         settings["distill_steps"] = distill_steps
     if extra_data:
         settings["extra_data"] = [list(pair) for pair in extra_data]
+    if augment:  # (absent without: older sweep folders resume)
+        settings["augment"] = augment
+    calibration_set = load_dataset(calibration, limit=limit)  # statistics, damage probes, distillation
+    if augment:
+        calibration_set = calibration_set.augmented(Augmentation(copies=augment))
     if not ranks.main:
         log = lambda message: None  # noqa: E731
     with output_lock(out_dir) if ranks.main else contextlib.nullcontext():
         on_main(ranks, _claim_folder, out_dir, settings, restart, log)
         dense, processor = load_model(model_spec)
-        loaded = load_or_calibrate(dense, processor, calibration, stats_files=[out_dir / STATISTICS_FILE],
-                                   limit=limit, batch_size=batch_size, progress=progress, model_name=model_spec,
+        loaded = load_or_calibrate(dense, processor, calibration_set, stats_files=[out_dir / STATISTICS_FILE],
+                                   batch_size=batch_size, progress=progress, model_name=model_spec,
                                    log=log, ranks=ranks)
         on_main(ranks, _check_statistics, out_dir, settings, loaded.statistics.digest())
 
         measure = dict(data=data, extra_data=extra_data, eval_limit=eval_limit, batch_size=batch_size, options=options, bench=bench,
                        repeats=repeats, progress=progress, log=log, ranks=ranks)
         points = [_measure(DENSE, (dense, processor), None, out_dir / DENSE, **measure)]
-        calibration_set = load_dataset(calibration, limit=limit)  # the clips that probe damage and distil
         for label, setting in configs.items():
             folder = out_dir / slug(label) / "model"
 
@@ -226,9 +234,10 @@ def _claim_folder(out_dir: Path, settings: dict, restart: bool, log) -> None:
             )
         if manifest_file.exists():
             stored = json.loads(manifest_file.read_text())
-            changed = sorted(key for key in settings if stored.get(key) != settings[key])
+            then, now = ({**ABSENT_MEANS, **values} for values in (stored, settings))
+            changed = sorted(key for key in settings.keys() | ABSENT_MEANS.keys() if then.get(key) != now.get(key))
             if changed and not restart:
-                detail = "; ".join(f"{key}: {stored.get(key)!r} then, {settings[key]!r} now" for key in changed)
+                detail = "; ".join(f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed)
                 raise SweepMismatchError(
                     f"{out_dir}: made with other settings ({detail}); its results would be stale. Use the same "
                     "settings to resume, another folder, or --restart to discard them"

@@ -1,0 +1,35 @@
+"""Real tiny.en compressed with the default recipe keeps its accuracy on noisy speech (issue 20)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lite_whisper import evaluate
+from lite_whisper.data.augment import Variant
+from lite_whisper.data.datasets import load_dataset
+from lite_whisper.data.variants import build_variants
+from lite_whisper.transcription.types import DecodingOptions
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_compression_keeps_tiny_en_within_1_2x_dense_on_noisy_speech(speech_dir, tmp_path):
+    from lite_whisper.cli import main
+
+    # the default recipe, nothing but a size and a small calibration set
+    assert main(["compress", "tiny.en", "--target-params", "0.75", "--limit", "32", "--no-progress",
+                 "-o", str(tmp_path / "lite")]) == 0
+    report = json.loads((tmp_path / "lite" / "compression_report.json").read_text())
+    assert report["encoder_params_after"] <= 0.75 * report["encoder_params_before"]
+    # 16 dev clips (other speakers than the calibration's) under 10 dB of babble: other talkers
+    dev = load_dataset(speech_dir / "splits" / "dev.txt", limit=16)
+    build_variants(dev, [Variant("babble", snr_db=10.0)], tmp_path / "noisy", progress=False)
+    noisy = tmp_path / "noisy" / "babble-10db"
+    options = DecodingOptions(language="en", max_new_tokens=200)
+    dense = evaluate("tiny.en", noisy, options=options, progress=False)
+    lite = evaluate(tmp_path / "lite", noisy, options=options, progress=False)
+    assert dense.clips == lite.clips == 16
+    assert lite.wer <= 1.2 * dense.wer, (lite.wer, dense.wer)
+    assert set(lite.loops) <= set(dense.loops), (lite.loops, dense.loops)
