@@ -118,8 +118,7 @@ def open_calibration(args, spec: str | None = None, default_only: bool = False):
     --shuffle-seed, with --augment's degraded copies."""
     from lite_whisper.data.augment import Augmentation
 
-    if args.augment < 0:
-        raise CLIError(f"--augment must be 0 or more copies per clip, got {args.augment}")
+    check_augment(args.augment)
     dataset = open_dataset(None if default_only else args.calibration, args.limit, "calibration", "calibration.txt",
                            args.shuffle_seed)
     return dataset.augmented(Augmentation(copies=args.augment)) if args.augment else dataset
@@ -196,6 +195,11 @@ def add_augment_option(parser: argparse.ArgumentParser) -> None:
                         "the damage probes and distillation see them too. One copy costs about 1.6x the time and "
                         "keeps more accuracy on noisy, reverberant and telephone speech (docs/RESULTS.md §10); "
                         "0: clean audio only (default: %(default)s)")
+
+
+def check_augment(copies: int) -> None:
+    if copies < 0:
+        raise CLIError(f"--augment must be 0 or more copies per clip, got {copies}")
 
 
 def require_matplotlib(what: str) -> None:

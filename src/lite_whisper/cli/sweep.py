@@ -10,6 +10,7 @@ from lite_whisper.cli.common import (
     MODEL_HELP,
     CLIError,
     add_augment_option,
+    check_augment,
     open_dataset,
     open_datasets,
     positive,
@@ -78,8 +79,7 @@ def run(args) -> int:
     parse_thresholds(args.thresholds.split(","), args.heatmap, targets, methods,
                      distill_steps=args.distill_steps)  # raises before anything runs
     require_matplotlib("sweep")
-    if args.augment < 0:
-        raise CLIError(f"--augment must be 0 or more copies per clip, got {args.augment}")
+    check_augment(args.augment)
     calibration = open_dataset(args.calibration, args.limit, "calibration", "calibration.txt")
     datasets = open_datasets(args.data, args.eval_limit, "evaluation", "dev.txt")
     data, extra = datasets[0][1], [(label, dataset.spec) for label, dataset in datasets[1:]]
