@@ -8,4 +8,4 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # torch first and pinned, so nothing later pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[models,plot,deploy,test]"
+.venv/bin/python -m pip install -q -e ".[models,plot,deploy,serve,test]"

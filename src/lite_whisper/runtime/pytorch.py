@@ -80,6 +80,9 @@ class PyTorchEngine:
             else:
                 tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
                                              **kwargs)
+        # transformers' sampled decoding of a batch can return over 448 tokens (windows stitched after a
+        # clip ends); Whisper's decoder holds 448 positions, prompt included: nothing beyond is a transcript
+        tokens = tokens[:, :self.model.config.max_target_positions - len(decoder_prompt(self.generation_config, options))]
         scored = options.no_speech_threshold is not None or options.fallback
         if not scored or self.no_speech_id is None:
             return [Decoded(sequence.tolist()) for sequence in tokens]

@@ -82,21 +82,27 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
     if options.timestamps and not engine.batched_timestamps:
         return [engine.transcribe_long(name, samples, options) for name, samples in batch]
     decoded = decode_with_fallback(engine, engine.encode(engine.features([samples for _, samples in batch])), options)
-    return [
-        Transcription(name, "", len(samples) / SAMPLE_RATE) if is_silent(window, options)
-        else to_transcription(engine.tokenizer, name, window.tokens, len(samples), options)
-        for (name, samples), window in zip(batch, decoded)
-    ]
+    return [window_transcription(engine, name, samples, window, options)
+            for (name, samples), window in zip(batch, decoded)]
 
 
-def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions) -> list[Decoded]:
+def window_transcription(engine: Engine, name: str, samples: np.ndarray, window: Decoded,
+                         options: DecodingOptions) -> Transcription:
+    """One decoded clip of at most 30 s as a transcription (empty when the silence rule calls it silent)."""
+    if is_silent(window, options):
+        return Transcription(name, "", len(samples) / SAMPLE_RATE)
+    return to_transcription(engine.tokenizer, name, window.tokens, len(samples), options)
+
+
+def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions,
+                         first: list[Decoded] | None = None) -> list[Decoded]:
     """Whisper's temperature fallback over any engine: decode at the first temperature; windows that
     `needs_fallback` are decoded again at each next temperature, `best_of` samples each (the one with
     the highest mean log-probability kept), until they pass. A window that never passes keeps the
     attempt that passed the compression test with the highest mean log-probability (faster-whisper's
-    choice), else the one with the lowest compression ratio. Without fallback: one plain decode."""
-    first = dataclasses.replace(options, temperature=options.temperatures[0])
-    decoded = engine.decode(encoded, first)
+    choice), else the one with the lowest compression ratio. Without fallback: one plain decode.
+    `first`: the windows' decoding at the first temperature, when the caller has it already."""
+    decoded = list(first) if first is not None else engine.decode(encoded, first_pass(options))
     if not options.fallback:
         return decoded
     attempts: dict[int, list[Decoded]] = {}
@@ -122,6 +128,11 @@ def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions)
         decoded[index] = max(plausible, key=_mean_logprob) if plausible else min(
             tried, key=lambda window: _ratio(engine.tokenizer, window))
     return decoded
+
+
+def first_pass(options: DecodingOptions) -> DecodingOptions:
+    """The options of the first decoding: the first temperature of the fallback ladder."""
+    return dataclasses.replace(options, temperature=options.temperatures[0])
 
 
 def _mean_logprob(window: Decoded) -> float:
