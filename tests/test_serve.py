@@ -419,3 +419,25 @@ def test_sigterm_drains_the_requests_in_flight_and_exits_0(saved_tiny):
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+def test_loadtest_reports_every_level_and_the_malformed_requests(url, calibration_folder, tmp_path, capsys):
+    output = tmp_path / "load.json"
+    assert main(["loadtest", url, "--data", str(calibration_folder), "--concurrency", "1,3", "--duration", "3",
+                 "--warmup", "0", "--bad-fraction", "0.5", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "concurrency" in printed and "audio s/s" in printed
+    levels = json.loads(output.read_text())["levels"]
+    assert [level["concurrency"] for level in levels] == [1, 3]
+    for level in levels:
+        assert level["ok"] == level["requests"] > 0 and level["errors"] == {}
+        assert level["bad_requests"] == level["bad_answered_4xx"] > 0
+        assert level["latency_p50"] <= level["latency_p95"] <= level["latency_p99"]
+        assert level["server"]["batches"] >= 1 and level["server"]["peak_rss_mb"] > 0
+
+
+def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
+    assert main(["loadtest", "http://127.0.0.1:9", "--concurrency", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert main(["loadtest", f"http://127.0.0.1:{free_port()}", "--duration", "1"]) == 2
+    assert "no server answers" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """The `lite-whisper` command: parse, validate, call the library, print.
 
 One module per command (`transcribe`, `evaluate`, `variants`, `convert`, `calibrate`, `compress`, `inspect`,
-`export`, `sweep`, `bench`, `serve`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
+`export`, `sweep`, `bench`, `serve`,
+`loadtest`), each with `add_parser(commands)` and `run(args)`; `common` holds what they share.
 `main(argv)` returns an exit code, so tests call it directly.
 """
 
@@ -24,6 +25,7 @@ EPILOG = """examples:
   lite-whisper export tiny-lite -o tiny-lite-export --int8      # ONNX Runtime / OpenVINO + CTranslate2
   lite-whisper sweep tiny.en --thresholds 0.99:0.999,0.95 -o sweeps/tiny.en
   lite-whisper serve tiny-lite-export --port 8000        # OpenAI's audio API, batching across requests
+  lite-whisper loadtest http://127.0.0.1:8000 --concurrency 1,4,16   # its throughput and latency under load
 
 Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, shows the traceback.
 """
@@ -31,8 +33,8 @@ Errors are printed as one line (exit code 2); --debug, or LITE_WHISPER_DEBUG=1, 
 
 def build_parser() -> argparse.ArgumentParser:
     from lite_whisper import __version__
-    from lite_whisper.cli import (bench, calibrate, compress, convert, evaluate, export, inspect, serve, sweep,
-                                  transcribe, variants)
+    from lite_whisper.cli import (bench, calibrate, compress, convert, evaluate, export, inspect, loadtest, serve,
+                                  sweep, transcribe, variants)
 
     parser = argparse.ArgumentParser(
         prog="lite-whisper",
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (transcribe, evaluate, variants, convert, calibrate, compress, inspect, export, sweep, bench,
-                    serve):
+                    serve, loadtest):
         command.add_parser(commands)
     return parser
 

@@ -101,13 +101,18 @@ class ExportedWhisper:
         language = self.generation_config.lang_to_id.get(detected)
         return prompt[:1] + [language] + prompt[1:] if language is not None else prompt
 
+    def pipeline_without_timestamps(self, options: DecodingOptions) -> bool:
+        """Whether faster-whisper's pipeline decodes without timestamp tokens: here never (long clips move on
+        at the last timestamp, as Whisper does)."""
+        return False
+
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
         """One clip of any length through faster-whisper's sequential pipeline (timestamps, 30 s windows)."""
         segments, _ = self.pipeline.transcribe(
             samples, language=options.language if is_multilingual(self.generation_config) else None,
             task=options.task, beam_size=options.beam_size, temperature=list(options.temperatures),
             best_of=options.best_of, compression_ratio_threshold=options.compression_ratio_threshold,
-            without_timestamps=False,
+            without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False,
             no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
             log_prob_threshold=options.logprob_threshold)

@@ -19,6 +19,7 @@ from transformers import WhisperConfig
 
 from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
 from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.transcription.types import DecodingOptions
 
 
 class FasterWhisperEngine(ExportedWhisper):
@@ -42,6 +43,10 @@ class FasterWhisperEngine(ExportedWhisper):
 
     def __repr__(self) -> str:
         return f"FasterWhisperEngine({self.name!r})"
+
+    def pipeline_without_timestamps(self, options: DecodingOptions) -> bool:
+        """Timestamp tokens only when the request wants segments: the same decoding work as the batched path."""
+        return not options.timestamps
 
     def _encode_ct2(self, features: np.ndarray) -> np.ndarray:
         states = self.decoder.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=True)
