@@ -122,7 +122,7 @@ def test_no_room_imports_itself_back():
 
 # The README's layout, from the bottom up: each room imports only rooms before it and the top-level utilities.
 ORDER = ["data", "lowrank", "models", "calibration", "compression", "transcription", "runtime", "deploy", "api",
-         "evaluation", "benchmark", "experiments", "cli", "__main__"]
+         "evaluation", "benchmark", "experiments", "serving", "cli", "__main__"]
 UTILITIES = ["files", "memory", "progress", "distributed", "export_manifest"]
 
 

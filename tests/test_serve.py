@@ -441,3 +441,18 @@ def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
     assert "at least 1" in capsys.readouterr().err
     assert main(["loadtest", f"http://127.0.0.1:{free_port()}", "--duration", "1"]) == 2
     assert "no server answers" in capsys.readouterr().err
+
+
+def test_the_faster_whisper_reference_answers_each_request_alone(tmp_path):
+    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
+
+    model, processor = tiny_english_model(), tiny_processor()
+    folder = convert_to_ctranslate2(model, processor, tmp_path / "ct2", quantization="int8")
+    reference = FasterWhisperEngine(folder, processor, model.generation_config, threads=1)
+    with serving(reference, decoding=DecodingOptions(max_new_tokens=8), max_batch=8, max_wait_ms=100) as base:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda seed: post(base, wav(1.0, seed=seed)), range(4)))
+        assert [r.status_code for r in responses] == [200] * 4
+        text = httpx.get(f"{base}/metrics").text
+        assert metric(text, "lite_whisper_batch_size_count") == 4 == metric(text, "lite_whisper_batch_size_sum")

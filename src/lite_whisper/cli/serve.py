@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import socket
+from pathlib import Path
 
 from lite_whisper.cli.common import MODEL_HELP, CLIError, add_model_options, check_device, positive
 
@@ -128,8 +129,6 @@ def check_args(args) -> None:
 
 def engine_loader(args):
     """A function that loads the engine `args` describe."""
-    from pathlib import Path
-
     from lite_whisper.export_manifest import is_exported_folder
 
     exported = is_exported_folder(Path(args.model).expanduser())
@@ -157,9 +156,23 @@ def engine_loader(args):
                 raise CLIError(f"{args.model}: {error}") from None
         model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
         if args.faster_whisper:
-            from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
-
-            return FasterWhisperEngine(model, processor, threads=args.threads)
+            return faster_whisper_engine(model, processor, args)
         return as_engine(model, processor)
 
     return load
+
+
+def faster_whisper_engine(model, processor, args):
+    """The dense model converted to CTranslate2 int8 by CTranslate2's converter (in a folder removed at exit),
+    run by faster-whisper."""
+    import atexit
+    import tempfile
+
+    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
+
+    scratch = tempfile.TemporaryDirectory(prefix="lite-whisper-fw-")
+    atexit.register(scratch.cleanup)
+    folder = convert_to_ctranslate2(model, processor, Path(scratch.name) / "ct2", quantization="int8")
+    return FasterWhisperEngine(folder, processor, model.generation_config, threads=args.threads,
+                               name=f"faster-whisper int8 ({args.model})")

@@ -115,7 +115,7 @@ class ExportedWhisper:
             without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False,
             no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
-            log_prob_threshold=options.logprob_threshold)
+            log_prob_threshold=options.logprob_threshold, max_new_tokens=options.max_new_tokens)
         parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])
