@@ -209,6 +209,26 @@ def test_runtime_transcribes_like_the_model_it_came_from(exported):
     assert len(list(transcribe_clips(runtime, clips(2), options=options))) == 2
 
 
+def test_a_prompt_decodes_alike_in_ctranslate2_and_transformers(exported):
+    """Previous text (<|startofprev|> ...) before the prompt: the same tokens and silence scores from both engines
+    (without timestamps: the exported engine leaves those to faster-whisper's pipeline, `initial_prompt`)."""
+    from lite_whisper.runtime.exported import ExportedWhisper
+
+    model, folder, _ = exported
+    runtime = ExportedWhisper(folder, encoder="float32", threads=1)
+    pytorch = PyTorchEngine(model, tiny_processor())
+    options = DecodingOptions(language="en", max_new_tokens=12, prompt="Kubernetes and PostgreSQL, said Ada.")
+    audio = [samples for _, samples in clips(2)]
+    ours = runtime.decode(runtime.encode(runtime.features(audio)), options)
+    theirs = pytorch.decode(pytorch.encode(pytorch.features(audio)), options)
+    unprompted = pytorch.decode(pytorch.encode(pytorch.features(audio)), DecodingOptions(language="en",
+                                                                                          max_new_tokens=12))
+    assert [window.tokens for window in ours] == [window.tokens for window in theirs]
+    assert [window.tokens for window in theirs] != [window.tokens for window in unprompted]
+    for mine, yours in zip(ours, theirs):
+        assert mine.no_speech_prob == pytest.approx(yours.no_speech_prob, abs=1e-4)
+
+
 def test_runtime_features_are_the_transformers_processors():
     """The runtime makes features with the transformers processor; faster-whisper's own extractor is close."""
     from faster_whisper.feature_extractor import FeatureExtractor

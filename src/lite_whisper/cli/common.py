@@ -39,6 +39,8 @@ def add_decoding_options(parser: argparse.ArgumentParser, language_default: str 
         help="spoken language code, e.g. en (default: %(default)s; none = detect, multilingual models only)",
     )
     parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    parser.add_argument("--prompt", help="text that comes before the audio (Whisper's initial prompt): names, "
+                        "spellings, style, e.g. --prompt 'Kubernetes, PostgreSQL.'")
     parser.add_argument("--beam-size", type=int, default=1, help="beam width; 1 = greedy (default: 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default: 8)")
     parser.add_argument("--max-new-tokens", type=int, help=(
@@ -69,7 +71,7 @@ def decoding_options(args):
                            timestamps=getattr(args, "timestamps", False), max_new_tokens=args.max_new_tokens,
                            no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold,
                            temperatures=WHISPER_TEMPERATURES if getattr(args, "temperature_fallback", False) else (0.0,),
-                           best_of=getattr(args, "best_of", 5))
+                           best_of=getattr(args, "best_of", 5), prompt=getattr(args, "prompt", None))
 
 
 def positive(value: int | None, what: str) -> None:

@@ -19,10 +19,10 @@ from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.export_manifest import read_manifest
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel
-from lite_whisper.transcription.policy import decoder_prompt, is_multilingual
+from lite_whisper.transcription.policy import decoder_prompt, is_multilingual, previous_tokens
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
 
-# CTranslate2 generates at most min(max_length / 2, max_length - prompt) tokens (OpenAI's 224-token
+# CTranslate2 generates at most min(max_length / 2, max_length - prompt + 1) tokens (OpenAI's 224-token
 # sampling cap, CTranslate2 issue 1856); Whisper's decoder holds 448 positions.
 MAX_LENGTH = 448
 
@@ -74,6 +74,7 @@ class ExportedWhisper:
         prompt = decoder_prompt(self.generation_config, options)
         if is_multilingual(self.generation_config) and options.language is None:
             prompt = self._with_detected_language(encoded, prompt)
+        prompt = previous_tokens(self.tokenizer, options) + prompt
         decoded = []
         for result in self.generate(encoded, prompt, options):
             tokens = result.sequences_ids[0]
@@ -82,10 +83,13 @@ class ExportedWhisper:
         return decoded
 
     def generate(self, encoded: np.ndarray, prompt: list[int], options: DecodingOptions) -> list:
-        """CTranslate2 generation from encoder states for every clip of the batch (the same prompt)."""
+        """CTranslate2 generation from encoder states for every clip of the batch (the same prompt; previous text
+        first, if any: CTranslate2 returns only the new tokens)."""
         states = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
-        wanted = options.max_new_tokens or MAX_LENGTH // 2  # ask for twice the new tokens wanted (see MAX_LENGTH)
-        max_length = min(MAX_LENGTH, 2 * wanted, wanted + MAX_LENGTH - len(prompt))
+        # CTranslate2 makes min(max_length / 2, max_length - len(prompt) + 1) new tokens (measured); the prompt and
+        # all of them must fit the decoder's positions
+        wanted = min(options.max_new_tokens or MAX_LENGTH // 2, MAX_LENGTH - len(prompt))
+        max_length = min(MAX_LENGTH, max(2 * wanted, wanted + len(prompt) - 1))
         sampling = {}
         if options.temperature > 0:  # one sample from the whole distribution at that temperature
             ctranslate2.set_random_seed(options.seed)
@@ -115,7 +119,8 @@ class ExportedWhisper:
             without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False,
             no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
-            log_prob_threshold=options.logprob_threshold, max_new_tokens=options.max_new_tokens)
+            log_prob_threshold=options.logprob_threshold, max_new_tokens=options.max_new_tokens,
+            initial_prompt=options.prompt.strip() if options.prompt and options.prompt.strip() else None)
         parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.lowrank.cost import encoder_of, has_low_rank
 from lite_whisper.runtime.cpu_route import apply_cpu_route
-from lite_whisper.transcription.policy import decoder_prompt, no_speech_token, to_transcription
+from lite_whisper.transcription.policy import decoder_prompt, no_speech_token, previous_tokens, to_transcription
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Transcription
 
 
@@ -70,7 +70,7 @@ class PyTorchEngine:
 
     @torch.inference_mode()
     def decode(self, encoded: Encoded, options: DecodingOptions) -> list[Decoded]:
-        kwargs = generate_kwargs(self.model, options)
+        kwargs = generate_kwargs(self.model, options, self.tokenizer)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(options.seed)  # samples at a temperature are reproducible; the caller's RNG is untouched
             if options.timestamps or options.temperature > 0:
@@ -82,11 +82,13 @@ class PyTorchEngine:
                                              **kwargs)
         # transformers' sampled decoding of a batch can return over 448 tokens (windows stitched after a
         # clip ends); Whisper's decoder holds 448 positions, prompt included: nothing beyond is a transcript
-        tokens = tokens[:, :self.model.config.max_target_positions - len(decoder_prompt(self.generation_config, options))]
+        head = previous_tokens(self.tokenizer, options) + decoder_prompt(self.generation_config, options)
+        tokens = tokens[:, :self.model.config.max_target_positions - len(head)]
         scored = options.no_speech_threshold is not None or options.fallback
         if not scored or self.no_speech_id is None:
             return [Decoded(sequence.tolist()) for sequence in tokens]
-        no_speech, mean_logprob = speech_scores(self.model, encoded.states, tokens, self.no_speech_id, options)
+        no_speech, mean_logprob = speech_scores(self.model, encoded.states, tokens, self.no_speech_id, options,
+                                                self.tokenizer)
         return [Decoded(sequence.tolist(), p, m)
                 for sequence, p, m in zip(tokens, no_speech.tolist(), mean_logprob.tolist())]
 
@@ -95,7 +97,7 @@ class PyTorchEngine:
         inputs = self.processor.feature_extractor([samples], sampling_rate=SAMPLE_RATE, return_tensors="pt",
                                                   truncation=False, padding="longest", return_attention_mask=True)
         features = inputs.input_features.to(device=self.device, dtype=self.model.dtype)
-        kwargs = generate_kwargs(self.model, options)
+        kwargs = generate_kwargs(self.model, options, self.tokenizer)
         kwargs["return_timestamps"] = True  # long-form decoding advances by the predicted timestamps
         if options.fallback:  # transformers' own fallback (its compression ratio is of token bytes: 1.35 ~ 2.4 of text)
             kwargs.update(temperature=options.temperatures, logprob_threshold=options.logprob_threshold,
@@ -112,9 +114,14 @@ def prepare_for_inference(model):
     return model
 
 
-def generate_kwargs(model, options: DecodingOptions) -> dict:
-    """Arguments for transformers' `generate` (English-only models take no language or task)."""
+def generate_kwargs(model, options: DecodingOptions, tokenizer=None) -> dict:
+    """Arguments for transformers' `generate` (English-only models take no language or task; a prompt needs
+    the `tokenizer`)."""
     kwargs: dict = {"return_timestamps": options.timestamps}
+    if options.prompt and options.prompt.strip():
+        if tokenizer is None:
+            raise ValueError("a prompt needs the tokenizer")
+        kwargs["prompt_ids"] = torch.tensor(previous_tokens(tokenizer, options), device=model.device)
     if options.temperature > 0:  # one sample from the distribution at that temperature
         kwargs.update(do_sample=True, temperature=options.temperature, top_k=0, top_p=1.0, num_beams=1)
     else:
@@ -129,19 +136,22 @@ def generate_kwargs(model, options: DecodingOptions) -> dict:
 
 
 def speech_scores(model, encoded: torch.Tensor, tokens: torch.Tensor, no_speech_id: int,
-                  options: DecodingOptions) -> tuple[torch.Tensor, torch.Tensor]:
+                  options: DecodingOptions, tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(P(<|nospeech|>) after <|startoftranscript|>, mean log-probability of the decoded tokens) per clip.
 
     One teacher-forced decoder pass over the prompt and the decoded tokens (generate returns
     the decoded tokens without the prompt). The mean runs through the first end of text, as in
     Whisper; the prompt's language token is the one asked for (none when detecting).
     """
-    prompt = decoder_prompt(model.generation_config, options)
+    if options.prompt and tokenizer is None:
+        raise ValueError("scoring a prompted decoding needs the tokenizer")
+    previous = previous_tokens(tokenizer, options) if tokenizer is not None else []
+    prompt = previous + decoder_prompt(model.generation_config, options)
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     head = torch.tensor(prompt, device=tokens.device).expand(tokens.shape[0], -1)
     logits = model(encoder_outputs=(encoded,), decoder_input_ids=torch.cat([head, tokens[:, :-1]], 1)).logits.float()
-    no_speech = logits[:, 0].softmax(-1)[:, no_speech_id]
+    no_speech = logits[:, len(previous)].softmax(-1)[:, no_speech_id]  # after <|startoftranscript|>
     logprobs = logits[:, len(prompt) - 1:].log_softmax(-1).gather(-1, tokens[:, :, None])[..., 0]
     is_end = (tokens == eos).int()
     through_end = (is_end.cumsum(1) - is_end) == 0  # every token up to and including the first end of text

@@ -1,7 +1,8 @@
 """An OpenAI audio request's form fields, checked, as decoding options — and the errors in OpenAI's shape.
 
 Fields (https://platform.openai.com/docs/api-reference/audio): `file`, `model` (any name: the
-server runs one model), `language` (ISO-639-1, transcriptions only), `prompt`, `temperature`
+server runs one model), `language` (ISO-639-1, transcriptions only), `prompt` (text before the
+audio, Whisper's initial prompt: its last 223 tokens), `temperature`
 (0-1; 0 = Whisper's fallback ladder from 0, T = the ladder from T; a server started with
 `--no-temperature-fallback` decodes at T only), `response_format`,
 `timestamp_granularities[]` (`segment`). Anything else is refused, not ignored.
@@ -69,13 +70,11 @@ def parse_fields(form, task: str, generation_config, defaults: DecodingOptions =
                            param="timestamp_granularities[]")
     if (_text(form, "stream") or "false").lower() not in ("false", "0"):
         raise ApiError(400, "streaming responses are not supported; leave 'stream' out", param="stream")
-    if _text(form, "prompt"):
-        raise ApiError(400, "'prompt' (text to condition on) is not supported by this server yet; leave it out",
-                       param="prompt", code="unsupported_parameter")
     language = _language(_text(form, "language"), generation_config)
     temperatures = _ladder(_text(form, "temperature"))
     options = dataclasses.replace(defaults, language=language, task=task, timestamps=response_format in TIMED_FORMATS,
-                                  temperatures=temperatures if defaults.fallback else temperatures[:1])
+                                  temperatures=temperatures if defaults.fallback else temperatures[:1],
+                                  prompt=_text(form, "prompt") or None)
     try:
         check_options(generation_config, options)
     except ValueError as error:

@@ -1,4 +1,4 @@
-"""Whisper's decoding rules, written once for every engine: the prompt, English-only models,
+"""Whisper's decoding rules, written once for every engine: the prompt (and previous text), English-only models,
 the no-speech rule, and turning tokens into text and segments."""
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ def decoder_prompt(generation_config, options: DecodingOptions) -> list[int]:
     if not options.timestamps:
         prompt.append(generation_config.no_timestamps_token_id)
     return prompt
+
+
+MAX_PROMPT_TOKENS = 223  # Whisper keeps the last n_text_ctx // 2 - 1 tokens of previous text
+
+
+def previous_tokens(tokenizer, options: DecodingOptions) -> list[int]:
+    """<|startofprev|> and the prompt's tokens (its last 223), which go before `decoder_prompt`; [] without one."""
+    if not options.prompt or not options.prompt.strip():
+        return []
+    ids = list(tokenizer.get_prompt_ids(options.prompt.strip()))
+    return ids[:1] + ids[1:][-MAX_PROMPT_TOKENS:]
 
 
 def no_speech_token(tokenizer) -> int | None:

@@ -34,6 +34,9 @@ class DecodingOptions:
     temperatures: tuple[float, ...] = (0.0,)
     compression_ratio_threshold: float = 2.4
     best_of: int = 5
+    # text that comes before the audio (Whisper's initial prompt, OpenAI's `prompt`): names, spellings,
+    # style; decoded after <|startofprev|>, its last 223 tokens kept
+    prompt: str | None = None
     temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
     seed: int = 0  # fixes the samples drawn at temperatures above 0
 
