@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--data", help="clips to send (default: the shared dev split)")
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--requests", type=int, help="a fixed number of requests per level instead of --duration")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bad-fraction", type=float, default=0.0)
@@ -66,8 +67,9 @@ def run_server(name: str, serve_args: list[str], args) -> dict:
     try:
         wait_ready(url, server)
         output = args.output / f"{slug(name)}.json"
-        load = [str(BIN), "loadtest", url, "--concurrency", args.concurrency, "--duration", str(args.duration),
-                "--warmup", str(args.warmup), "--output", str(output)]
+        load = [str(BIN), "loadtest", url, "--concurrency", args.concurrency, "--warmup", str(args.warmup),
+                "--output", str(output)]
+        load += ["--requests", str(args.requests)] if args.requests else ["--duration", str(args.duration)]
         load += ["--data", args.data] if args.data else []
         load += ["--bad-fraction", str(args.bad_fraction)] if args.bad_fraction else []
         load += ["--expect", args.expect] if args.expect else []

@@ -58,8 +58,9 @@ def run(code: str, cwd: Path, block_lite_whisper: bool = False) -> str:
 
 def test_the_readme_has_the_blocks_this_test_knows():
     blocks = python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert "lw.compress" in blocks[0] and "trust_remote_code" in blocks[1] and "LiteWhisperModel" in blocks[2]
+    assert "OpenAI(base_url=" in blocks[3]
     assert "distill(" in uncommented(blocks[0]) and "probe_features" in uncommented(blocks[0])
 
 
@@ -88,3 +89,23 @@ def test_the_exported_folder_example_runs(workdir):
     assert export.returncode == 0, export.stderr[-3000:]
     out = run(smaller(python_blocks()[2]), workdir)
     assert "country" in out.lower()
+
+
+def test_the_openai_client_example_runs_against_a_server(workdir):
+    """The server block, against `lite-whisper serve tiny.en` on a free port instead of 8000."""
+    import socket
+
+    from http_server import wait_until_ready
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "lite_whisper", "serve", "tiny.en", "--port", str(port)],
+                              cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}")
+        out = run(python_blocks()[3].replace("127.0.0.1:8000", f"127.0.0.1:{port}"), workdir)
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert "country" in out.lower() and "(0.0, " in out

@@ -445,6 +445,14 @@ def test_loadtest_reports_every_level_and_the_malformed_requests(url, calibratio
         assert level["server"]["batches"] >= 1 and level["server"]["peak_rss_mb"] > 0
 
 
+def test_loadtest_with_a_fixed_number_of_requests_sends_exactly_those(url, calibration_folder, tmp_path):
+    output = tmp_path / "load.json"
+    assert main(["loadtest", url, "--data", str(calibration_folder), "--concurrency", "3", "--requests", "7",
+                 "--warmup", "0", "--output", str(output)]) == 0
+    level = json.loads(output.read_text())["levels"][0]
+    assert level["requests"] == level["ok"] == 7
+
+
 def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
     assert main(["loadtest", "http://127.0.0.1:9", "--concurrency", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
@@ -465,3 +473,20 @@ def test_the_faster_whisper_reference_answers_each_request_alone(tmp_path):
         assert [r.status_code for r in responses] == [200] * 4
         text = httpx.get(f"{base}/metrics").text
         assert metric(text, "lite_whisper_batch_size_count") == 4 == metric(text, "lite_whisper_batch_size_sum")
+
+
+def test_loadtest_checks_transcripts_against_transcribe_json(url, engine, calibration_folder, tmp_path, capsys):
+    clips = sorted(calibration_folder.glob("*.wav"))
+    rows = [{"source": str(path), "text": transcribe_batch(engine, [(path.name, samples_of(path.read_bytes()))],
+                                                           DECODING)[0].text} for path in clips]
+    rows[0]["text"] = "not what the server says"
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(rows))
+    output = tmp_path / "load.json"
+    assert main(["loadtest", url, "--data", str(calibration_folder), "--concurrency", "2", "--requests", "12",
+                 "--warmup", "0", "--expect", str(expected), "--output", str(output)]) == 0
+    level = json.loads(output.read_text())["levels"][0]
+    assert level["ok"] == 12 and level["mismatches"] == 2  # round-robin: the first clip went twice
+    expected.write_text(json.dumps([{"source": "elsewhere/other.wav", "text": ""}]))
+    assert main(["loadtest", url, "--data", str(calibration_folder), "--expect", str(expected)]) == 2
+    assert "no file name matches" in capsys.readouterr().err

@@ -12,6 +12,8 @@ EPILOG = """examples:
   lite-whisper serve tiny.en-export --port 8000 &
   lite-whisper loadtest http://127.0.0.1:8000 --data ../shared/speech/splits/dev.txt --concurrency 1,4,16,64 \\
       --duration 60 --output serve-tiny.json
+  # the same 155 clips at every level and for every server: servers of different speed compared on the same audio
+  lite-whisper loadtest http://127.0.0.1:8000 --concurrency 1,4,16,64 --requests 155 --output serve-tiny.json
   # a soak: 10 minutes at 64 clients, 10% malformed requests, transcripts checked against `transcribe --json`
   lite-whisper transcribe tiny.en-export ../shared/speech/dev/*.flac --json > expected.json
   lite-whisper loadtest http://127.0.0.1:8000 --data dev.txt --concurrency 64 --duration 600 \\
@@ -35,6 +37,8 @@ def add_parser(commands) -> None:
     p.add_argument("--limit", type=int, help="use only the first N clips")
     p.add_argument("--concurrency", default="1,4,16,64", help="clients in flight, comma-separated (default: 1,4,16,64)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load per level (default: 60)")
+    p.add_argument("--requests", type=int, help="instead of --duration: send exactly N good requests per level "
+                   "(the same clips to every server: a fair comparison of servers of different speed)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of the same load before each level, not "
                    "counted (default: 5)")
     p.add_argument("--bad-fraction", type=float, default=0.0,
@@ -55,6 +59,7 @@ def run(args) -> int:
 
     concurrencies = parse_levels(args.concurrency)
     positive(args.limit, "--limit")
+    positive(args.requests, "--requests")
     if not args.duration > 0 or args.warmup < 0:
         raise CLIError("--duration must be positive and --warmup at least 0")
     if not 0.0 <= args.bad_fraction < 1.0:
@@ -74,14 +79,18 @@ def run(args) -> int:
     if expected is not None and not any(r.expected is not None for r in requests):
         raise CLIError(f"--expect {args.expect}: no file name matches a clip of {dataset.spec}")
     seconds = sum(r.seconds for r in requests)
-    print(f"{len(requests)} clips ({seconds:.0f} s of audio) to {url}, concurrency {args.concurrency}, "
-          f"{args.duration:g} s each", flush=True)
-    results = run_loadtest(url, requests, concurrencies, args.duration, warmup=args.warmup, api_key=args.api_key,
+    each = f"{args.requests} requests" if args.requests else f"{args.duration:g} s"
+    print(f"{len(requests)} clips ({seconds:.0f} s of audio) to {url}, concurrency {args.concurrency}, {each} each",
+          flush=True)
+    results = run_loadtest(url, requests, concurrencies, None if args.requests else args.duration,
+                           count=args.requests, warmup=args.warmup, api_key=args.api_key,
                            bad_fraction=args.bad_fraction, log=lambda message: print(message, flush=True))
     print(table(results))
     if args.output is not None:
         write_json_atomic(args.output, {"url": url, "data": dataset.spec, "clips": len(requests),
-                                        "audio_seconds": seconds, "duration": args.duration,
+                                        "audio_seconds": seconds,
+                                        "duration": None if args.requests else args.duration,
+                                        "requests_per_level": args.requests,
                                         "bad_fraction": args.bad_fraction, "levels": to_dict(results),
                                         "client_environment": environment()})
         print(f"wrote {args.output}")

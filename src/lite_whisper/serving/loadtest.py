@@ -1,7 +1,10 @@
 """Load on a transcription server (OpenAI's audio API): throughput and latency at several concurrencies.
 
 Each level runs `concurrency` clients that send clips of a dataset (FLAC, round-robin) back to
-back for `duration` seconds (requests started before the end are waited for). Reported per
+back for `duration` seconds (requests started before the end are waited for), or until `count`
+good requests have been sent (a fixed workload: every server gets the same clips, so servers of
+different speed are compared on the same audio; by time, a faster one reaches more clips, of
+other lengths). Reported per
 level: audio seconds served per second (the throughput), requests per second, latency
 percentiles, errors by status, transcripts that differ from an expected set, the server's
 peak RSS and mean batch size read from its /metrics (lite-whisper servers; other servers: absent).
@@ -17,6 +20,7 @@ import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -55,22 +59,27 @@ class LevelResult:
 
 
 def encode_clips(clips, expected: dict[str, str] | None = None) -> list[Request]:
-    """Dataset clips as FLAC uploads (16 kHz mono, lossless: the server decodes what the dataset holds)."""
+    """Dataset clips as FLAC uploads (16 kHz mono, lossless: the server decodes what the dataset holds);
+    `expected`: {clip id or file name without suffix: transcript}."""
     requests = []
     for clip in clips:
         buffer = io.BytesIO()
         sf.write(buffer, clip.audio, SAMPLE_RATE, format="FLAC")
-        requests.append(Request(f"{clip.id}.flac", buffer.getvalue(), len(clip.audio) / SAMPLE_RATE,
-                                (expected or {}).get(clip.id)))
+        name = Path(clip.id).name  # a list file's ids are paths; `transcribe --json` names files
+        wanted = (expected or {}).get(clip.id, (expected or {}).get(name))
+        requests.append(Request(f"{name}.flac", buffer.getvalue(), len(clip.audio) / SAMPLE_RATE, wanted))
     if not requests:
         raise ValueError("no clips to send")
     return requests
 
 
-async def run_level(url: str, requests: list[Request], concurrency: int, duration: float, *,
-                    api_key: str | None = None, bad_fraction: float = 0.0, seed: int = 0,
+async def run_level(url: str, requests: list[Request], concurrency: int, duration: float | None, *,
+                    count: int | None = None, api_key: str | None = None, bad_fraction: float = 0.0, seed: int = 0,
                     sample_every: float = 5.0, timeout: float = 600.0) -> LevelResult:
-    """One concurrency level against `url` (the server's base URL)."""
+    """One concurrency level against `url` (the server's base URL): for `duration` seconds, or `count` good
+    requests."""
+    if (duration is None) == (count is None):
+        raise ValueError("give a duration or a count of requests, not both")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     order = itertools.cycle(range(len(requests)))
@@ -84,10 +93,13 @@ async def run_level(url: str, requests: list[Request], concurrency: int, duratio
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=timeout) as client:
         before = await _server_metrics(client)
         start = time.perf_counter()
-        deadline = start + duration
+        deadline = start + duration if duration is not None else float("inf")
+
+        def more() -> bool:
+            return time.perf_counter() < deadline and (count is None or counts["requests"] < count)
 
         async def one_client():
-            while time.perf_counter() < deadline:
+            while more():
                 number = next(numbering)  # request n is malformed when the running share of bad ones would fall short
                 if int((number + 1) * bad_fraction) > int(number * bad_fraction):
                     counts["bad"] += 1
@@ -95,7 +107,7 @@ async def run_level(url: str, requests: list[Request], concurrency: int, duratio
                     counts["bad_4xx"] += 400 <= status < 500
                     continue
                 request = requests[next(order)]
-                counts["requests"] += 1
+                counts["requests"] += 1  # (no await since more(): the count cannot be overshot)
                 sent = time.perf_counter()
                 try:
                     response = await client.post("/v1/audio/transcriptions", files={
@@ -184,15 +196,16 @@ async def _server_metrics(client: httpx.AsyncClient) -> dict[str, float]:
     return values
 
 
-def run_loadtest(url: str, requests: list[Request], concurrencies: list[int], duration: float, *,
-                 warmup: float = 5.0, log=lambda message: None, **kwargs) -> list[LevelResult]:
+def run_loadtest(url: str, requests: list[Request], concurrencies: list[int], duration: float | None, *,
+                 count: int | None = None, warmup: float = 5.0, log=lambda message: None,
+                 **kwargs) -> list[LevelResult]:
     """Every concurrency level in turn (each after `warmup` seconds of the same load, not counted)."""
     results = []
     for concurrency in concurrencies:
         if warmup > 0:
             asyncio.run(run_level(url, requests, concurrency, warmup, **kwargs))
-        log(f"concurrency {concurrency}: {duration:g} s ...")
-        result = asyncio.run(run_level(url, requests, concurrency, duration, **kwargs))
+        log(f"concurrency {concurrency}: " + (f"{duration:g} s ..." if count is None else f"{count} requests ..."))
+        result = asyncio.run(run_level(url, requests, concurrency, duration, count=count, **kwargs))
         log("  " + summary_line(result))
         results.append(result)
     return results
