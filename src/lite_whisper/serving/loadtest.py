@@ -1,6 +1,6 @@
 """Load on a transcription server (OpenAI's audio API): throughput and latency at several concurrencies.
 
-Each level runs `concurrency` clients that send clips of a dataset (FLAC, round-robin) back to
+Each level runs `concurrency` clients that send clips of a dataset (WAV, round-robin) back to
 back for `duration` seconds (requests started before the end are waited for), or until `count`
 good requests have been sent (a fixed workload: every server gets the same clips, so servers of
 different speed are compared on the same audio; by time, a faster one reaches more clips, of
@@ -34,7 +34,7 @@ BAD_KINDS = ("random bytes", "empty file", "unknown field", "json body")
 @dataclass(frozen=True)
 class Request:
     name: str
-    flac: bytes
+    wav: bytes
     seconds: float
     expected: str | None = None
 
@@ -59,15 +59,16 @@ class LevelResult:
 
 
 def encode_clips(clips, expected: dict[str, str] | None = None) -> list[Request]:
-    """Dataset clips as FLAC uploads (16 kHz mono, lossless: the server decodes what the dataset holds);
+    """Dataset clips as float32 WAV uploads at 16 kHz: exactly the samples the dataset holds (16-bit FLAC
+    would round clips that were resampled, and their transcripts could differ from `transcribe`'s);
     `expected`: {clip id or file name without suffix: transcript}."""
     requests = []
     for clip in clips:
         buffer = io.BytesIO()
-        sf.write(buffer, clip.audio, SAMPLE_RATE, format="FLAC")
+        sf.write(buffer, clip.audio, SAMPLE_RATE, format="WAV", subtype="FLOAT")
         name = Path(clip.id).name  # a list file's ids are paths; `transcribe --json` names files
         wanted = (expected or {}).get(clip.id, (expected or {}).get(name))
-        requests.append(Request(f"{name}.flac", buffer.getvalue(), len(clip.audio) / SAMPLE_RATE, wanted))
+        requests.append(Request(f"{name}.wav", buffer.getvalue(), len(clip.audio) / SAMPLE_RATE, wanted))
     if not requests:
         raise ValueError("no clips to send")
     return requests
@@ -111,7 +112,7 @@ async def run_level(url: str, requests: list[Request], concurrency: int, duratio
                 sent = time.perf_counter()
                 try:
                     response = await client.post("/v1/audio/transcriptions", files={
-                        "file": (request.name, request.flac, "audio/flac")}, data={"model": "whisper-1"})
+                        "file": (request.name, request.wav, "audio/wav")}, data={"model": "whisper-1"})
                 except httpx.HTTPError as error:
                     errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
                     continue
