@@ -21,19 +21,19 @@ from lite_whisper.transcription.types import DecodingOptions, Transcription
 
 
 def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-               encoder: str | None = None):
+               encoder: str | None = None, threads: int | None = None):
     """Load a Whisper model and its processor from any supported spec.
 
     Returns `(model, processor)`: a transformers `WhisperForConditionalGeneration` (or its
     lite-whisper subclass, put on the fast CPU route on the CPU in float32) in eval mode on
     `device`, or for a folder written by `lite-whisper export` an `ExportedWhisper`.
-    `encoder` applies to exported folders only: which encoder runs ('auto', 'float32', 'int8',
-    'bfloat16'; `lite_whisper.runtime.encoders`).
+    `encoder` and `threads` apply to exported folders only: which encoder runs ('auto', 'float32', 'int8',
+    'bfloat16'; `lite_whisper.runtime.encoders`), and the cores of both its engines (default: the manifest's).
     """
     torch_dtype = resolve_dtype(dtype)
     path = Path(str(spec)).expanduser()
     if is_exported_folder(path):
-        return _load_exported(path, torch_dtype, device, encoder)
+        return _load_exported(path, torch_dtype, device, encoder, threads)
     if encoder not in (None, "auto"):
         raise ModelLoadError(f"{spec}: --encoder {encoder} applies to exported folders (lite-whisper export) only; "
                              "use --dtype for a PyTorch model")
@@ -41,7 +41,7 @@ def load_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: s
     return prepare_for_inference(model), processor
 
 
-def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None):
+def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None, threads: int | None):
     if dtype != torch.float32 or torch.device(device).type != "cpu":
         raise ModelLoadError(f"{path}: an exported folder runs on the CPU in its own precision (ONNX Runtime + "
                              "CTranslate2); drop --dtype/--device, or load the PyTorch model it came from")
@@ -53,7 +53,7 @@ def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None):
     from lite_whisper.runtime.encoders import EncoderUnavailableError
 
     try:
-        model = ExportedWhisper(path, encoder=encoder)
+        model = ExportedWhisper(path, encoder=encoder, threads=threads)
     except EncoderUnavailableError as error:
         raise ModelLoadError(f"{path}: {error}") from None
     return model, model.processor

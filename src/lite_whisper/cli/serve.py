@@ -131,8 +131,7 @@ def engine_loader(args):
     """A function that loads the engine `args` describe."""
     from lite_whisper.export_manifest import is_exported_folder
 
-    exported = is_exported_folder(Path(args.model).expanduser())
-    if args.faster_whisper and exported:
+    if args.faster_whisper and is_exported_folder(Path(args.model).expanduser()):
         raise CLIError(f"{args.model}: --faster-whisper serves a dense PyTorch-loadable model (a short name, a "
                        "Hugging Face or CTranslate2 folder), not an exported folder")
 
@@ -141,20 +140,10 @@ def engine_loader(args):
 
         from lite_whisper.api import as_engine, load_model
 
-        if args.threads and not exported:
-            torch.set_num_threads(args.threads)
-        if exported:
-            from lite_whisper.runtime.exported import ExportedWhisper
-            from lite_whisper.runtime.encoders import EncoderUnavailableError
-
-            if args.dtype != "float32" or args.device != "cpu":
-                raise CLIError(f"{args.model}: an exported folder runs on the CPU in its own precision; "
-                               "drop --dtype/--device")
-            try:
-                return ExportedWhisper(args.model, encoder=args.encoder, threads=args.threads)
-            except EncoderUnavailableError as error:
-                raise CLIError(f"{args.model}: {error}") from None
-        model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
+        if args.threads:
+            torch.set_num_threads(args.threads)  # a PyTorch model's cores (an exported folder takes `threads`)
+        model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder,
+                                      threads=args.threads)
         if args.faster_whisper:
             return faster_whisper_engine(model, processor, args)
         return as_engine(model, processor)

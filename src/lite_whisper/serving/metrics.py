@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import resource
-import sys
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from lite_whisper.memory import peak_rss_bytes
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class ServerMetrics:
