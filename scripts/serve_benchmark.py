@@ -9,7 +9,7 @@ faster-whisper int8 on the dense model, one request at a time — same machine, 
 Each server is started (`lite-whisper serve ARGS --threads T --port P`), waited for (/health),
 loaded by `lite-whisper loadtest` at every concurrency (its JSON kept as NAME.json), then stopped
 with SIGTERM (a clean exit is checked). The table of all of them goes to summary.md and
-summary.json. A --soak run adds malformed requests and transcripts checked against --expect.
+summary.json. --bad-fraction mixes in malformed requests, --expect checks transcripts (a soak).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from lite_whisper.serving.loadtest import wait_until_ready
 
 BIN = Path(sys.executable).parent / "lite-whisper"
 
@@ -65,7 +64,7 @@ def run_server(name: str, serve_args: list[str], args) -> dict:
     print(f"== {name}: {' '.join(command)}", flush=True)
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_ready(url, server)
+        wait_until_ready(url, process=server)
         output = args.output / f"{slug(name)}.json"
         load = [str(BIN), "loadtest", url, "--concurrency", args.concurrency, "--warmup", str(args.warmup),
                 "--output", str(output)]
@@ -83,20 +82,6 @@ def run_server(name: str, serve_args: list[str], args) -> dict:
     result["server_exit_code"] = code
     output.write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def wait_ready(url: str, server: subprocess.Popen, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} was not ready within {timeout:g} s")
 
 
 def free_port() -> int:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from contextlib import contextmanager
 
-import httpx
 import uvicorn
 
 from lite_whisper.serving.app import ServeSettings, create_app
+from lite_whisper.serving.loadtest import wait_until_ready
 
 
 @contextmanager
@@ -25,7 +24,7 @@ def serving(engine, **settings):
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        wait_until_ready(url)
+        wait_until_ready(url, timeout=120)
         yield url
     finally:
         server.should_exit = True
@@ -33,16 +32,10 @@ def serving(engine, **settings):
         sock.close()
 
 
-def wait_until_ready(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become ready within {timeout:g} s")
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def metric(text: str, name: str, **labels) -> float:

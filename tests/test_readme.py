@@ -93,13 +93,11 @@ def test_the_exported_folder_example_runs(workdir):
 
 def test_the_openai_client_example_runs_against_a_server(workdir):
     """The server block, against `lite-whisper serve tiny.en` on a free port instead of 8000."""
-    import socket
+    from http_server import free_port
 
-    from http_server import wait_until_ready
+    from lite_whisper.serving.loadtest import wait_until_ready
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "lite_whisper", "serve", "tiny.en", "--port", str(port)],
                               cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -28,12 +28,13 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from http_server import metric, serving, wait_until_ready
+from http_server import free_port, metric, serving
 
 from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
 from lite_whisper.cli import main
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.serving.formats import render
+from lite_whisper.serving.loadtest import wait_until_ready
 from lite_whisper.serving.scheduler import BatchScheduler, QueueFull
 from lite_whisper.transcription.engine import transcribe_batch
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions, Segment, Transcription
@@ -377,12 +378,6 @@ def test_fuzz_random_files_are_refused_as_undecodable(url, data, name):
 
 
 # --- the command -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def test_cli_refuses_bad_arguments_before_loading(capsys, tmp_path):
     assert main(["serve", "tiny.en", "--max-batch", "0"]) == 2

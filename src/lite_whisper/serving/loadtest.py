@@ -58,6 +58,21 @@ class LevelResult:
     server: dict = field(default_factory=dict)  # from /metrics: peak RSS, batches, RSS and fds over time
 
 
+def wait_until_ready(url: str, timeout: float = 600.0, process=None) -> None:
+    """Poll `url`/health until it answers 200; fail early if `process` (a server's `Popen`) has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} was not ready within {timeout:g} s")
+
+
 def encode_clips(clips, expected: dict[str, str] | None = None) -> list[Request]:
     """Dataset clips as float32 WAV uploads at 16 kHz: exactly the samples the dataset holds (16-bit FLAC
     would round clips that were resampled, and their transcripts could differ from `transcribe`'s);

@@ -87,10 +87,6 @@ class BatchScheduler:
         return (getattr(self.engine, "batches_windows", True) and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
                 and (not options.timestamps or self.engine.batched_timestamps))
 
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
-
     def close(self, timeout: float | None = None) -> None:
         """Take no more work; finish what is queued; stop the worker."""
         with self._condition:
