@@ -16,6 +16,7 @@ from lite_whisper.deploy.export import export, relative_error
 from lite_whisper.export_manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
 from lite_whisper.lowrank.convert import to_lite_whisper
 from lite_whisper.models.loading import save_model
+from lite_whisper.runtime.exported import pipeline_limits
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import transcribe_clips
@@ -227,6 +228,45 @@ def test_a_prompt_decodes_alike_in_ctranslate2_and_transformers(exported):
     assert [window.tokens for window in theirs] != [window.tokens for window in unprompted]
     for mine, yours in zip(ours, theirs):
         assert mine.no_speech_prob == pytest.approx(yours.no_speech_prob, abs=1e-4)
+
+
+def test_forced_tokens_decode_the_same_tokens_in_ctranslate2_transformers_and_faster_whisper(exported, tmp_path):
+    """Forced decoding (end of text suppressed, exactly N tokens a window): the speed benchmarks' decode. On a model
+    that would end every window at once, CTranslate2 and transformers pick the same N tokens, and faster-whisper's
+    pipeline makes N too (its max_new_tokens rule)."""
+    import copy
+
+    from lite_whisper.deploy.ct2_decoder import write_decoder
+    from lite_whisper.runtime.exported import ExportedWhisper
+
+    model, folder, _ = exported
+    eos = model.generation_config.eos_token_id
+    ending = copy.deepcopy(model)
+    with torch.no_grad():  # the final norm's bias points at <|endoftext|>'s output row: greedy decoding ends at once
+        decoder = ending.model.decoder
+        direction = torch.nn.functional.normalize(torch.randn(decoder.layer_norm.bias.shape[0]), dim=0)
+        decoder.embed_tokens.weight[eos] = direction  # tied: <|endoftext|>'s row of the output projection
+        decoder.layer_norm.bias.copy_(8 * direction)  # + 8 on its logit
+    processor = tiny_processor()
+    runtime = ExportedWhisper(folder, encoder="float32", threads=1,
+                              decoder=write_decoder(ending, processor, tmp_path / "decoder", quantization="float32"))
+    pytorch = PyTorchEngine(ending, processor)
+    options = DecodingOptions(language="en", forced_tokens=40, no_speech_threshold=None)
+    audio = [samples for _, samples in clips(2)]
+    free = pytorch.decode(pytorch.encode(pytorch.features(audio)),
+                          DecodingOptions(language="en", max_new_tokens=40, no_speech_threshold=None))
+    assert all(len(window.tokens) <= 2 for window in free)  # one token (<|endoftext|> cannot begin), then the end
+    ours = runtime.decode(runtime.encode(runtime.features(audio)), options)
+    theirs = pytorch.decode(pytorch.encode(pytorch.features(audio)), options)
+    assert [len(window.tokens) for window in ours] == [40, 40]
+    assert [window.tokens for window in ours] == [window.tokens for window in theirs]
+    assert all(eos not in window.tokens for window in ours)
+    segments, _ = runtime.pipeline.transcribe(audio[0], beam_size=1, temperature=[0.0], without_timestamps=True,
+                                              condition_on_previous_text=False,
+                                              **pipeline_limits(model.generation_config, options, True))
+    assert [len(segment.tokens) for segment in segments] == [40]
+    with pytest.raises(ValueError, match="forced tokens"):
+        DecodingOptions(forced_tokens=40)  # the silence rule is on by default: refused, not silently ignored
 
 
 def test_runtime_features_are_the_transformers_processors():

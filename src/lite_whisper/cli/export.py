@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 from lite_whisper.cli.common import MODEL_HELP, CLIError, open_dataset, positive
+from lite_whisper.models.architectures import ARCHITECTURES
 
 EPILOG = """examples:
   lite-whisper export runs/tiny.en-lite -o tiny.en-lite-export --int8
   lite-whisper export tiny.en -o tiny.en-export --int8            # the dense model: the honest baseline
   lite-whisper eval tiny.en-lite-export --data ../shared/speech/splits/dev.txt
   lite-whisper transcribe tiny.en-lite-export talk.flac
+  lite-whisper export efficient-speech/lite-whisper-large-v3-turbo -o lwt-export --int8   # the authors' checkpoints
+  lite-whisper export --random-weights large-v3-turbo --rank-fraction 0.6 -o turbo-60-export --int8  # timing only
 
 In Python, with faster-whisper's pipeline (VAD, timestamps, batching) around the export:
   from lite_whisper.runtime.faster_whisper import LiteWhisperModel
@@ -30,8 +33,17 @@ def add_parser(commands) -> None:
         "lite_whisper.runtime.faster_whisper, can run.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("model", nargs="?", help=f"{MODEL_HELP} (omit with --random-weights)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--random-weights", metavar="ARCH", choices=sorted(ARCHITECTURES),
+                   help="export a model of this architecture with random weights instead (%(choices)s): for time and "
+                   "memory measurements only, its text means nothing; no transcript parity check")
+    p.add_argument("--rank-fraction", type=float, metavar="F",
+                   help="with --random-weights: every encoder linear at F x its break-even rank (F ~ the share of "
+                   "the linears' parameters kept; default: dense)")
+    p.add_argument("--processor", metavar="SPEC",
+                   help="where the tokenizer and feature extractor come from when MODEL has none (the authors' "
+                   "efficient-speech/lite-whisper-* checkpoints; default: the openai/whisper-* model of its shape)")
     p.add_argument("--int8", action="store_true",
                    help="also write an int8-weight encoder (ONNX Runtime, dynamic quantisation) and make it the "
                    "default on CPUs without native bfloat16 (where OpenVINO runs encoder.onnx in bfloat16, faster "
@@ -57,6 +69,12 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    if (args.model is None) == (args.random_weights is None):
+        raise CLIError("give a MODEL to export, or --random-weights ARCH (not both)")
+    if args.rank_fraction is not None and (args.random_weights is None or not 0 < args.rank_fraction < 1):
+        raise CLIError("--rank-fraction takes a value between 0 and 1, with --random-weights")
+    if args.processor is not None and args.random_weights is not None:
+        raise CLIError("--processor cannot be used with --random-weights (its processor is built in)")
     positive(args.threads, "--threads")
     positive(args.parity_clips, "--parity-clips")
     if args.int8_min_inner < 0:
@@ -75,7 +93,7 @@ def run(args) -> int:
             __import__(module)
         except ImportError:
             raise CLIError(f"export needs {package}: pip install 'lite-whisper[deploy]'") from None
-    dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt")
+    dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt") if args.random_weights is None else []
     from lite_whisper.deploy.export import INT8_CALIBRATION_CLIPS, export  # imports torch: after the cheap checks
 
     calibration = (open_dataset(args.calibration, INT8_CALIBRATION_CLIPS, "calibration", "calibration.txt")
@@ -84,10 +102,18 @@ def run(args) -> int:
     from lite_whisper.models.loading import load_pytorch_model
 
     with output_lock(args.output):
-        model, processor = load_pytorch_model(args.model, dtype="float32")
+        if args.random_weights is not None:
+            from lite_whisper.models.random import random_whisper
+
+            print(f"building a random-weight {args.random_weights} model"
+                  + (f" at {args.rank_fraction:g} x break-even rank" if args.rank_fraction else " (dense)")
+                  + ": for time and memory only", file=sys.stderr, flush=True)
+            model, processor = random_whisper(args.random_weights, args.rank_fraction)
+        else:
+            model, processor = load_pytorch_model(args.model, dtype="float32", processor=args.processor)
         clips = [(clip.id, clip.audio) for clip in dataset]
         calibration_clips = [(clip.id, clip.audio) for clip in calibration] if calibration is not None else ()
-        manifest = export(model, processor, args.output, source=args.model, int8=args.int8,
+        manifest = export(model, processor, args.output, source=args.model or model.config.name_or_path, int8=args.int8,
                           decoder_quantization=args.decoder, threads=args.threads, parity_audio=clips,
                           calibration_audio=calibration_clips, overwrite=args.overwrite,
                           min_int8_inner=args.int8_min_inner, int8_max_error=max_error, int8_smoothing=smoothing,
@@ -101,7 +127,8 @@ def run(args) -> int:
         print(f"greedy transcripts identical to PyTorch: {parity['transcripts_identical_float32']}/{clips_count} "
               f"(float32 encoder and decoder), {parity['transcripts_identical_shipped']}/{clips_count} "
               f"(as it runs here: {parity['transcripts_shipped_encoder']} encoder, {manifest['decoder']['compute_type']} decoder)")
-    print(f"wrote {args.output} ({json.dumps(manifest['versions'])})")
+    print(f"wrote {args.output} in {manifest['export_seconds']:.0f} s, peak memory {manifest['export_peak_rss_mb'] / 1024:.1f} GB "
+          f"({json.dumps(manifest['versions'])})")
     return 0
 
 

@@ -29,12 +29,14 @@ from lite_whisper import __version__
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
-from lite_whisper.deploy.onnx_graph import export_encoder
+from lite_whisper.deploy.int8_sensitivity import output_sensitivity
+from lite_whisper.deploy.onnx_graph import EXTERNAL_DATA_BYTES, export_encoder
 from lite_whisper.deploy.smoothing import smoothed
 from lite_whisper.export_manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 from lite_whisper.lowrank.cost import encoder_of, encoder_params
+from lite_whisper.memory import peak_rss_mb
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
 from lite_whisper.runtime.pytorch import PyTorchEngine
@@ -43,6 +45,10 @@ from lite_whisper.transcription.types import DecodingOptions
 
 FP32_TOLERANCE = 1e-4  # relative (Frobenius) error of the float32 ONNX encoder against PyTorch
 INT8_CALIBRATION_CLIPS = 8  # clips that set the smoothing ranges and the int8 error bound
+# above this many encoder parameters (medium, large) 2 clips: each is a PyTorch and an ONNX Runtime run
+# per trial (large-v3: ~35 s and ~20 s on 2 cores)
+LARGE_ENCODER_PARAMS = 100_000_000
+LARGE_ENCODER_CLIPS = 2
 
 
 class ParityError(ValueError):
@@ -69,6 +75,7 @@ def export(
     int8_max_error: float | None = 0.05,
     int8_smoothing: float | None = 0.5,
     parity_max_new_tokens: int | None = None,
+    external_data_bytes: int = EXTERNAL_DATA_BYTES,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
     """Write the exported folder for `model` (float32, dense or low-rank) atomically; return its manifest.
@@ -84,14 +91,14 @@ def export(
     encoder = encoder_of(model)
     with atomic_folder(folder, overwrite=overwrite) as staging:
         log("exporting the encoder to ONNX ...")
-        export_encoder(model, staging / "encoder.onnx")
+        export_encoder(model, staging / "encoder.onnx", external_data_bytes)
         features = _features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
         excluded, int8_report = None, {}
         if int8:
             excluded, int8_report = _quantize(model, processor, staging, calibration_audio or parity_audio,
-                                              int8_max_error, int8_smoothing, min_int8_inner, log)
+                                              int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log)
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
         dense_config(model.config).save_pretrained(staging)
@@ -126,28 +133,39 @@ def export(
             log(f"transcribing {len(parity_audio)} clips through the export and through PyTorch ...")
             parity.update(_transcript_parity(model, processor, staging, parity_audio, threads, parity_max_new_tokens))
         manifest["export_seconds"] = round(time.perf_counter() - start, 1)
+        manifest["export_peak_rss_mb"] = round(peak_rss_mb())  # this process's, the model's own memory included
         _write_manifest(staging, manifest)
     return manifest
 
 
-def _quantize(model, processor, staging: Path, audio, max_error, smoothing, min_inner, log) -> tuple[list[str], dict]:
+def _quantize(model, processor, staging: Path, audio, max_error, smoothing, min_inner, external_data_bytes,
+              log) -> tuple[list[str], dict]:
     """Write staging/encoder.int8.onnx; return the MatMuls left float32 and what the manifest records."""
     encoder = encoder_of(model)
-    features = _features(processor, audio, INT8_CALIBRATION_CLIPS)
+    large = encoder_params(model) > LARGE_ENCODER_PARAMS
+    features = _features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
     report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing}
     target = staging / "encoder.int8.onnx"
     with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
         source = staging / "encoder.onnx"
+
+        def quantised():  # the PyTorch encoder that source was exported from
+            return encoder if smoothing is None else smoothed(encoder, torch.from_numpy(features), smoothing)
+
         if smoothing is not None:
             log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
-            source = export_encoder(smoothed(encoder, torch.from_numpy(features), smoothing), Path(scratch) / "smoothed.onnx")
+            # the smoothed copy is dropped once exported (large-v3: 2.5 GB while the quantiser needs ~7 GB);
+            # the guided search, if it runs, makes it again
+            source = export_encoder(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
         log("quantising the encoder's weights to int8 ...")
         if max_error is None:
             return quantize_encoder(source, target, min_inner), report
         with torch.inference_mode():
             reference = np.concatenate([encoder(torch.from_numpy(features[i: i + 2])).last_hidden_state.numpy()
                                         for i in range(0, features.shape[0], 2)])
-        excluded, error = quantize_within(source, target, features, reference, max_error, min_inner, log=log)
+        excluded, error = quantize_within(
+            source, target, features, reference, max_error, min_inner, log=log,
+            sensitivity=lambda: output_sensitivity(quantised(), torch.from_numpy(features[:1]), source))
     report["int8_calibration_error"] = error
     return excluded, report
 

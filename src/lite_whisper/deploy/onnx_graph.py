@@ -8,6 +8,10 @@ matrices in the graph: 18.8 instead of ~24 ms a layer on base, float32), and the
 convolutions of the stem as MatMuls over strided slices, which int8 quantisation then takes
 (ONNX Runtime's int8 `ConvInteger` is four times slower than its float32 `Conv`; its int8
 MatMul is about seven times faster than float32 on these CPUs).
+
+ONNX files are protobufs, which cannot exceed 2 GB: encoders whose weights pass
+`EXTERNAL_DATA_BYTES` (large-v3's 635M parameters are 2.5 GB in float32) keep their weights in
+`<file>.data` beside the graph, which ONNX Runtime and OpenVINO read from the same folder.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from torch import nn
 from lite_whisper.lowrank.cost import encoder_of
 from lite_whisper.runtime.cpu_route import plain_modules
 from lite_whisper.runtime.onnx_encoder import INPUT_NAME, OUTPUT_NAME
+
+# Weights above this many bytes go to an external data file: well below protobuf's 2 GB limit, since
+# the graph, its constants and the quantiser's copies count too.
+EXTERNAL_DATA_BYTES = 1 << 30
 
 
 @torch.library.custom_op("lite_whisper::multi_head_attention", mutates_args=())
@@ -87,12 +95,16 @@ class _ConvAsMatMul(nn.Module):
         self.register_buffer("weight", conv.weight.detach().permute(0, 2, 1).reshape(conv.out_channels, -1).clone())
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, time, in) -> (batch, time', out)."""
+    def taps(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, in) -> (batch, time', kernel * in): what the MatMul multiplies."""
         padded = F.pad(x, (0, 0, self.padding, self.padding))
         frames = (padded.shape[1] - self.kernel) // self.stride + 1
-        taps = [padded[:, j: j + self.stride * (frames - 1) + 1: self.stride] for j in range(self.kernel)]
-        return F.linear(torch.cat(taps, dim=-1), self.weight, self.bias)
+        return torch.cat([padded[:, j: j + self.stride * (frames - 1) + 1: self.stride] for j in range(self.kernel)],
+                         dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, in) -> (batch, time', out)."""
+        return F.linear(self.taps(x), self.weight, self.bias)
 
 
 class _EncoderForOnnx(nn.Module):
@@ -130,9 +142,13 @@ def _fused_attention(encoder: nn.Module):
             layer.self_attn = original
 
 
-def export_encoder(model: nn.Module, path: str | Path) -> Path:
+def weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> Path:
     """Write the encoder of `model` (a Whisper model or the encoder itself) to `path` as float32 ONNX,
-    batch dimension dynamic.
+    batch dimension dynamic; weights in `<path>.data` when they pass `external_data_bytes`.
 
     Low-rank linears are exported as their plain modules (the fast CPU route is lifted for the
     export), so each stays two MatMuls. The model is left as it was.
@@ -148,6 +164,7 @@ def export_encoder(model: nn.Module, path: str | Path) -> Path:
             _fused_attention(encoder):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
         torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_shapes={"input_features": {0: batch}}, dynamo=True, external_data=False,
+                          dynamic_shapes={"input_features": {0: batch}}, dynamo=True,
+                          external_data=weight_bytes(encoder) > external_data_bytes,
                           verbose=False, custom_translation_table=_onnx_multi_head_attention())
     return path

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from lite_whisper.export_manifest import is_exported_folder
 from lite_whisper.files import atomic_folder
-from lite_whisper.lowrank.checkpoint import is_lite_whisper_model, load_lite_whisper, save_lite_whisper
+from lite_whisper.lowrank.checkpoint import PROCESSOR_FILES, is_lite_whisper_model, load_lite_whisper, save_lite_whisper
 from lite_whisper.models import ctranslate2
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -60,8 +60,12 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
 
 
-def load_pytorch_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+def load_pytorch_model(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+                       processor: str | Path | None = None):
     """Load a PyTorch Whisper model and its processor from any spec but an exported folder.
+
+    `processor`: where the processor comes from for a lite-whisper folder that has none (the authors'
+    checkpoints); by default the openai/whisper-* model of the same shape (`original_whisper`).
 
     Returns `(model, processor)`: a `WhisperForConditionalGeneration` (or its lite-whisper
     subclass) in eval mode on `device`, and a `WhisperProcessor`. (`lite_whisper.load_model`
@@ -71,27 +75,27 @@ def load_pytorch_model(spec: str | Path, dtype: str | torch.dtype = "float32", d
     if is_exported_folder(Path(str(spec)).expanduser()):
         raise ModelLoadError(f"{spec}: an exported folder (lite-whisper export) holds no PyTorch model; "
                              "give the model it was exported from")
-    model, processor = _load(str(spec), torch_dtype)
+    model, processor = _load(str(spec), torch_dtype, processor)
     model = model.to(device=device, dtype=torch_dtype).eval()
     model.config._name_or_path = str(spec)
     return model, processor
 
 
-def _load(spec: str, dtype: torch.dtype):
+def _load(spec: str, dtype: torch.dtype, processor: str | Path | None = None):
     if spec in SHORT_NAMES:
         return _load_short_name(spec, dtype)
     path = Path(spec).expanduser()
     if path.exists():
-        return load_folder(path, dtype)
+        return load_folder(path, dtype, processor)
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        return _load_from_hub(spec, dtype)
+        return _load_from_hub(spec, dtype, processor)
     known = ", ".join(SHORT_NAMES)
     raise ModelLoadError(
         f"{spec}: not a short name ({known}), an existing folder, or a hub id like openai/whisper-base"
     )
 
 
-def load_folder(path: Path, dtype: torch.dtype = torch.float32):
+def load_folder(path: Path, dtype: torch.dtype = torch.float32, processor: str | Path | None = None):
     """Load a local Hugging Face (plain or lite-whisper) or CTranslate2 folder."""
     if not path.is_dir():
         raise ModelLoadError(f"{path}: expected a model folder, found a file")
@@ -107,7 +111,18 @@ def load_folder(path: Path, dtype: torch.dtype = torch.float32):
         _check_weights(path)
     try:
         if model_type in ("lite-whisper", "lite_whisper"):
-            return load_lite_whisper(path, dtype=dtype)
+            inferred = processor is None and not any((path / name).exists() for name in PROCESSOR_FILES)
+            if inferred:
+                processor = original_whisper(config)
+            try:
+                loaded = load_lite_whisper(path, dtype=dtype, processor_source=processor)
+            except OSError as error:
+                if not inferred:
+                    raise
+                raise ModelLoadError(f"{path}: has no processor files and {processor}'s could not be read "
+                                     f"({type(error).__name__}); pass a folder or hub id with them "
+                                     "(export --processor SPEC)") from None
+            return complete_generation_config(*loaded, processor or path)
         if model_type == "whisper":
             model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
             return model, WhisperProcessor.from_pretrained(path)
@@ -158,7 +173,7 @@ def _load_short_name(name: str, dtype: torch.dtype):
         ) from None
 
 
-def _load_from_hub(repo_id: str, dtype: torch.dtype):
+def _load_from_hub(repo_id: str, dtype: torch.dtype, processor: str | Path | None = None):
     try:
         folder = snapshot_download(
             repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.py", "*.model", "*.tiktoken"]
@@ -168,7 +183,37 @@ def _load_from_hub(repo_id: str, dtype: torch.dtype):
             f"{repo_id}: could not download from the Hugging Face hub ({type(error).__name__}). "
             "Check the id and your network, or pass a local folder."
         ) from None
-    return load_folder(Path(folder), dtype)
+    return load_folder(Path(folder), dtype, processor)
+
+
+# The openai/whisper-* checkpoint of each shape: (d_model, encoder layers, decoder layers, mel bins)
+ORIGINALS = {(384, 4, 4, 80): "openai/whisper-tiny", (512, 6, 6, 80): "openai/whisper-base",
+             (768, 12, 12, 80): "openai/whisper-small", (1024, 24, 24, 80): "openai/whisper-medium",
+             (1280, 32, 32, 128): "openai/whisper-large-v3", (1280, 32, 4, 128): "openai/whisper-large-v3-turbo"}
+
+
+def original_whisper(config: dict) -> str:
+    """The openai/whisper-* model whose processor a compressed model of this config uses (the authors' checkpoints
+    ship none: their model cards load the processor from openai/whisper-large-v3)."""
+    shape = tuple(config.get(key) for key in ("d_model", "encoder_layers", "decoder_layers", "num_mel_bins"))
+    if shape not in ORIGINALS:
+        raise ModelLoadError(f"no processor files, and no openai/whisper-* model has this shape {shape}; "
+                             "pass the model it was compressed from as the processor (export --processor SPEC)")
+    name = ORIGINALS[shape]
+    return f"{name}.en" if config.get("vocab_size") == 51864 and "large" not in name else name
+
+
+def complete_generation_config(model, processor, source: str | Path | None):
+    """The authors' checkpoints ship a minimal generation config (token ids and max_length): without
+    <|notimestamps|>, languages and tasks nothing decodes. Take the processor source's, else build one from
+    the tokenizer."""
+    if getattr(model.generation_config, "no_timestamps_token_id", None) is not None:
+        return model, processor
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(source)
+    except (OSError, ValueError, TypeError):
+        model.generation_config = ctranslate2.generation_config(model.config, processor.tokenizer, {})
+    return model, processor
 
 
 def save_model(model, processor, folder: str | Path, overwrite: bool = False) -> Path:

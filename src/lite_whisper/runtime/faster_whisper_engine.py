@@ -42,7 +42,7 @@ class FasterWhisperEngine(ExportedWhisper):
 
     def pipeline_without_timestamps(self, options: DecodingOptions) -> bool:
         """Timestamp tokens only when the request wants segments: the same decoding work as the batched path."""
-        return not options.timestamps
+        return not options.timestamps or options.forced_tokens is not None
 
     def _encode_ct2(self, features: np.ndarray) -> np.ndarray:
         states = self.decoder.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=True)

@@ -128,6 +128,11 @@ def generate_kwargs(model, options: DecodingOptions, tokenizer=None) -> dict:
         kwargs.update(num_beams=options.beam_size, do_sample=False)
     if options.max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.max_new_tokens
+    if options.forced_tokens is not None:  # exactly that many: end of text never chosen
+        eos = model.generation_config.eos_token_id
+        kwargs["max_new_tokens"] = options.forced_tokens
+        kwargs["suppress_tokens"] = list(model.generation_config.suppress_tokens or []) + [
+            eos[0] if isinstance(eos, list) else eos]
     if getattr(model.generation_config, "is_multilingual", True):
         kwargs["task"] = options.task
         if options.language is not None:

@@ -12,6 +12,10 @@ from lite_whisper.data.audio import WINDOW_SECONDS
 __all__ = ["WHISPER_TEMPERATURES", "WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription"]
 
 
+# the most tokens CTranslate2 decodes in one window (OpenAI's sampling cap, half the decoder's 448 positions)
+MAX_FORCED_TOKENS = 224
+
+
 @dataclass(frozen=True)
 class DecodingOptions:
     language: str | None = None  # None: the model detects it (multilingual models)
@@ -37,6 +41,9 @@ class DecodingOptions:
     # text that comes before the audio (Whisper's initial prompt, OpenAI's `prompt`): names, spellings,
     # style; decoded after <|startofprev|>, its last 223 tokens kept
     prompt: str | None = None
+    # decode exactly this many tokens per window, end of text suppressed: speed measurements where the
+    # text means nothing (random weights); greedy, no timestamps, no fallback, no silence rule
+    forced_tokens: int | None = None
     temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
     seed: int = 0  # fixes the samples drawn at temperatures above 0
 
@@ -52,6 +59,13 @@ class DecodingOptions:
             raise ValueError(f"best-of must be at least 1, got {self.best_of}")
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise ValueError(f"no-speech threshold must be between 0 and 1, got {self.no_speech_threshold}")
+        if self.forced_tokens is not None:
+            if not 1 <= self.forced_tokens <= MAX_FORCED_TOKENS:
+                raise ValueError(f"forced tokens must be between 1 and {MAX_FORCED_TOKENS}, got {self.forced_tokens}")
+            if self.beam_size != 1 or self.timestamps or self.fallback or self.no_speech_threshold is not None \
+                    or self.temperature > 0:
+                raise ValueError("forced tokens decode greedily, without timestamps, fallback or the silence rule "
+                                 "(beam_size=1, timestamps=False, temperatures=(0.0,), no_speech_threshold=None)")
 
 
     @property
