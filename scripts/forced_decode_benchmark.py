@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", help="clips whose audio fills the windows (default: the dev split)")
+    parser.add_argument("--reverse", action="store_true", help="run the contenders in reverse order (a second "
+                        "round in the other order shows what running first or last does)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -56,6 +58,8 @@ def main() -> None:
         contenders += [Contender("faster-whisper int8", "faster-whisper", fw_folder, 1),
                        Contender(f"faster-whisper int8 batched b{args.batch}", "faster-whisper-batched", fw_folder,
                                  args.batch)]
+    if args.reverse:
+        contenders.reverse()
     dataset = load_dataset(args.data or default_speech_dir() / "splits" / "dev.txt")
     clips, needed = [], args.windows * 30 * 16000
     for clip in dataset:

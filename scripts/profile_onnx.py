@@ -2,7 +2,7 @@
 
     python scripts/profile_onnx.py runs/base-export/encoder.int8.onnx --threads 2 --runs 10 [--json out.json]
 
-One 30 s clip of random features (batch 1), a warm-up of 3 runs, then `--runs` profiled runs;
+One 30 s clip of random features (batch 1), a warm-up of `--warmup` runs (3), then `--runs` profiled runs;
 prints the median wall time and the kernel time per operator type, per run.
 """
 
@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 
-def profile(path: Path, threads: int, runs: int) -> dict:
+def profile(path: Path, threads: int, runs: int, warmup: int = 3) -> dict:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    features = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
     plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(3):
+    mels = plain.get_inputs()[0].shape[1]  # 80, or 128 for large-v3 and turbo
+    features = np.random.default_rng(0).standard_normal((1, mels, 3000)).astype(np.float32)
+    for _ in range(warmup):
         plain.run(None, {"input_features": features})
     wall = []
     for _ in range(runs):
@@ -56,9 +57,10 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
-    result = profile(args.model, args.threads, args.runs)
+    result = profile(args.model, args.threads, args.runs, args.warmup)
     print(f"{args.model}: median {result['wall_ms_median']} ms (batch 1, {args.threads} threads)")
     for op, row in result["kernel_ms_by_op"].items():
         print(f"  {op:28s} {row['ms']:7.1f} ms  ({row['nodes']} nodes)")

@@ -53,6 +53,13 @@ def test_a_large_layout_exports_with_external_weights_and_runs(miniature_export)
     assert len(transcripts) == 2
     windows = engine.decode(engine.encode(engine.features([audio(5.0)])), FORCED)
     assert [len(window.tokens) for window in windows] == [12]
+    from lite_whisper.deploy.export import relative_error
+    from lite_whisper.runtime.onnx_encoder import OnnxEncoder
+    from lite_whisper.runtime.openvino_encoder import OpenVinoEncoder
+
+    features = engine.features([audio(5.0)])  # OpenVINO reads the external weights too (bfloat16 where the CPU has it)
+    assert relative_error(OpenVinoEncoder(moved / "encoder.onnx", threads=1, precision="f32")(features),
+                          OnnxEncoder(moved / "encoder.onnx", threads=1)(features)) < 1e-4
 
 
 def test_large_v3_vocabulary_has_its_extra_language_and_renamed_no_speech_token():

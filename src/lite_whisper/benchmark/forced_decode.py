@@ -130,7 +130,9 @@ def _faster_whisper_runner(contender: Contender, tokens: int, threads: int | Non
         return encoded
 
     model.encode = timed_encode  # both pipelines encode through the model's encode
-    generation = GenerationConfig(is_multilingual=model.model.is_multilingual, eos_token_id=_end_of_text(model))
+    generation = GenerationConfig(is_multilingual=model.model.is_multilingual,
+                                  eos_token_id=model.hf_tokenizer.token_to_id("<|endoftext|>"),
+                                  no_timestamps_token_id=model.hf_tokenizer.token_to_id("<|notimestamps|>"))
     options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
     settings = dict(language="en" if model.model.is_multilingual else None, beam_size=1, temperature=[0.0],
                     without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
@@ -146,10 +148,6 @@ def _faster_whisper_runner(contender: Contender, tokens: int, threads: int | Non
         return [len(s.tokens) for s in segments]
 
     return transcribe, seconds, "ctranslate2 int8", _bytes([], Path(contender.folder) / "model.bin")
-
-
-def _end_of_text(model) -> int:
-    return model.hf_tokenizer.token_to_id("<|endoftext|>")
 
 
 def _bytes(encoder_files: list[Path], decoder_file: Path) -> int:

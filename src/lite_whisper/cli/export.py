@@ -50,13 +50,15 @@ def add_parser(commands) -> None:
                    "and more accurate; see --encoder in lite-whisper transcribe --help)")
     p.add_argument("--int8-max-error", default="0.05", metavar="E",
                    help="with --int8: leave float32 the MatMuls (most harmful first) that would push the encoder's "
-                   "relative output error on the calibration clips past E; 'none' quantises every one (default: 0.05)")
+                   "relative output error on the calibration clips past E; 'none' quantises every one (default: "
+                   "0.05). Up to 96 MatMuls each is tried alone; more (medium, large) are ranked by one sensitivity "
+                   "pass and settled in a few trials")
     p.add_argument("--int8-smoothing", default="0.5", metavar="ALPHA",
                    help="with --int8: smooth activation outliers into the weights before quantising (SmoothQuant's "
                    "alpha, 0..1; folded exactly, no run-time cost); 'none' turns it off (default: 0.5)")
     p.add_argument("--calibration",
-                   help="with --int8: clips that set the smoothing ranges and the int8 error (the first 8 are used; "
-                   "default: the calibration split)")
+                   help="with --int8: clips that set the smoothing ranges and the int8 error (the first 8 are used, "
+                   "2 for encoders over 100M parameters; default: the calibration split)")
     p.add_argument("--int8-min-inner", type=int, default=0, metavar="K",
                    help="with --int8: leave MatMuls whose inner dimension is below K in float32 (default: 0, none)")
     p.add_argument("--decoder", default="int8", choices=["int8", "int8_float32", "float32", "int16"],

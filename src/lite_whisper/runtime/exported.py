@@ -19,7 +19,7 @@ from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.export_manifest import read_manifest
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel
-from lite_whisper.transcription.policy import decoder_prompt, is_multilingual, previous_tokens
+from lite_whisper.transcription.policy import decoder_prompt, forced_suppression, is_multilingual, previous_tokens
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
 
 # CTranslate2 generates at most min(max_length / 2, max_length - prompt + 1) tokens (OpenAI's 224-token
@@ -126,13 +126,8 @@ class ExportedWhisper:
 
 
 def suppressed_tokens(generation_config, options: DecodingOptions) -> list[int]:
-    """CTranslate2's `suppress_tokens`: Whisper's set (-1), and end of text when tokens are forced."""
-    return [-1] + ([end_of_text(generation_config)] if options.forced_tokens else [])
-
-
-def end_of_text(generation_config) -> int:
-    eos = generation_config.eos_token_id
-    return eos[0] if isinstance(eos, list) else eos
+    """CTranslate2's `suppress_tokens`: Whisper's set (-1), and `forced_suppression`'s when tokens are forced."""
+    return [-1] + (forced_suppression(generation_config) if options.forced_tokens else [])
 
 
 def pipeline_limits(generation_config, options: DecodingOptions, without_timestamps: bool) -> dict:

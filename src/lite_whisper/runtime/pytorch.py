@@ -19,7 +19,13 @@ from transformers.modeling_outputs import BaseModelOutput
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.lowrank.cost import encoder_of, has_low_rank
 from lite_whisper.runtime.cpu_route import apply_cpu_route
-from lite_whisper.transcription.policy import decoder_prompt, no_speech_token, previous_tokens, to_transcription
+from lite_whisper.transcription.policy import (
+    decoder_prompt,
+    forced_suppression,
+    no_speech_token,
+    previous_tokens,
+    to_transcription,
+)
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Transcription
 
 
@@ -128,11 +134,10 @@ def generate_kwargs(model, options: DecodingOptions, tokenizer=None) -> dict:
         kwargs.update(num_beams=options.beam_size, do_sample=False)
     if options.max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.max_new_tokens
-    if options.forced_tokens is not None:  # exactly that many: end of text never chosen
-        eos = model.generation_config.eos_token_id
+    if options.forced_tokens is not None:  # exactly that many: end of text (and timestamps) never chosen
         kwargs["max_new_tokens"] = options.forced_tokens
-        kwargs["suppress_tokens"] = list(model.generation_config.suppress_tokens or []) + [
-            eos[0] if isinstance(eos, list) else eos]
+        kwargs["suppress_tokens"] = list(model.generation_config.suppress_tokens or []) + forced_suppression(
+            model.generation_config)
     if getattr(model.generation_config, "is_multilingual", True):
         kwargs["task"] = options.task
         if options.language is not None:

@@ -41,6 +41,18 @@ def decoder_prompt(generation_config, options: DecodingOptions) -> list[int]:
     return prompt
 
 
+TIMESTAMP_TOKENS = 1501  # <|0.00|> ... <|30.00|>, right after <|notimestamps|> in every Whisper vocabulary
+
+
+def forced_suppression(generation_config) -> list[int]:
+    """What forced-token decoding never picks: end of text (so every window makes its N tokens) and the
+    timestamp tokens (a model told <|notimestamps|> does not make them when trained; a random one does,
+    and faster-whisper would then cut the window into segments and decode parts of it again)."""
+    eos = generation_config.eos_token_id
+    first = generation_config.no_timestamps_token_id + 1
+    return [eos[0] if isinstance(eos, list) else eos, *range(first, first + TIMESTAMP_TOKENS)]
+
+
 MAX_PROMPT_TOKENS = 223  # Whisper keeps the last n_text_ctx // 2 - 1 tokens of previous text
 
 
