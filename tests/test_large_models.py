@@ -179,3 +179,19 @@ def test_a_folder_in_the_authors_layout_exports_and_transcribes(tmp_path, capsys
     assert len(list(transcribe_clips(engine, [("one", audio(3.0))], options=options))) == 1
     capsys.readouterr()
     assert main(["transcribe", str(output), str(clips / "one.wav"), "--max-new-tokens", "8"]) == 0
+
+
+def test_the_forced_decode_benchmark_makes_exactly_n_tokens_a_window_in_every_contender(miniature_export):
+    """The benchmark's contenders on the miniature export: the export (batched) and faster-whisper's two pipelines
+    (on the export's decoder folder, a CTranslate2 model whose placeholder encoder runs: enough to count tokens)."""
+    from lite_whisper.benchmark.forced_decode import Contender, run_contender, speech_windows
+
+    _, _, folder, _ = miniature_export
+    windows = speech_windows([audio(7.0, seed=s) for s in range(3)], 2)  # 21 s of clips, reused to fill 60 s
+    assert [len(w) for w in windows] == [480000, 480000]
+    for contender in (Contender("export", "export", str(folder), 2),
+                      Contender("fw", "faster-whisper", str(folder / "decoder")),
+                      Contender("fw batched", "faster-whisper-batched", str(folder / "decoder"), 2)):
+        result = run_contender(contender, windows, 12, threads=1)
+        assert result.token_counts == [12, 12], contender.name
+        assert result.rtfx > 0 and result.encoder_seconds > 0 and result.weight_mb > 0 and result.peak_rss_mb > 0
