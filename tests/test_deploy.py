@@ -263,7 +263,7 @@ def test_forced_tokens_decode_the_same_tokens_in_ctranslate2_transformers_and_fa
     assert all(eos not in window.tokens for window in ours)
     segments, _ = runtime.pipeline.transcribe(audio[0], beam_size=1, temperature=[0.0], without_timestamps=True,
                                               condition_on_previous_text=False,
-                                              **pipeline_limits(model.generation_config, options, True))
+                                              **pipeline_limits(model.generation_config, options))
     assert [len(segment.tokens) for segment in segments] == [40]
     with pytest.raises(ValueError, match="forced tokens"):
         DecodingOptions(forced_tokens=40)  # the silence rule is on by default: refused, not silently ignored

@@ -74,7 +74,7 @@ def test_large_v3_vocabulary_has_its_extra_language_and_renamed_no_speech_token(
     assert len(random_processor(WhisperConfig(vocab_size=51865)).tokenizer) == 51865
 
 
-def test_the_guided_int8_search_meets_the_bound_in_a_few_trials(tmp_path):
+def test_the_guided_int8_search_meets_the_bound_in_a_few_trials(tmp_path, monkeypatch):
     """Past the exhaustive limit: one sensitivity pass, then a few trials; the bound holds, far fewer trials than
     MatMuls, and the MatMuls int8 hurts most (the stem's, on this model) are the first left float32."""
     from lite_whisper.deploy import int8
@@ -100,12 +100,9 @@ def test_the_guided_int8_search_meets_the_bound_in_a_few_trials(tmp_path):
         trials.append(1)
         return original(*args, **kwargs)
 
-    int8.quantize_encoder = counted
-    try:
-        kept, error = int8.quantize_within(source, tmp_path / "int8.onnx", features, reference, max_error=0.001,
-                                           exhaustive_limit=0, sensitivity=lambda: harm)
-    finally:
-        int8.quantize_encoder = original
+    monkeypatch.setattr(int8, "quantize_encoder", counted)
+    kept, error = int8.quantize_within(source, tmp_path / "int8.onnx", features, reference, max_error=0.001,
+                                       exhaustive_limit=0, sensitivity=lambda: harm)
     assert error <= 0.001
     assert 0 < len(kept) < len(candidates)
     assert len(trials) <= 1 + int8.GUIDED_TRIALS + 1  # int8 everywhere, the guided trials, the final write
@@ -113,9 +110,11 @@ def test_the_guided_int8_search_meets_the_bound_in_a_few_trials(tmp_path):
 
 
 def test_guided_exclusion_gives_up_to_all_float32_when_the_bound_is_never_met():
+    from lite_whisper.deploy.int8 import guided_exclusion
+
     candidates = {"a": 10, "b": 10, "c": 10}
-    excluded = __import__("lite_whisper.deploy.int8", fromlist=["guided_exclusion"]).guided_exclusion(
-        candidates, {"a": 1.0, "b": 0.5, "c": 0.1}, everything=1.0, max_error=0.01, trial=lambda names: 0.5, trials=2)
+    excluded = guided_exclusion(candidates, {"a": 1.0, "b": 0.5, "c": 0.1}, everything=1.0, max_error=0.01,
+                                trial=lambda names: 0.5, trials=2)
     assert sorted(excluded) == ["a", "b", "c"]
 
 

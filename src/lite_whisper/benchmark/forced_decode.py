@@ -26,11 +26,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from transformers import GenerationConfig
 
+from lite_whisper.benchmark.end_to_end import EncoderTimed
 from lite_whisper.data.audio import SAMPLE_RATE, WINDOW_SECONDS
 from lite_whisper.memory import peak_rss_mb
 from lite_whisper.runtime.exported import ExportedWhisper, pipeline_limits
@@ -83,9 +85,9 @@ def run_contender(contender: Contender, windows: list[np.ndarray], tokens: int, 
     """Time one contender on `windows` in this process (see the module's docstring)."""
     runner = {"export": _export_runner, "faster-whisper": _faster_whisper_runner,
               "faster-whisper-batched": _faster_whisper_runner}[contender.kind]
-    transcribe, encoder_seconds, encoder_kind, weights = runner(contender, tokens, threads)
+    transcribe, timed, encoder_kind, weights = runner(contender, tokens, threads)
     transcribe(windows[:1])  # warm-up
-    encoder_seconds[0] = 0.0
+    timed.seconds = 0.0
     start = time.perf_counter()
     counts = transcribe(windows)
     wall = time.perf_counter() - start
@@ -93,50 +95,39 @@ def run_contender(contender: Contender, windows: list[np.ndarray], tokens: int, 
     return ForcedResult(
         name=contender.name, kind=contender.kind, folder=contender.folder, batch=contender.batch, encoder=encoder_kind,
         windows=len(windows), tokens_per_window=tokens, audio_seconds=audio, wall_seconds=round(wall, 3),
-        rtfx=round(audio / wall, 3), encoder_seconds=round(encoder_seconds[0], 3),
-        encoder_ms_per_window=round(1000 * encoder_seconds[0] / len(windows), 1),
-        decoder_ms_per_token=round(1000 * (wall - encoder_seconds[0]) / max(sum(counts), 1), 2),
+        rtfx=round(audio / wall, 3), encoder_seconds=round(timed.seconds, 3),
+        encoder_ms_per_window=round(1000 * timed.seconds / len(windows), 1),
+        decoder_ms_per_token=round(1000 * (wall - timed.seconds) / max(sum(counts), 1), 2),
         peak_rss_mb=round(peak_rss_mb()), weight_mb=round(weights / 2**20, 1), token_counts=counts)
 
 
 def _export_runner(contender: Contender, tokens: int, threads: int | None):
     engine = ExportedWhisper(contender.folder, encoder=contender.encoder, threads=threads)
+    timed = EncoderTimed(engine)
     options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
-    seconds = [0.0]
 
     def transcribe(windows: list[np.ndarray]) -> list[int]:
         counts = []
         for first in range(0, len(windows), contender.batch):
-            features = engine.features(windows[first:first + contender.batch])
-            start = time.perf_counter()
-            encoded = engine.encode(features)
-            seconds[0] += time.perf_counter() - start
+            encoded = timed.encode(engine.features(windows[first:first + contender.batch]))
             counts += [len(window.tokens) for window in engine.decode(encoded, options)]
         return counts
 
     files = [engine.encoder.path] if hasattr(engine.encoder, "path") else []
-    return transcribe, seconds, engine.encoder_kind, _bytes(files, Path(contender.folder) / "decoder" / "model.bin")
+    return transcribe, timed, engine.encoder_kind, _bytes(files, Path(contender.folder) / "decoder" / "model.bin")
 
 
 def _faster_whisper_runner(contender: Contender, tokens: int, threads: int | None):
     model = WhisperModel(contender.folder, device="cpu", compute_type="int8", cpu_threads=threads or 0)
-    seconds = [0.0]
-    encode = model.encode
-
-    def timed_encode(features):
-        start = time.perf_counter()
-        encoded = encode(features)
-        seconds[0] += time.perf_counter() - start
-        return encoded
-
-    model.encode = timed_encode  # both pipelines encode through the model's encode
+    timed = EncoderTimed(SimpleNamespace(encode=model.encode))
+    model.encode = timed.encode  # both pipelines encode through the model's encode
     generation = GenerationConfig(is_multilingual=model.model.is_multilingual,
                                   eos_token_id=model.hf_tokenizer.token_to_id("<|endoftext|>"),
                                   no_timestamps_token_id=model.hf_tokenizer.token_to_id("<|notimestamps|>"))
     options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
     settings = dict(language="en" if model.model.is_multilingual else None, beam_size=1, temperature=[0.0],
                     without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                    **pipeline_limits(generation, options, True))
+                    **pipeline_limits(generation, options))
 
     def transcribe(windows: list[np.ndarray]) -> list[int]:
         if contender.kind == "faster-whisper":
@@ -147,7 +138,7 @@ def _faster_whisper_runner(contender: Contender, tokens: int, threads: int | Non
                                                                       clip_timestamps=clips, **settings)
         return [len(s.tokens) for s in segments]
 
-    return transcribe, seconds, "ctranslate2 int8", _bytes([], Path(contender.folder) / "model.bin")
+    return transcribe, timed, "ctranslate2 int8", _bytes([], Path(contender.folder) / "model.bin")
 
 
 def _bytes(encoder_files: list[Path], decoder_file: Path) -> int:

@@ -22,12 +22,6 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 
 
-def has_external_data(path: str | Path) -> bool:
-    """Whether the ONNX file at `path` keeps any tensor in an external data file."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
-
-
 def int8_candidates(source: str | Path) -> dict[str, int]:
     """The MatMul nodes with constant 2-D weights, in graph order, with their weight sizes (MACs per
     row of input): what int8 quantisation can take, and what leaving each in float32 costs."""
@@ -63,10 +57,13 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
         trial = Path(scratch) / "trial.onnx"
         last: dict = {}  # the trial on disk: its float32 set, what quantize_encoder kept, its error
 
+        def measure(path: Path) -> float:  # the encoder's relative output error on `features`
+            return float(np.linalg.norm(OnnxEncoder(path)(features) - reference) / np.linalg.norm(reference))
+
         def error(quantised: set[str]) -> float:
             excluded = [name for name in candidates if name not in quantised]
             kept = quantize_encoder(source, trial, min_inner, exclude=excluded)
-            measured = float(np.linalg.norm(OnnxEncoder(trial)(features) - reference) / np.linalg.norm(reference))
+            measured = measure(trial)
             last.update(excluded=set(excluded), kept=kept, error=measured)
             return measured
 
@@ -102,7 +99,7 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
             kept, final = last["kept"], last["error"]
         else:
             kept = quantize_encoder(source, target, min_inner, exclude=excluded)
-            final = float(np.linalg.norm(OnnxEncoder(target)(features) - reference) / np.linalg.norm(reference))
+            final = measure(target)
     quantised = sum(name not in kept for name in candidates)
     float_share = sum(candidates[name] for name in kept if name in candidates) / sum(candidates.values())
     log(f"int8: {quantised} of {len(candidates)} MatMuls quantised ({float_share:.0%} of the MatMul weights left "
@@ -186,7 +183,8 @@ def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0,
     try:
         quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
                          reduce_range=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
-                         use_external_data_format=has_external_data(source))
+                         use_external_data_format=any(init.data_location == onnx.TensorProto.EXTERNAL
+                                                      for init in graph.initializer))
     finally:
         logging.disable(previous)
     return excluded

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lite_whisper.lowrank.cost import encoder_of
+from lite_whisper.lowrank.cost import encoder_of, weight_bytes
 from lite_whisper.runtime.cpu_route import plain_modules
 from lite_whisper.runtime.onnx_encoder import INPUT_NAME, OUTPUT_NAME
 
@@ -140,10 +140,6 @@ def _fused_attention(encoder: nn.Module):
     finally:
         for layer, original in zip(encoder.layers, originals):
             layer.self_attn = original
-
-
-def weight_bytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> Path:

@@ -119,16 +119,7 @@ def random_model(
     every encoder layer have rank `fraction_rank(d_in, d_out, rank_fraction)`.
     The decoder is left on the meta device: parameters countable, no memory, not runnable.
     """
-    config = whisper_config(arch)
-    if rank_fraction is not None:
-        ranks = layer_ranks(config, rank_fraction)
-        config = LiteWhisperConfig.from_whisper(config, [dict(ranks) for _ in range(config.encoder_layers)])
-        model_class = LiteWhisperForConditionalGeneration
-    else:
-        model_class = WhisperForConditionalGeneration
-    config._attn_implementation = attn_implementation
-    with torch.device("meta"):
-        model = model_class(config)
+    model = _meta_model(arch, rank_fraction, attn_implementation)
     encoder = model.model.encoder
     encoder.to_empty(device="cpu")
     encoder.to(dtype)
@@ -137,8 +128,25 @@ def random_model(
     with torch.no_grad():
         encoder.embed_positions.weight.copy_(_sinusoids(*encoder.embed_positions.weight.shape).to(dtype))
     encoder.to(device)
-    model.config.name_or_path = f"random:{arch}" + ("" if rank_fraction is None else f"@{rank_fraction:g}")
     return model.eval()
+
+
+def _meta_model(arch: str, rank_fraction: float | None, attn_implementation: str = "sdpa", **shape):
+    """The model of `arch` (WhisperConfig fields changed by `shape`) on the meta device: dense for `rank_fraction`
+    None, else lite-whisper with every encoder linear at that fraction of its break-even rank; named random:ARCH[@F]."""
+    config = whisper_config(arch)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    model_class = WhisperForConditionalGeneration
+    if rank_fraction is not None:
+        ranks = layer_ranks(config, rank_fraction)
+        config = LiteWhisperConfig.from_whisper(config, [dict(ranks) for _ in range(config.encoder_layers)])
+        model_class = LiteWhisperForConditionalGeneration
+    config._attn_implementation = attn_implementation
+    with torch.device("meta"):
+        model = model_class(config)
+    model.config.name_or_path = f"random:{arch}" + ("" if rank_fraction is None else f"@{rank_fraction:g}")
+    return model
 
 
 def _sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
@@ -157,25 +165,15 @@ def random_whisper(arch: str, rank_fraction: float | None = None, *, seed: int =
     it for time and memory only. `shape`: WhisperConfig fields to change (a miniature of a layout in
     tests: `d_model=256, encoder_layers=4`).
     """
-    config = whisper_config(arch)
-    for key, value in shape.items():
-        setattr(config, key, value)
-    if rank_fraction is not None:
-        ranks = layer_ranks(config, rank_fraction)
-        config = LiteWhisperConfig.from_whisper(config, [dict(ranks) for _ in range(config.encoder_layers)])
-    model_class = LiteWhisperForConditionalGeneration if rank_fraction is not None else WhisperForConditionalGeneration
-    config._attn_implementation = "sdpa"
-    with torch.device("meta"):
-        model = model_class(config)
+    model = _meta_model(arch, rank_fraction, **shape)
     model.to_empty(device="cpu")
     init_random_(model, seed=seed)
     with torch.no_grad():
         encoder = model.model.encoder
         encoder.embed_positions.weight.copy_(_sinusoids(*encoder.embed_positions.weight.shape))
     model.tie_weights()
-    processor = random_processor(config)
-    model.generation_config = generation_config(config, processor.tokenizer, {})
-    model.config.name_or_path = f"random:{arch}" + ("" if rank_fraction is None else f"@{rank_fraction:g}")
+    processor = random_processor(model.config)
+    model.generation_config = generation_config(model.config, processor.tokenizer, {})
     return model.eval(), processor
 
 

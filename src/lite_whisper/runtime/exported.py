@@ -117,8 +117,7 @@ class ExportedWhisper:
             samples, language=options.language if is_multilingual(self.generation_config) else None,
             task=options.task, beam_size=options.beam_size, temperature=list(options.temperatures),
             best_of=options.best_of, without_timestamps=self.pipeline_without_timestamps(options),
-            condition_on_previous_text=False,
-            **pipeline_limits(self.generation_config, options, self.pipeline_without_timestamps(options)),
+            condition_on_previous_text=False, **pipeline_limits(self.generation_config, options),
             initial_prompt=options.prompt.strip() if options.prompt and options.prompt.strip() else None)
         parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
@@ -130,16 +129,17 @@ def suppressed_tokens(generation_config, options: DecodingOptions) -> list[int]:
     return [-1] + (forced_suppression(generation_config) if options.forced_tokens else [])
 
 
-def pipeline_limits(generation_config, options: DecodingOptions, without_timestamps: bool) -> dict:
+def pipeline_limits(generation_config, options: DecodingOptions) -> dict:
     """faster-whisper `transcribe()`'s length, fallback and silence settings for `options`.
 
-    With forced tokens: end of text suppressed, every threshold off, and `max_new_tokens` such that
-    CTranslate2 decodes exactly that many (faster-whisper asks for max_length = prompt + max_new_tokens,
-    of which CTranslate2 decodes at most half: 2 x forced - prompt gives `forced`; the prompt is
-    <|startoftranscript|>, language and task on multilingual models, <|notimestamps|> without timestamps).
+    With forced tokens (always decoded without timestamps): `forced_suppression`'s tokens suppressed,
+    every threshold off, and `max_new_tokens` such that CTranslate2 decodes exactly that many
+    (faster-whisper asks for max_length = prompt + max_new_tokens, of which CTranslate2 decodes at most
+    half: 2 x forced - prompt gives `forced`; faster-whisper's prompt is <|startoftranscript|>, language
+    and task on multilingual models, and <|notimestamps|>).
     """
     if options.forced_tokens:
-        prompt = 1 + 2 * is_multilingual(generation_config) + without_timestamps
+        prompt = 2 + 2 * is_multilingual(generation_config)
         return {"max_new_tokens": max(options.forced_tokens, 2 * options.forced_tokens - prompt),
                 "suppress_tokens": suppressed_tokens(generation_config, options),
                 "compression_ratio_threshold": None, "log_prob_threshold": None, "no_speech_threshold": None}
