@@ -83,7 +83,7 @@ def test_chunked_and_merged_moments_equal_whole():
 
     chunked = Moments.zeros(12)
     for piece in x.split(137):
-        chunked.update(piece, chunk_rows=50)
+        chunked.update(piece)
     assert_moments_close(chunked, whole)
 
     first, second = Moments.zeros(12), Moments.zeros(12)
@@ -319,7 +319,60 @@ def test_wide_activations_get_the_full_symmetric_matrix_from_triangular_blocks(d
     x = torch.randn(2, 300, dim, generator=generator) * torch.logspace(0, -1, dim) + 1.0
     moments = Moments.zeros(dim)
     moments.update(x)
-    moments.update(x[:1])  # a second update mirrors again
+    moments.update(x[:1])
+    assert moments.lower_stale == (dim >= 512)  # only the upper blocks so far
     reference = moments_of(torch.cat([x, x[:1]]))
+    moments.symmetrize()  # mirrored once, when read
     assert float((moments.outer - moments.outer.T).abs().max() / moments.outer.abs().max()) < 1e-12
     assert_moments_close(moments, reference, rtol=1e-6)  # the blocks below the diagonal are there too
+
+
+# --- batched products, their precision, and what the statistics record ----------------------------
+
+
+def test_a_float_mask_with_host_row_counts_gives_the_masked_rows_moments():
+    """Padding masked by multiplication (0/1 weights) and rows counted by the caller: the moments of exactly the
+    selected rows, each clip centred on its own mean (float32 activations, float32 products)."""
+    x = anisotropic(3 * 200, 48, seed=11).reshape(3, 200, 48)
+    lengths = [200, 57, 1]
+    mask = (torch.arange(200) < torch.tensor(lengths)[:, None]).float()
+    moments = Moments.zeros(48)
+    moments.update(x, mask, rows=sum(lengths))
+    reference = moments_of(torch.cat([clip[:n] for clip, n in zip(x, lengths)]).double())
+    assert_moments_close(moments, reference, rtol=2e-6)
+
+
+def test_round_to_tf32_keeps_ten_mantissa_bits_rounding_to_nearest_even():
+    from lite_whisper.calibration.moments import round_to_tf32
+
+    ulp = 2.0 ** -10  # TF32's spacing at 1.0
+    values = torch.tensor([1.0, 1.0 + ulp / 4, 1.0 + ulp / 2, 1.0 + 3 * ulp / 2, 1.0 + 0.75 * ulp, -3.0 - ulp / 4])
+    expected = torch.tensor([1.0, 1.0, 1.0, 1.0 + 2 * ulp, 1.0 + ulp, -3.0])  # ties go to the even neighbour
+    assert torch.equal(round_to_tf32(values), expected)
+    x = torch.randn(1000)
+    assert float(((round_to_tf32(x) - x).abs() / x.abs()).max()) <= 2.0 ** -11
+
+
+@pytest.mark.parametrize("products, bound", [("tf32", 2e-3), ("bfloat16", 1.5e-2)])
+def test_reduced_precision_products_stay_close_to_float32(products, bound):
+    """TF32 and bfloat16 products (emulated on the CPU) with float64 sums: close to float32, and really rounded."""
+    x = anisotropic(4 * 300, 40, seed=12).reshape(4, 300, 40)
+    exact, reduced = Moments.zeros(40), Moments.zeros(40)
+    exact.update(x)
+    reduced.update(x, products=products)
+    error = float((reduced.covariance() - exact.covariance()).norm() / exact.covariance().norm())
+    assert 1e-6 < error < bound, error
+    with pytest.raises(ValueError, match="unknown product precision"):
+        exact.update(x, products="float8")
+
+
+def test_statistics_record_how_they_were_computed(tmp_path):
+    model = tiny_whisper_model(seed=0)
+    batches = calibration_batches([[1500, 300]])
+    statistics = collect_statistics(model, batches, exclude_padding=True, progress=False, products="tf32")
+    assert statistics.precision == {"encoder": "float32", "tf32": False, "products": "tf32", "sums": "float64"}
+    assert not any(m.lower_stale for m in statistics.moments.values())  # mirrored once at the end
+    path = tmp_path / "stats.safetensors"
+    statistics.save(path)
+    assert CalibrationStatistics.load(path).precision == statistics.precision
+    assert torch.backends.cudnn.allow_tf32  # the default, restored after the float32 pass

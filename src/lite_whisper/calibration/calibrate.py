@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from lite_whisper.calibration.moments import Moments
+from lite_whisper.calibration.moments import PRODUCT_PRECISIONS, Moments, float32_without_tf32
 from lite_whisper.calibration.reduce import all_reduce_statistics
 from lite_whisper.calibration.statistics import SITES, CalibrationStatistics, ModelSignature
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
@@ -35,12 +35,13 @@ def calibrate(
     model_name: str = "",
     ranks: Ranks = SINGLE,
     compute_dtype: torch.dtype | None = None,
+    products: str = "float32",
 ) -> CalibrationStatistics:
     """Stream the output statistics of every target linear over a calibration dataset.
 
     Under torch.distributed (`ranks`), each rank reads every world_size-th clip and the sums
     are all-reduced: every rank returns the statistics of the whole dataset. `compute_dtype`
-    (float16/bfloat16): see `collect_statistics`.
+    (float16/bfloat16) and `products`: see `collect_statistics`.
     """
     dataset = data if isinstance(data, SpeechDataset) else load_dataset(data, limit=limit)
     if ranks.distributed:
@@ -49,7 +50,7 @@ def calibrate(
     batches = feature_batches(dataset, processor, batch_size, model.device, model.dtype, skipped)
     statistics = collect_statistics(
         model, batches, exclude_padding=exclude_padding, progress=progress and ranks.main,
-        total_clips=dataset.size, model_name=model_name, compute_dtype=compute_dtype,
+        total_clips=dataset.size, model_name=model_name, compute_dtype=compute_dtype, products=products,
     )
     all_reduce_statistics(statistics, ranks)
     if statistics.calibration_clips == 0:
@@ -67,6 +68,7 @@ def collect_statistics(
     total_clips: int | None = None,
     model_name: str = "",
     compute_dtype: torch.dtype | None = None,
+    products: str = "float32",
 ) -> CalibrationStatistics:
     """Run only the encoder of `model` over `batches` and stream the moments of every target.
 
@@ -76,23 +78,35 @@ def collect_statistics(
     1500 rows of every clip count, as in the paper; with `exclude_padding` only the
     first n_frames rows of each clip do. Memory does not grow with the number of clips.
     With `compute_dtype` float16 or bfloat16 the encoder runs under autocast (weights stay as
-    they are; a GPU's fast path); the moments are float64 all the same.
+    they are; a GPU's fast path); the moments are float64 all the same. A float32 encoder runs
+    with TF32 off (cuDNN turns it on for convolutions by default). `products`: the precision of
+    each batch's products (`moments.PRODUCT_PRECISIONS`); the statistics record all three.
+
+    Nothing in the loop waits for a GPU: frame counts stay on the host, padding is masked by
+    multiplication, each hook adds its batch with one batched product (`Moments.update`).
     """
     encoder = encoder_of(model)
+    parameter = next(encoder.parameters())
+    mixed = compute_dtype not in (None, parameter.dtype)
+    encoder_dtype = compute_dtype if mixed else parameter.dtype
     statistics = CalibrationStatistics(
-        signature=ModelSignature.of(model, model_name), exclude_padding=exclude_padding
+        signature=ModelSignature.of(model, model_name), exclude_padding=exclude_padding,
+        precision={"encoder": str(encoder_dtype).removeprefix("torch."), "tf32": False,
+                   "products": products, "sums": "float64"},
     )
-    row_mask: Tensor | None = None  # rows that count in the current batch; read by the hooks
+    if products not in PRODUCT_PRECISIONS:
+        raise ValueError(f"unknown product precision {products!r}; choose one of {', '.join(PRODUCT_PRECISIONS)}")
+    batch = {"mask": None, "rows": None}  # the current batch's row mask and row count; read by the hooks
 
     def record_input(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
         def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            moments.update(args[0], row_mask)
+            moments.update(args[0], batch["mask"], batch["rows"], products)
 
         return hook
 
     def record_output(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            moments.update(output, row_mask)
+            moments.update(output, batch["mask"], batch["rows"], products)
 
         return hook
 
@@ -111,23 +125,27 @@ def collect_statistics(
                     handles.append(linear.register_forward_hook(record_output(moments)))
 
         encoder.eval()  # dropout would distort the statistics
-        parameter = next(encoder.parameters())
-        mixed = compute_dtype not in (None, parameter.dtype)
 
-        def autocast():
-            return torch.autocast(parameter.device.type, dtype=compute_dtype) if mixed else contextlib.nullcontext()
+        def precision():
+            if mixed:
+                return torch.autocast(parameter.device.type, dtype=compute_dtype)
+            return float32_without_tf32() if parameter.dtype == torch.float32 else contextlib.nullcontext()
         with ProgressBar(total=total_clips, unit="clip", desc="calibrating", disable=not progress) as bar:
             for input_features, n_frames in batches:
+                n_frames = n_frames.cpu()  # host numbers: counting on the device would wait for it
                 encoder_frames = (input_features.shape[-1] + 1) // 2
                 _check_frames(n_frames, input_features.shape[0], encoder_frames)
                 if exclude_padding:
-                    positions = torch.arange(encoder_frames, device=n_frames.device)
-                    row_mask = positions < n_frames[:, None]
-                with torch.inference_mode(), autocast():
-                    encoder(input_features.to(device=parameter.device, dtype=parameter.dtype))
+                    frames = n_frames.to(parameter.device, non_blocking=True)
+                    batch["mask"] = torch.arange(encoder_frames, device=parameter.device) < frames[:, None]
+                    batch["rows"] = int(n_frames.sum())
+                with torch.inference_mode(), precision():
+                    encoder(input_features.to(device=parameter.device, dtype=parameter.dtype, non_blocking=True))
                 statistics.calibration_clips += input_features.shape[0]
                 statistics.calibration_frames += int(n_frames.sum())
                 bar.update(input_features.shape[0])
+        for moments in statistics.moments.values():
+            moments.symmetrize()  # once, after the last batch
     finally:
         for handle in handles:
             handle.remove()

@@ -140,6 +140,9 @@ class CalibrationStatistics:
     calibration_clips: int = 0
     calibration_frames: int = 0
     moments: dict[tuple[int, str, Side], Moments] = field(default_factory=dict)
+    # how the sums were computed: the encoder's dtype, whether TF32 was allowed, the products' and sums'
+    # precision (empty in files written before it was recorded)
+    precision: dict[str, Any] = field(default_factory=dict)
 
     def output_moments(
         self, layer: int, name: str, weight: Tensor | None = None, bias: Tensor | None = None
@@ -217,6 +220,8 @@ class CalibrationStatistics:
             calibration_clips=self.calibration_clips + other.calibration_clips,
             calibration_frames=self.calibration_frames + other.calibration_frames,
             moments={key: moments + other.moments[key] for key, moments in self.moments.items()},
+            precision=self.precision if self.precision == other.precision else {"merged": [self.precision,
+                                                                                           other.precision]},
         )
 
     def digest(self) -> str:
@@ -241,7 +246,7 @@ class CalibrationStatistics:
         for (layer, target, side), moments in self.moments.items():
             prefix = _tensor_prefix(layer, target, side)
             tensors[f"{prefix}.sum"] = moments.sum.detach().cpu().contiguous()
-            tensors[f"{prefix}.outer"] = moments.outer.detach().cpu().contiguous()
+            tensors[f"{prefix}.outer"] = moments.symmetrize().outer.detach().cpu().contiguous()
             sites.append({"layer": layer, "target": target, "side": side, "count": moments.count})
         header = {
             "format": _FORMAT,
@@ -251,6 +256,7 @@ class CalibrationStatistics:
             "calibration_clips": self.calibration_clips,
             "calibration_frames": self.calibration_frames,
             "sites": sites,
+            "precision": self.precision,
         }
         with atomic_file(path) as temporary:
             save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(header)})
@@ -291,6 +297,7 @@ class CalibrationStatistics:
                 calibration_clips=header["calibration_clips"],
                 calibration_frames=header["calibration_frames"],
                 moments=moments,
+                precision=header.get("precision", {}),
             )
         except SafetensorError as error:
             raise ValueError(unreadable.format(error)) from None

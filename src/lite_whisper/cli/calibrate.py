@@ -89,7 +89,8 @@ def run(args) -> int:
             check_dense(model, args.model)
             statistics = calibrate(model, processor, dataset, batch_size=args.batch_size,
                                    exclude_padding=args.exclude_padding, progress=not args.no_progress,
-                                   model_name=args.model, ranks=ranks, compute_dtype=getattr(torch, args.compute_dtype))
+                                   model_name=args.model, ranks=ranks, compute_dtype=getattr(torch, args.compute_dtype),
+                                   products=args.products)
             if ranks.main:
                 statistics.save(args.output)
                 print(f"wrote {args.output}: {statistics.calibration_clips} clips, "

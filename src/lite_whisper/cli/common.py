@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lite_whisper.calibration import PRODUCT_PRECISIONS
 from lite_whisper.runtime.encoders import ENCODER_KINDS
 
 MODEL_HELP = "a short name (tiny.en, base), a Hugging Face or CTranslate2 folder, or a hub id"
@@ -183,6 +184,10 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-dtype", default="float32", choices=DTYPES,
                         help="dtype the encoder computes in while calibrating (float16/bfloat16 under autocast, e.g. "
                         "on a GPU); moments are always accumulated in float64 (default: float32)")
+    parser.add_argument("--products", default="float32", choices=PRODUCT_PRECISIONS,
+                        help="precision of each batch's activation products before the float64 sums: float32 (TF32 "
+                        "off), tf32 or bfloat16 (a GPU's tensor cores; emulated on the CPU, no faster there). "
+                        "docs/RESULTS.md §13 measures their effect on the ranks (default: float32)")
 
 
 # Degraded copies per calibration clip that compress, calibrate and sweep take by default: one copy

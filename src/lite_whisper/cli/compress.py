@@ -146,7 +146,7 @@ def _compress(args, config, calibration, evaluation, stats_files, ranks) -> None
     loaded = load_or_calibrate(model, processor, calibration, stats_files=stats_files, limit=args.limit,
                                batch_size=args.batch_size, exclude_padding=args.exclude_padding,
                                progress=not args.no_progress, model_name=args.model, log=log, ranks=ranks,
-                               compute_dtype=resolve_dtype(args.compute_dtype))
+                               compute_dtype=resolve_dtype(args.compute_dtype), products=args.products)
     def factorise_and_save():  # rank 0 alone
         report = compress_and_save(model, processor, loaded, config, args.output, model_name=args.model,
                                    dtype=resolve_dtype(args.dtype), overwrite=args.overwrite,

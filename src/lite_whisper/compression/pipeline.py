@@ -44,6 +44,7 @@ def load_or_calibrate(
     log: Callable[[str], None] = lambda message: None,
     ranks: Ranks = SINGLE,
     compute_dtype: torch.dtype | None = None,
+    products: str = "float32",
 ) -> LoadedStatistics:
     """Statistics from `stats_files` (all existing: merged) or, if there are none yet, by calibrating.
 
@@ -67,7 +68,7 @@ def load_or_calibrate(
         f"{calibration.description if isinstance(calibration, SpeechDataset) else calibration}")
     statistics = calibrate(model, processor, calibration, limit=limit, batch_size=batch_size,
                            exclude_padding=exclude_padding, progress=progress, model_name=model_name, ranks=ranks,
-                           compute_dtype=compute_dtype)
+                           compute_dtype=compute_dtype, products=products)
     if stats_files and ranks.main:
         statistics.save(stats_files[0])
         log(f"wrote statistics to {stats_files[0]}")

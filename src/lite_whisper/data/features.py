@@ -43,8 +43,10 @@ def feature_batches(dataset: SpeechDataset, processor, batch_size: int, device, 
         if not audio:
             return
         features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        frames = torch.tensor([encoder_frames(len(a)) for a in audio], dtype=torch.long)
-        yield features.to(device=device, dtype=dtype), frames.to(device)
+        frames = torch.tensor([encoder_frames(len(a)) for a in audio], dtype=torch.long)  # stays on the host
+        if torch.device(device).type == "cuda":  # pinned: the copy to the GPU need not wait
+            features = features.pin_memory()
+        yield features.to(device=device, dtype=dtype, non_blocking=True), frames
 
 
 def first_clips_features(dataset: SpeechDataset, processor, clips: int, device="cpu", dtype=torch.float32) -> torch.Tensor | None:
