@@ -108,7 +108,8 @@ def test_benchmark_json_schema(tmp_path, flop_clock):
     result = benchmark(lite, dense, batch_sizes=(1, 2), repeats=2, warmup=1, threads=1, model_name="lite")
     assert isinstance(result, BenchResult)
     data = json.loads(result.save(tmp_path / "bench.json").read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
+    assert data["graphed_results"] == []  # CUDA graphs only on a GPU
     # FLOPs by hand: two fc1/fc2 pairs at rank 16 instead of dense
     saved = LAYERS * (2 * 2 * N * D * FFN - 2 * 2 * N * 16 * (D + FFN))
     dense_flops = CONVS + LAYERS * (DENSE_LINEARS + ATTENTION)

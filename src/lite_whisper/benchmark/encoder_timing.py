@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from collections.abc import Sequence
 
@@ -26,24 +28,61 @@ def synchronize(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def time_encoder(encoder: nn.Module, features: torch.Tensor) -> float:
-    """Milliseconds of one encoder pass."""
-    synchronize(features.device)
-    start = time.perf_counter()
+def time_encoder(encoder, features: torch.Tensor) -> float:
+    """Milliseconds of one encoder pass (a module, or a callable such as `FastEncoder`). On a GPU, CUDA events
+    time the device's work from the first launch to the last kernel's end (host gaps included: an encoder
+    the host cannot feed fast enough is charged for them)."""
+    if features.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(features.device)
+        start.record()
+        encoder(features)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start_time = time.perf_counter()
     encoder(features)
-    synchronize(features.device)
-    return 1000.0 * (time.perf_counter() - start)
+    return 1000.0 * (time.perf_counter() - start_time)
 
 
+@contextlib.contextmanager
+def no_gc():
+    """Python's garbage collector paused (a collection inside a timed pass is noise), restored after."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-def time_interleaved(encoders: Sequence[nn.Module], features: torch.Tensor, repeats: int, warmup: int) -> list[list[float]]:
+
+STABLE_WINDOW = 3  # warm-up ends when the last 3 passes of every encoder agree within STABLE_SPREAD
+STABLE_SPREAD = 0.05
+
+
+def time_interleaved(encoders: Sequence, features: torch.Tensor, repeats: int, warmup: int,
+                     max_warmup: int | None = None) -> list[list[float]]:
     """Milliseconds of `repeats` passes of each encoder, taking turns (A B A B ...) so that load from
-    other processes and frequency drift hit all alike; `warmup` untimed turns first."""
-    for _ in range(warmup):
-        for encoder in encoders:
-            time_encoder(encoder, features)
-    samples: list[list[float]] = [[] for _ in encoders]
-    for _ in range(repeats):
-        for encoder, times in zip(encoders, samples):
-            times.append(time_encoder(encoder, features))
+    other processes and frequency drift hit all alike, with the garbage collector off. Warm-up: at least
+    `warmup` untimed turns, more until every encoder's last 3 passes are within 5% of each other (GPU
+    clocks, autotuning and graph capture settle), at most `max_warmup` (default 4 x warmup + 3)."""
+    limit = max_warmup if max_warmup is not None else 4 * warmup + STABLE_WINDOW
+    with no_gc():
+        recent: list[list[float]] = [[] for _ in encoders]
+        turns = 0
+        while turns < warmup or (turns < limit and warmup > 0 and not all(_stable(times) for times in recent)):
+            for encoder, times in zip(encoders, recent):
+                times.append(time_encoder(encoder, features))
+            turns += 1
+        samples: list[list[float]] = [[] for _ in encoders]
+        for _ in range(repeats):
+            for encoder, times in zip(encoders, samples):
+                times.append(time_encoder(encoder, features))
     return samples
+
+
+def _stable(times: list[float]) -> bool:
+    last = times[-STABLE_WINDOW:]
+    return len(last) == STABLE_WINDOW and (max(last) - min(last)) <= STABLE_SPREAD * min(last)

@@ -28,7 +28,7 @@ from lite_whisper.lowrank.cost import (
     weight_bytes,
 )
 
-SCHEMA_VERSION = 2  # 2: same-kernel baseline and its speedup beside the stock one
+SCHEMA_VERSION = 3  # 2: same-kernel baseline and its speedup beside the stock one; 3: graphed results (GPU)
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,7 @@ class BenchResult:
     peak_rss_bytes: int  # of the whole process (all models, inputs, activations)
     end_to_end: dict[str, EndToEndResult] = field(default_factory=dict)  # "model" / "baseline"
     same_kernels_baseline: ModelInfo | None = None  # None: the baseline already ran on the model's kernels
+    graphed_results: list[BatchResult] = field(default_factory=list)  # on a GPU: both replayed from CUDA graphs
 
     @property
     def flops_speedup(self) -> float | None:
@@ -154,6 +155,7 @@ class BenchResult:
             "model": model.name,
             "baseline": baseline.name if baseline else None,
             "results": [asdict(r) for r in self.results],
+            "graphed_results": [asdict(r) for r in self.graphed_results],
             "model_flops": model.encoder_flops,
             "baseline_flops": baseline.encoder_flops if baseline else None,
             "flops_speedup": self.flops_speedup,
@@ -213,6 +215,16 @@ class BenchResult:
         if baseline is not None:
             lines.append("vs baseline: against the dense model as users run it; vs same kernels: what the "
                          "compression alone buys (FLOP eff. is based on it)")
+        if self.graphed_results:
+            lines.append("")
+            lines.append("replayed from CUDA graphs (one per batch size; host launch overhead removed):")
+            lines.append(f"{'batch':>5}  {'model ms (min-max)':>22}" + (
+                f"  {'baseline ms':>22}  {'vs baseline':>18}  {'FLOP eff.':>9}" if baseline is not None else ""))
+            for r in self.graphed_results:
+                row = f"{r.batch_size:>5}  {_span(r.model_ms):>22}"
+                if r.baseline_ms is not None:
+                    row += f"  {_span(r.baseline_ms):>22}  {_ratio(r.speedup):>18}  {r.flop_efficiency:>9.2f}"
+                lines.append(row)
         if self.end_to_end:
             lines.append("")
             lines.append(f"{'end to end':<10} {'clips':>5} {'audio s':>8} {'wall s':>8} {'RTFx':>6} {'encoder share':>14}")

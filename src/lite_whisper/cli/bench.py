@@ -105,7 +105,7 @@ def add_parser(commands) -> None:
                    "transcribe --help); every one this machine can run is timed alone either way")
     p.add_argument("--output", type=Path, help="write the result as JSON")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float32)")
+    p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float16 on CUDA, else float32)")
     p.set_defaults(run=run)
 
 
@@ -175,7 +175,8 @@ def latency(args) -> int:
     """The encoder of MODEL (or a random model) against its dense baseline; end to end with --data."""
     _model_or_random(args)
     batch_sizes = parse_batch_sizes(args.batch_size)
-    device, dtype = check_device(args.device or "cpu"), args.dtype or "float32"
+    device = check_device(args.device or "cpu")
+    dtype = args.dtype or ("float16" if str(device).startswith("cuda") else "float32")  # a GPU's default
     if args.random_weights is not None:
         if args.rank_fraction is not None and not 0.0 < args.rank_fraction < 1.0:
             raise CLIError(f"--rank-fraction must be between 0 and 1 (exclusive), got {args.rank_fraction}")
@@ -251,7 +252,8 @@ def calibration_cost(args) -> int:
     """Calibration passes of the dense MODEL (or random model) against plain encoder passes."""
     _model_or_random(args)
     batch_sizes = parse_batch_sizes(args.batch_size)
-    device, dtype = check_device(args.device or "cpu"), args.dtype or "float32"
+    device = check_device(args.device or "cpu")
+    dtype = args.dtype or ("float16" if str(device).startswith("cuda") else "float32")  # a GPU's default
 
     allocator_note()
     import torch  # the heavy stack, now that the arguments are known to be good

@@ -18,16 +18,13 @@ from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.export_manifest import read_manifest
+from lite_whisper.runtime.ct2_decoding import CTranslate2Decoding, suppressed_tokens
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel
-from lite_whisper.transcription.policy import decoder_prompt, forced_suppression, is_multilingual, previous_tokens
-from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
-
-# CTranslate2 generates at most min(max_length / 2, max_length - prompt + 1) tokens (OpenAI's 224-token
-# sampling cap, CTranslate2 issue 1856); Whisper's decoder holds 448 positions.
-MAX_LENGTH = 448
+from lite_whisper.transcription.policy import is_multilingual
+from lite_whisper.transcription.types import DecodingOptions, Segment, Transcription
 
 
-class ExportedWhisper:
+class ExportedWhisper(CTranslate2Decoding):
     """An exported folder as an engine.
 
     `encoder`: which encoder runs, 'auto' (default), 'float32', 'int8' or 'bfloat16'
@@ -70,41 +67,8 @@ class ExportedWhisper:
     def take(self, encoded: np.ndarray, indices: Sequence[int]) -> np.ndarray:
         return encoded[list(indices)]
 
-    def decode(self, encoded: np.ndarray, options: DecodingOptions) -> list[Decoded]:
-        prompt = decoder_prompt(self.generation_config, options)
-        if is_multilingual(self.generation_config) and options.language is None:
-            prompt = self._with_detected_language(encoded, prompt)
-        prompt = previous_tokens(self.tokenizer, options) + prompt
-        decoded = []
-        for result in self.generate(encoded, prompt, options):
-            tokens = result.sequences_ids[0]
-            mean_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # faster-whisper's average, EOT counted
-            decoded.append(Decoded(tokens, result.no_speech_prob, mean_logprob))
-        return decoded
-
-    def generate(self, encoded: np.ndarray, prompt: list[int], options: DecodingOptions) -> list:
-        """CTranslate2 generation from encoder states for every clip of the batch (the same prompt; previous text
-        first, if any: CTranslate2 returns only the new tokens)."""
-        states = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
-        # CTranslate2 makes min(max_length / 2, max_length - len(prompt) + 1) new tokens (measured); the prompt and
-        # all of them must fit the decoder's positions
-        wanted = min(options.forced_tokens or options.max_new_tokens or MAX_LENGTH // 2, MAX_LENGTH - len(prompt))
-        max_length = min(MAX_LENGTH, max(2 * wanted, wanted + len(prompt) - 1))
-        sampling = {}
-        if options.temperature > 0:  # one sample from the whole distribution at that temperature
-            ctranslate2.set_random_seed(options.seed)
-            sampling = {"sampling_temperature": options.temperature, "sampling_topk": 0}
-        return self.decoder.generate(states, [prompt] * encoded.shape[0],
-                                     beam_size=1 if sampling else options.beam_size,
-                                     max_length=max_length, return_scores=True, return_no_speech_prob=True,
-                                     suppress_blank=True, suppress_tokens=suppressed_tokens(self.generation_config, options),
-                                     **sampling)
-
-    def _with_detected_language(self, encoded: np.ndarray, prompt: list[int]) -> list[int]:
-        """Multilingual models without a language: detect it from the first clip (the batch shares a prompt)."""
-        detected = self.decoder.detect_language(ctranslate2.StorageView.from_array(encoded[:1]))[0][0][0]
-        language = self.generation_config.lang_to_id.get(detected)
-        return prompt[:1] + [language] + prompt[1:] if language is not None else prompt
+    def storage(self, encoded: np.ndarray) -> ctranslate2.StorageView:
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded, dtype=np.float32))
 
     def pipeline_without_timestamps(self, options: DecodingOptions) -> bool:
         """Whether faster-whisper's pipeline decodes without timestamp tokens: only with forced tokens (long
@@ -122,11 +86,6 @@ class ExportedWhisper:
         parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])
-
-
-def suppressed_tokens(generation_config, options: DecodingOptions) -> list[int]:
-    """CTranslate2's `suppress_tokens`: Whisper's set (-1), and `forced_suppression`'s when tokens are forced."""
-    return [-1] + (forced_suppression(generation_config) if options.forced_tokens else [])
 
 
 def pipeline_limits(generation_config, options: DecodingOptions) -> dict:
