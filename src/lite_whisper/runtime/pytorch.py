@@ -9,6 +9,7 @@ the CPU in float32 is put on lite-whisper's fast CPU route when the engine is ma
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +18,9 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from lite_whisper.data.audio import SAMPLE_RATE
-from lite_whisper.lowrank.cost import encoder_of, has_low_rank
+from lite_whisper.lowrank.cost import has_low_rank
 from lite_whisper.runtime.cpu_route import apply_cpu_route
+from lite_whisper.runtime.fast_encoder import FastEncoder
 from lite_whisper.transcription.policy import (
     decoder_prompt,
     forced_suppression,
@@ -27,6 +29,9 @@ from lite_whisper.transcription.policy import (
     to_transcription,
 )
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Transcription
+
+
+DECODER_MODES = ("eager", "compiled")
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,29 @@ class Encoded:
 
 
 class PyTorchEngine:
-    """`model` (a transformers Whisper model) with its `processor`, as an engine."""
+    """`model` (a transformers Whisper model) with its `processor`, as an engine.
+
+    `encoder_mode` (`fast_encoder.ENCODER_MODES`): auto replays the encoder from CUDA graphs on a GPU
+    (eager passes are launch-bound there) and runs it eagerly elsewhere. `decoder_mode` "compiled":
+    greedy decoding from the encoder's states runs transformers' static cache and a torch.compile'd
+    forward ("reduce-overhead" on CUDA: the decode step replayed from CUDA graphs), compiled once per
+    batch size; "eager" (default): transformers as it is."""
 
     batched_timestamps = True
 
-    def __init__(self, model, processor, name: str | None = None):
+    def __init__(self, model, processor, name: str | None = None, encoder_mode: str = "auto",
+                 decoder_mode: str = "eager"):
         self.model, self.processor = model, processor
         self.tokenizer = processor.tokenizer
         self.generation_config = model.generation_config
         self.name = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
         self.no_speech_id = no_speech_token(self.tokenizer)
         prepare_for_inference(model)
+        self.encoder = FastEncoder(model, encoder_mode)
+        if decoder_mode not in DECODER_MODES:
+            raise ValueError(f"unknown decoder mode {decoder_mode!r}; choose one of {', '.join(DECODER_MODES)}")
+        self.decoder_mode = decoder_mode
+        self._compiled_forward = None
 
     def __repr__(self) -> str:
         return f"PyTorchEngine({self.name!r}, {self.device}, {self.model.dtype})"
@@ -68,7 +85,7 @@ class PyTorchEngine:
 
     @torch.inference_mode()
     def encode(self, features: torch.Tensor) -> Encoded:
-        return Encoded(features, encoder_of(self.model)(features).last_hidden_state)
+        return Encoded(features, self.encoder(features))
 
     def take(self, encoded: Encoded, indices: Sequence[int]) -> Encoded:
         index = torch.as_tensor(list(indices), dtype=torch.long, device=encoded.states.device)
@@ -84,8 +101,9 @@ class PyTorchEngine:
                 # encoder runs a second time inside generate: the price of the no-speech rule and the fallback)
                 tokens = self.model.generate(encoded.features, **kwargs)
             else:
-                tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
-                                             **kwargs)
+                with self._decoder_forward(kwargs):
+                    tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
+                                                 **kwargs)
         # transformers' sampled decoding of a batch can return over 448 tokens (windows stitched after a
         # clip ends); Whisper's decoder holds 448 positions, prompt included: nothing beyond is a transcript
         head = previous_tokens(self.tokenizer, options) + decoder_prompt(self.generation_config, options)
@@ -97,6 +115,23 @@ class PyTorchEngine:
                                                 self.tokenizer)
         return [Decoded(sequence.tolist(), p, m)
                 for sequence, p, m in zip(tokens, no_speech.tolist(), mean_logprob.tolist())]
+
+    @contextlib.contextmanager
+    def _decoder_forward(self, kwargs: dict):
+        """With decoder_mode "compiled" and greedy decoding: the static cache and the compiled forward, for this
+        generate call only (the model stays as it was for everything else)."""
+        if self.decoder_mode != "compiled" or kwargs.get("num_beams", 1) != 1:
+            yield
+            return
+        if self._compiled_forward is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled_forward = torch.compile(self.model.forward, mode=mode)
+        kwargs["cache_implementation"] = "static"
+        self.model.forward = self._compiled_forward
+        try:
+            yield
+        finally:
+            del self.model.forward  # the class's own forward again
 
     @torch.inference_mode()
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:

@@ -1,0 +1,191 @@
+"""End to end under the Open ASR Leaderboard's rules: the same clips through several engines, batch by batch.
+
+The leaderboard times feature extraction + generation + detokenisation (not audio loading),
+warms up on 10 batches, runs the largest batch that fits, scores corpus WER, and reports
+RTFx = audio seconds / inference seconds. So does this, for each contender and batch size:
+
+  engine                   any lite-whisper engine (the hybrid GPU engine, PyTorch, an export) through
+                           the engine protocol: features -> encode -> decode (fallback as set) -> text
+  faster-whisper-batched   a CTranslate2 folder through faster-whisper's BatchedInferencePipeline,
+                           each clip given as its own segment (float16 on a GPU, as users run it)
+
+With `forced_tokens` (random weights, whose text means nothing) every clip decodes exactly that many
+tokens with end-of-text suppressed, the counts are checked, and no WER is given. A batch size that
+runs out of GPU memory is reported as such and the next one runs. Each contender's engine is made
+by a factory just before it runs and dropped after, so GPU memory holds one at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.evaluation.wer import normalize, word_errors
+from lite_whisper.transcription.engine import decode_with_fallback, window_transcription
+from lite_whisper.transcription.types import DecodingOptions
+
+WARMUP_BATCHES = 10  # the leaderboard's
+
+
+@dataclass
+class LeaderboardRun:
+    contender: str
+    batch_size: int
+    clips: int = 0
+    audio_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    rtfx: float | None = None
+    wer: float | None = None  # corpus WER, %; None with forced tokens
+    tokens_per_clip: list[int] = field(default_factory=list)  # forced tokens: all must equal N
+    batch_seconds_median: float | None = None
+    peak_gpu_memory_gb: float | None = None
+    error: str | None = None  # "out of memory", or why the contender could not run
+
+
+class Runner:
+    """What a contender must offer: `transcribe(batch of audio arrays) -> (texts, token counts)` and `synchronize()`."""
+
+    def transcribe(self, audio: Sequence[np.ndarray]) -> tuple[list[str], list[int]]:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+class EngineRunner(Runner):
+    """A lite-whisper engine through the engine protocol (the silence rule and fallback as `options` say)."""
+
+    def __init__(self, engine, options: DecodingOptions):
+        self.engine, self.options = engine, options
+
+    def transcribe(self, audio):
+        engine = self.engine
+        decoded = decode_with_fallback(engine, engine.encode(engine.features(list(audio))), self.options)
+        texts = [window_transcription(engine, "", samples, window, self.options).text
+                 for samples, window in zip(audio, decoded)]
+        return texts, [len(window.tokens) for window in decoded]
+
+
+class FasterWhisperRunner(Runner):
+    """faster-whisper's BatchedInferencePipeline on a CTranslate2 folder; every clip its own segment."""
+
+    def __init__(self, folder: str, *, device: str, compute_type: str, options: DecodingOptions,
+                 generation_config, batch_size: int):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        from lite_whisper.runtime.exported import pipeline_limits
+
+        self.model = WhisperModel(folder, device=device, compute_type=compute_type)
+        self.pipeline = BatchedInferencePipeline(model=self.model)
+        self.batch_size = batch_size
+        multilingual = self.model.model.is_multilingual
+        self.settings = dict(language=(options.language or "en") if multilingual else None, beam_size=options.beam_size,
+                             temperature=list(options.temperatures), without_timestamps=True,
+                             condition_on_previous_text=False, vad_filter=False,
+                             **pipeline_limits(generation_config, options))
+
+    def transcribe(self, audio):
+        joined = np.concatenate([np.asarray(a, dtype=np.float32) for a in audio])
+        edges = np.cumsum([0] + [len(a) for a in audio]) / SAMPLE_RATE
+        clips = [{"start": float(start), "end": float(end)} for start, end in zip(edges, edges[1:])]
+        segments = list(self.pipeline.transcribe(joined, batch_size=self.batch_size, clip_timestamps=clips,
+                                                 **self.settings)[0])
+        return [segment.text.strip() for segment in segments], [len(segment.tokens) for segment in segments]
+
+
+def run_leaderboard(contenders: Sequence[tuple[str, Callable[[int], Runner]]], clips: Sequence[np.ndarray],
+                    references: Sequence[str] | None, batch_sizes: Sequence[int], *, forced_tokens: int | None = None,
+                    warmup_batches: int = WARMUP_BATCHES, max_batches: int | None = None,
+                    log: Callable[[str], None] = lambda message: None) -> list[LeaderboardRun]:
+    """Every contender (`(name, factory(batch_size) -> Runner)`) at every batch size over `clips` (the first
+    `max_batches` x batch size of them when given: small batches need fewer clips for a steady figure)."""
+    if not clips:
+        raise ValueError("no clips to transcribe")
+    runs = []
+    for name, factory in contenders:
+        for batch_size in batch_sizes:
+            count = len(clips) if max_batches is None else min(len(clips), batch_size * max_batches)
+            timed, timed_references = clips[:count], None if references is None else references[:count]
+            audio_seconds = sum(len(clip) for clip in timed) / SAMPLE_RATE
+            run = LeaderboardRun(name, batch_size)
+            runs.append(run)
+            runner = None
+            try:
+                runner = factory(batch_size)
+                _time_contender(runner, run, timed, timed_references, batch_size, forced_tokens, warmup_batches,
+                                audio_seconds)
+                log(f"{name} batch {batch_size}: RTFx {run.rtfx:.1f}"
+                    + (f", WER {run.wer:.2f}%" if run.wer is not None else ""))
+            except torch.cuda.OutOfMemoryError:
+                run.error = "out of memory"
+                log(f"{name} batch {batch_size}: out of GPU memory")
+            except Exception as error:  # noqa: BLE001 (one contender failing must not lose the others' results)
+                if "out of memory" in str(error).lower():
+                    run.error = "out of memory"
+                else:
+                    run.error = f"{type(error).__name__}: {error}"[:500]
+                log(f"{name} batch {batch_size}: {run.error}")
+            finally:
+                del runner
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+    return runs
+
+
+def _time_contender(runner: Runner, run: LeaderboardRun, clips, references, batch_size: int,
+                    forced_tokens: int | None, warmup_batches: int, audio_seconds: float) -> None:
+    batches = [list(clips[first:first + batch_size]) for first in range(0, len(clips), batch_size)]
+    for index in range(warmup_batches):  # the leaderboard's warm-up, cycling over the batches
+        runner.transcribe(batches[index % len(batches)])
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    texts, counts, seconds = [], [], []
+    runner.synchronize()
+    for batch in batches:
+        start = time.perf_counter()
+        batch_texts, batch_counts = runner.transcribe(batch)  # features, generation, detokenisation
+        runner.synchronize()
+        seconds.append(time.perf_counter() - start)
+        texts += batch_texts
+        counts += batch_counts
+    if len(texts) != len(clips):
+        raise RuntimeError(f"{len(texts)} transcripts for {len(clips)} clips")
+    if forced_tokens is not None and any(count != forced_tokens for count in counts):
+        raise RuntimeError(f"forced decoding made {sorted(set(counts))} tokens per clip, not {forced_tokens}")
+    run.clips, run.audio_seconds = len(clips), round(audio_seconds, 2)
+    run.inference_seconds = round(sum(seconds), 4)
+    run.rtfx = round(audio_seconds / sum(seconds), 2)
+    run.batch_seconds_median = round(statistics.median(seconds), 4)
+    run.tokens_per_clip = counts if forced_tokens is None else [forced_tokens]
+    if torch.cuda.is_available():
+        run.peak_gpu_memory_gb = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if references is not None and forced_tokens is None:
+        errors = [word_errors(normalize(reference), normalize(text)) for reference, text in zip(references, texts)]
+        run.wer = round(sum(errors[1:], errors[0]).wer, 2)
+
+
+def table(runs: Sequence[LeaderboardRun]) -> str:
+    lines = [f"{'contender':<28} {'batch':>5} {'clips':>5} {'audio s':>8} {'infer s':>8} {'RTFx':>8} {'WER %':>6} "
+             f"{'GPU GB':>6}"]
+    for run in runs:
+        if run.error:
+            lines.append(f"{run.contender:<28} {run.batch_size:>5} {run.error}")
+            continue
+        wer = f"{run.wer:.2f}" if run.wer is not None else "-"
+        memory = f"{run.peak_gpu_memory_gb:.1f}" if run.peak_gpu_memory_gb is not None else "-"
+        lines.append(f"{run.contender:<28} {run.batch_size:>5} {run.clips:>5} {run.audio_seconds:>8.1f} "
+                     f"{run.inference_seconds:>8.2f} {run.rtfx:>8.1f} {wer:>6} {memory:>6}")
+    return "\n".join(lines)
+
+
+def as_dicts(runs: Sequence[LeaderboardRun]) -> list[dict]:
+    return [asdict(run) for run in runs]
