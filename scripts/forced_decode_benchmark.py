@@ -89,7 +89,7 @@ def main() -> None:
 
 def convert_random(arch: str, cache: Path) -> Path:
     """The dense random `arch` model (seed 0, as `export --random-weights` builds it) as CTranslate2 int8."""
-    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
     from lite_whisper.models.random import random_whisper
 
     folder = cache / f"{arch}-random-ct2-int8"

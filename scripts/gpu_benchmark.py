@@ -113,7 +113,7 @@ def main() -> int:
 
     folder = Path(scratch.name) / "faster-whisper"
     if "faster-whisper" in chosen:  # converted up front from a CPU copy: the models' tensors stay where graphs saw them
-        from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+        from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 
         dense, processor = models["dense"]
         convert_to_ctranslate2(copy.deepcopy(dense).float().cpu(), processor, folder, quantization="float16")

@@ -236,7 +236,7 @@ def test_forced_tokens_decode_the_same_tokens_in_ctranslate2_transformers_and_fa
     pipeline makes N too (its max_new_tokens rule)."""
     import copy
 
-    from lite_whisper.deploy.ct2_decoder import write_decoder
+    from lite_whisper.models.ctranslate2.decoder import write_decoder
     from lite_whisper.runtime.exported import ExportedWhisper
 
     model, folder, _ = exported

@@ -9,7 +9,7 @@ from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
-from lite_whisper.deploy.ct2_decoder import write_decoder
+from lite_whisper.models.ctranslate2.decoder import write_decoder
 from lite_whisper.deploy.export import export
 from lite_whisper.runtime.exported import ExportedWhisper
 from lite_whisper.transcription.types import DecodingOptions

@@ -79,7 +79,7 @@ def test_leaderboard_harness_times_every_contender_on_the_same_clips(engines, tm
     """The GPU benchmark's harness with CPU engines: the hybrid and PyTorch engines and faster-whisper's batched
     pipeline each make exactly N forced tokens per clip at every batch size; with references, corpus WER."""
     from lite_whisper.benchmark.leaderboard import EngineRunner, FasterWhisperRunner, run_leaderboard, table
-    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 
     pytorch, hybrid = engines
     audio = [samples for _, samples in clips(3)]
@@ -127,3 +127,23 @@ def test_compiled_static_cache_decoder_picks_the_eager_tokens(engines):
     assert "forward" not in vars(pytorch.model)
     with pytest.raises(ValueError, match="unknown decoder mode"):
         PyTorchEngine(pytorch.model, pytorch.processor, decoder_mode="fast")
+
+
+def test_cli_decoder_ctranslate2_transcribes_as_transformers_does(tmp_path, capsys):
+    """`--decoder ctranslate2` on a PyTorch folder: the hybrid engine, the same text as transformers' decoding."""
+    import json
+
+    import soundfile
+
+    from lite_whisper.cli import main
+    from lite_whisper.models.loading import save_model
+
+    folder = save_model(lite_english_model(), tiny_processor(), tmp_path / "lite")
+    audio = tmp_path / "clip.wav"
+    soundfile.write(audio, clips(2)[1][1], 16000)
+    texts = []
+    for decoder in ("transformers", "ctranslate2"):
+        assert main(["transcribe", str(folder), str(audio), "--decoder", decoder, "--max-new-tokens", "12",
+                     "--no-speech-threshold", "1", "--no-temperature-fallback", "--json"]) == 0
+        texts.append(json.loads(capsys.readouterr().out)[0]["text"])
+    assert texts[0] == texts[1] and texts[0]

@@ -458,7 +458,7 @@ def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
 
 
 def test_the_faster_whisper_reference_answers_each_request_alone(tmp_path):
-    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
     from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
 
     model, processor = tiny_english_model(), tiny_processor()

@@ -60,13 +60,18 @@ def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None, 
 
 
 def load_engine(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-                encoder: str | None = None) -> Engine:
-    """The engine for a model spec (see `load_model`)."""
-    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder))
+                encoder: str | None = None, decoder: str = "transformers") -> Engine:
+    """The engine for a model spec (see `load_model`). `decoder` "ctranslate2": a PyTorch model's decoder is
+    converted to CTranslate2 and fed the PyTorch encoder's states (`runtime.hybrid`; on a GPU the encoder
+    replays CUDA graphs and the decoder runs float16)."""
+    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder), decoder=decoder)
 
 
-def as_engine(model, processor=None) -> Engine:
-    """An engine for a spec, a `(model, processor)` pair, a model with its `processor`, or an engine."""
+def as_engine(model, processor=None, decoder: str = "transformers") -> Engine:
+    """An engine for a spec, a `(model, processor)` pair, a model with its `processor`, or an engine
+    (`decoder`: see `load_engine`)."""
+    if decoder not in ("transformers", "ctranslate2"):
+        raise ValueError(f"unknown decoder {decoder!r}; choose transformers or ctranslate2")
     if isinstance(model, (str, Path)):
         model, processor = load_model(model)
     elif isinstance(model, tuple):
@@ -74,6 +79,13 @@ def as_engine(model, processor=None) -> Engine:
     if isinstance(model, torch.nn.Module):
         if processor is None:
             raise ValueError("pass the processor with the model, a (model, processor) pair, or a model spec")
+        if decoder == "ctranslate2":
+            try:  # optional: CTranslate2 (pip install 'lite-whisper[deploy]')
+                from lite_whisper.runtime.hybrid import HybridEngine
+            except ImportError as error:
+                raise ModelLoadError(f"the CTranslate2 decoder needs CTranslate2 ({error.name} is missing): "
+                                     "pip install 'lite-whisper[deploy]'") from None
+            return HybridEngine(model, processor)
         return PyTorchEngine(model, processor)
     if isinstance(model, Engine):
         return model

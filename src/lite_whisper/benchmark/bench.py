@@ -101,7 +101,7 @@ def benchmark(
             contenders.append(encoder_of(same))
     predicted = baseline_info.encoder_flops / info.encoder_flops if baseline_info else None
     # on a GPU, each encoder also replayed from CUDA graphs (`FastEncoder`): eager passes there are launch-bound
-    graphed = [FastEncoder(model, "graphed")] if info_device(model).type == "cuda" else []
+    graphed = [FastEncoder(model, "graphed")] if encoder_device(model).type == "cuda" else []
     if graphed and baseline is not None:
         graphed.append(FastEncoder(baseline, "graphed"))
 
@@ -132,5 +132,5 @@ def benchmark(
                        graphed_results)
 
 
-def info_device(model: nn.Module):
+def encoder_device(model: nn.Module):
     return next(encoder_of(model).parameters()).device

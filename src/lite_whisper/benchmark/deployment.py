@@ -29,7 +29,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.data.audio import SAMPLE_RATE
-from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper

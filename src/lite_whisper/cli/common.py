@@ -31,6 +31,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="auto", choices=ENCODER_KINDS,
                         help="exported folders only: the encoder that runs; auto = bfloat16 on OpenVINO where the CPU "
                         "has native bfloat16 (AMX, AVX512_BF16), else the export's default (default: auto)")
+    parser.add_argument("--decoder", default="transformers", choices=["transformers", "ctranslate2"],
+                        help="PyTorch models: what decodes. ctranslate2 converts the model's decoder once at load and "
+                        "feeds it the PyTorch encoder's states (on CUDA: float16, encoder replayed from CUDA graphs; "
+                        "needs the deploy extra). Exported folders always decode with CTranslate2 (default: "
+                        "transformers)")
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None,

@@ -61,7 +61,7 @@ def run(args) -> int:
     results = []
     try:
         engine = load_engine(args.model, dtype=args.dtype, device=process_device(args.device),
-                             encoder=args.encoder)
+                             encoder=args.encoder, decoder=args.decoder)
         for label, dataset in datasets:
             if ranks.main:
                 print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)

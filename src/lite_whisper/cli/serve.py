@@ -146,7 +146,7 @@ def engine_loader(args):
                                       threads=args.threads)
         if args.faster_whisper:
             return faster_whisper_engine(model, processor, args)
-        return as_engine(model, processor)
+        return as_engine(model, processor, decoder=args.decoder)
 
     return load
 
@@ -157,7 +157,7 @@ def faster_whisper_engine(model, processor, args):
     import atexit
     import tempfile
 
-    from lite_whisper.deploy.ct2_decoder import convert_to_ctranslate2
+    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
     from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
 
     scratch = tempfile.TemporaryDirectory(prefix="lite-whisper-fw-")

@@ -43,7 +43,7 @@ def run(args) -> int:
             raise CLIError(f"{path}: audio file not found")
         if path.is_dir():
             raise CLIError(f"{path}: is a folder, not an audio file")
-    engine = load_engine(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder)
+    engine = load_engine(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder, decoder=args.decoder)
     results = transcribe(engine, args.files, batch_size=args.batch_size, options=options)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

@@ -27,7 +27,7 @@ import torch
 
 from lite_whisper import __version__
 from lite_whisper.data.audio import SAMPLE_RATE
-from lite_whisper.deploy.ct2_decoder import PLACEHOLDER_FFN, write_decoder
+from lite_whisper.models.ctranslate2.decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
 from lite_whisper.deploy.int8_sensitivity import output_sensitivity
 from lite_whisper.deploy.onnx_graph import EXTERNAL_DATA_BYTES, export_encoder

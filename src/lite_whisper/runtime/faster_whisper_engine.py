@@ -20,7 +20,7 @@ from lite_whisper.transcription.types import DecodingOptions
 
 
 class FasterWhisperEngine(ExportedWhisper):
-    """The CTranslate2 `folder` (e.g. written by `deploy.ct2_decoder.convert_to_ctranslate2`) as faster-whisper
+    """The CTranslate2 `folder` (e.g. written by `models.ctranslate2.decoder.convert_to_ctranslate2`) as faster-whisper
     runs it, with the `processor` and `generation_config` of the model it came from."""
 
     batches_windows = False

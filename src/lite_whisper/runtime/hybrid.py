@@ -8,7 +8,7 @@ a CUDA tensor goes to CTranslate2 through the CUDA array interface, no copy thro
 exactly as the CPU export hands ONNX Runtime's output to the same decoder
 (`ct2_decoding.CTranslate2Decoding`). The decoder is the model's own (dense; only encoders are
 compressed), converted once when the engine is made, with a placeholder encoder that never runs
-(`deploy.ct2_decoder`).
+(`models.ctranslate2.decoder`).
 
 Long clips and timestamps go through the wrapped model's transformers pipeline
 (`PyTorchEngine.transcribe_long`), as the PyTorch engine does.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lite_whisper.data.audio import SAMPLE_RATE
-from lite_whisper.deploy.ct2_decoder import write_decoder
+from lite_whisper.models.ctranslate2.decoder import write_decoder
 from lite_whisper.runtime.ct2_decoding import CTranslate2Decoding
 from lite_whisper.runtime.fast_encoder import FastEncoder
 from lite_whisper.runtime.pytorch import PyTorchEngine

@@ -1,4 +1,6 @@
-"""CTranslate2 / faster-whisper folders: the `model.bin` format, its tokenizer, conversion to transformers."""
+"""CTranslate2 / faster-whisper folders: the `model.bin` format, its tokenizer, conversion to transformers; and
+the other way, a model's decoder written as a CTranslate2 folder (`decoder`: imported on its own, it needs
+the `deploy` extra's ctranslate2)."""
 
 from lite_whisper.models.ctranslate2.convert import ctranslate2_to_transformers, transformers_state_dict, whisper_config
 from lite_whisper.models.ctranslate2.format import (
