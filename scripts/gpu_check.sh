@@ -57,11 +57,12 @@ install_missing() {
                 ctranslate2:ctranslate2 faster_whisper:faster-whisper; do
         "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair##*:}")
     done
-    if (( ${#missing[@]} )); then
-        echo "installing from $PAYLOAD/wheels: ${missing[*]}"
-        "$PY" -m pip install --quiet --no-index --find-links "$PAYLOAD/wheels" "${missing[@]}" \
-            || echo "some wheels did not install (faster-whisper needs PyAV: GPU_WITH_AV=1 bash scripts/gpu_payload.sh)"
-    fi
+    for package in "${missing[@]}"; do  # one at a time: one that cannot install must not stop the others
+        echo "installing $package from $PAYLOAD/wheels"
+        "$PY" -m pip install --quiet --no-index --find-links "$PAYLOAD/wheels" "$package" \
+            || "$PY" -m pip install --quiet --no-index --find-links "$PAYLOAD/wheels" --no-deps "$package" \
+            || echo "$package did not install"
+    done  # faster-whisper without PyAV installs with --no-deps but cannot import: GPU_WITH_AV=1 for the payload
     "$PY" - <<'PY'
 import importlib
 for name in ("torch", "transformers", "ctranslate2", "faster_whisper", "soundfile", "jiwer"):

@@ -17,8 +17,8 @@ SPEECH=${LITE_WHISPER_SPEECH:-../shared/speech}
 PYTHON=${PYTHON:-.venv/bin/python}
 rm -rf "$OUT"
 mkdir -p "$OUT/wheels" "$OUT/tokenizers/en" "$OUT/tokenizers/multilingual"
-packages=(soundfile soxr jiwer rapidfuzz whisper-normalizer more-itertools indic-numtowords text2num cffi pycparser
-          ctranslate2 faster-whisper)
+packages=(soundfile soxr jiwer rapidfuzz click whisper-normalizer more-itertools indic-numtowords text2num cffi
+          pycparser ctranslate2 faster-whisper)
 [[ "${GPU_WITH_AV:-0}" == 1 ]] && packages+=(av)
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY" \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \

@@ -108,6 +108,25 @@ def tiny_english_model(seed: int = 0):
     return model
 
 
+def lite_english_model():
+    """tiny_english_model with every encoder linear factorised at rank 16 (random factors)."""
+    from test_lowrank_modeling import random_factors
+
+    from lite_whisper.lowrank.convert import to_lite_whisper
+
+    dense = tiny_english_model()
+    ranks = {name: 16 for name in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")}
+    lite = to_lite_whisper(dense, random_factors(ranks))
+    lite.generation_config = dense.generation_config
+    return lite.eval()
+
+
+def clips(count: int = 3) -> list[tuple[str, np.ndarray]]:
+    """Named noise clips of 2, 5, 8, ... seconds (16 kHz float32): engines must agree on them, not transcribe them."""
+    rng = np.random.default_rng(1)
+    return [(f"clip{i}", (0.1 * rng.standard_normal(16000 * (2 + 3 * i))).astype(np.float32)) for i in range(count)]
+
+
 # Prepended to every script run by `run_without_lite_whisper`: drops the checkout (and any path
 # holding the package) from sys.path and fails if lite_whisper can still be imported.
 _WITHOUT_LITE_WHISPER = """

@@ -8,35 +8,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_english_model, tiny_processor
+from conftest import clips, lite_english_model, tiny_english_model, tiny_processor
 
 from lite_whisper.api import load_model
 from lite_whisper.cli import main
 from lite_whisper.deploy.export import export, relative_error
 from lite_whisper.export_manifest import MANIFEST_FILE, ExportedFolderError, read_manifest
-from lite_whisper.lowrank.convert import to_lite_whisper
 from lite_whisper.models.loading import save_model
 from lite_whisper.runtime.exported import pipeline_limits
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions
-
-
-def lite_english_model():
-    """tiny_english_model with every encoder linear factorised at rank 16 (random factors)."""
-    from test_lowrank_modeling import random_factors
-
-    dense = tiny_english_model()
-    ranks = {name: 16 for name in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")}
-    lite = to_lite_whisper(dense, random_factors(ranks))
-    lite.generation_config = dense.generation_config
-    return lite.eval()
-
-
-def clips(count: int = 3) -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(1)
-    return [(f"clip{i}", (0.1 * rng.standard_normal(16000 * (2 + 3 * i))).astype(np.float32)) for i in range(count)]
 
 
 @pytest.fixture(scope="module")

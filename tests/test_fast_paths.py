@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_english_model, tiny_processor
-from test_deploy import clips, lite_english_model
+from conftest import clips, lite_english_model, tiny_english_model, tiny_processor
 
 from lite_whisper.runtime.fast_encoder import FastEncoder, bucket_for
 from lite_whisper.runtime.hybrid import HybridEngine

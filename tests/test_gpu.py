@@ -53,7 +53,7 @@ def test_transcription_and_bench_on_cuda(no_tf32):
     model = tiny_english_model().cuda()
     gpu = transcribe((model, tiny_processor()), samples, max_new_tokens=4, no_speech_threshold=None)
     assert [t.text for t in gpu] == [t.text for t in cpu]  # the same greedy tokens as on the CPU
-    from test_deploy import lite_english_model
+    from conftest import lite_english_model
 
     lite = lite_english_model().cuda()  # a low-rank model against its dense original, eager and graphed
     result = benchmark(lite, model, batch_sizes=(1, 3), repeats=2, warmup=1)
@@ -93,7 +93,7 @@ def test_cli_compress_on_cuda(tmp_path, calibration_folder):
 
 def test_low_rank_model_on_cuda_matches_the_cpu(no_tf32):
     """The same lite model's encoder on the CPU and on CUDA: float32 (TF32 off) within 1e-4, float16 within 1e-2."""
-    from test_deploy import lite_english_model
+    from conftest import lite_english_model
 
     lite = lite_english_model()
     features = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(0))
@@ -131,7 +131,7 @@ def test_calibration_never_waits_for_the_gpu():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_graphed_encoder_equals_eager(dtype, no_tf32):
     """CUDA graphs per bucket (3 clips replayed as 4, then 1 and 3 again): the eager encoder's states."""
-    from test_deploy import lite_english_model
+    from conftest import lite_english_model
 
     from lite_whisper.runtime.fast_encoder import FastEncoder
 
@@ -153,7 +153,7 @@ def test_hybrid_engine_on_cuda_decodes_the_pytorch_tokens(no_tf32):
     """The GPU engine (graphed encoder, CTranslate2 decoder fed through the CUDA array interface) on a lite model:
     the same greedy tokens as the PyTorch engine on the same GPU (float32)."""
     import ctranslate2
-    from test_deploy import clips, lite_english_model
+    from conftest import clips, lite_english_model
 
     from lite_whisper.runtime.hybrid import HybridEngine
     from lite_whisper.runtime.pytorch import PyTorchEngine

@@ -136,7 +136,7 @@ def test_cli_exports_random_weights_and_refuses_bad_combinations(tmp_path, capsy
 def authors_layout(folder, tmp_path):
     """A tiny lite-whisper folder as the authors publish theirs: no processor files, a minimal generation config,
     auto_map for AutoConfig and AutoModel only."""
-    from test_deploy import lite_english_model
+    from conftest import lite_english_model
 
     from lite_whisper.lowrank.checkpoint import PROCESSOR_FILES, save_lite_whisper
 

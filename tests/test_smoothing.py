@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_english_model
-from test_deploy import lite_english_model
+from conftest import lite_english_model
 
 from lite_whisper.deploy.export import relative_error
 from lite_whisper.deploy.smoothing import input_ranges, smoothed

@@ -28,6 +28,12 @@ EPILOG = f"""examples:
   lite-whisper bench --random-weights large-v3 --rank-fraction 0.5 --repeats 3
   lite-whisper bench --random-weights large-v3 --calibration-cost --batch-size 2   # what the moments cost
   lite-whisper bench tiny.en-lite-export --against faster-whisper --data ../shared/speech/splits/dev.txt --threads 2
+  lite-whisper bench --random-weights large-v3 --rank-fraction 0.6 --device cuda --batch-size 1,8,32
+
+On CUDA (float16 unless --dtype says otherwise) passes are timed with CUDA events, the garbage
+collector off, warm-up continuing until the last 3 passes agree within 5%, and both encoders are
+timed twice: eager (every kernel launched from Python) and replayed from a CUDA graph per batch
+size, the way lite-whisper's engines run them there.
 
 The model, the dense baseline as users run it (stock transformers) and, when the model runs
 on lite-whisper's fast CPU kernels, the same baseline on those kernels run interleaved

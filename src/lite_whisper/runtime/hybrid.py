@@ -27,7 +27,7 @@ from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import write_decoder
 from lite_whisper.runtime.ct2_decoding import CTranslate2Decoding
 from lite_whisper.runtime.fast_encoder import FastEncoder
-from lite_whisper.runtime.pytorch import PyTorchEngine
+from lite_whisper.runtime.pytorch import PyTorchEngine, prepare_for_inference
 from lite_whisper.transcription.types import DecodingOptions, Transcription
 
 DEFAULT_DECODER_TYPES = {"cuda": "float16", "cpu": "float32"}  # CTranslate2 compute types
@@ -47,6 +47,7 @@ class HybridEngine(CTranslate2Decoding):
         self.model, self.processor = model, processor
         self.tokenizer = processor.tokenizer
         self.generation_config = model.generation_config
+        prepare_for_inference(model)  # a lite model on the CPU in float32: the fast CPU route, as PyTorchEngine
         self.encoder = FastEncoder(model, encoder_mode)
         device = self.encoder.device
         self.decoder_type = decoder_type or DEFAULT_DECODER_TYPES.get(device.type, "float32")
