@@ -376,3 +376,20 @@ def test_statistics_record_how_they_were_computed(tmp_path):
     statistics.save(path)
     assert CalibrationStatistics.load(path).precision == statistics.precision
     assert torch.backends.cudnn.allow_tf32  # the default, restored after the float32 pass
+
+
+def test_cli_calibrate_records_the_product_precision(tmp_path, calibration_folder):
+    from conftest import tiny_processor
+
+    from lite_whisper.cli import main
+    from lite_whisper.cli.common import default_dtype
+    from lite_whisper.models.loading import save_model
+
+    dense = save_model(tiny_whisper_model(vocab_size=51864), tiny_processor(), tmp_path / "dense")
+    output = tmp_path / "stats.safetensors"
+    assert main(["calibrate", str(dense), "--calibration", str(calibration_folder), "--products", "bfloat16",
+                 "--augment", "0", "--no-progress", "-o", str(output)]) == 0
+    assert CalibrationStatistics.load(output).precision == {"encoder": "float32", "tf32": False,
+                                                          "products": "bfloat16", "sums": "float64"}
+    assert default_dtype("cuda") == default_dtype("cuda:1") == "float16"  # a GPU's default compute dtype
+    assert default_dtype("cpu") == default_dtype(None) == "float32"

@@ -15,7 +15,15 @@ import os
 import sys
 from pathlib import Path
 
-from lite_whisper.cli.common import DTYPES, MODEL_HELP, CLIError, check_device, check_output_file, positive
+from lite_whisper.cli.common import (
+    DTYPES,
+    MODEL_HELP,
+    CLIError,
+    check_device,
+    check_output_file,
+    default_dtype,
+    positive,
+)
 from lite_whisper.models.architectures import ARCHITECTURES
 from lite_whisper.runtime.encoders import ENCODER_KINDS
 
@@ -182,7 +190,7 @@ def latency(args) -> int:
     _model_or_random(args)
     batch_sizes = parse_batch_sizes(args.batch_size)
     device = check_device(args.device or "cpu")
-    dtype = args.dtype or ("float16" if str(device).startswith("cuda") else "float32")  # a GPU's default
+    dtype = args.dtype or default_dtype(device)
     if args.random_weights is not None:
         if args.rank_fraction is not None and not 0.0 < args.rank_fraction < 1.0:
             raise CLIError(f"--rank-fraction must be between 0 and 1 (exclusive), got {args.rank_fraction}")
@@ -259,7 +267,7 @@ def calibration_cost(args) -> int:
     _model_or_random(args)
     batch_sizes = parse_batch_sizes(args.batch_size)
     device = check_device(args.device or "cpu")
-    dtype = args.dtype or ("float16" if str(device).startswith("cuda") else "float32")  # a GPU's default
+    dtype = args.dtype or default_dtype(device)
 
     allocator_note()
     import torch  # the heavy stack, now that the arguments are known to be good

@@ -25,9 +25,14 @@ def add_device_option(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument("--device", default="cpu", help=f"torch device{what}: cpu, cuda, cuda:N or mps (default: cpu)")
 
 
+def default_dtype(device: str | None) -> str:
+    """A GPU's default compute dtype is float16 (its tensor cores; Whisper was trained in it), float32 elsewhere."""
+    return "float16" if str(device or "cpu").startswith("cuda") else "float32"
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default: float32)")
+    parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float16 on CUDA, else float32)")
     parser.add_argument("--encoder", default="auto", choices=ENCODER_KINDS,
                         help="exported folders only: the encoder that runs; auto = bfloat16 on OpenVINO where the CPU "
                         "has native bfloat16 (AMX, AVX512_BF16), else the export's default (default: auto)")

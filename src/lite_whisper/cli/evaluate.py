@@ -13,6 +13,7 @@ from lite_whisper.cli.common import (
     check_device,
     check_output_file,
     decoding_options,
+    default_dtype,
     open_datasets,
     positive,
 )
@@ -60,8 +61,8 @@ def run(args) -> int:
     ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
     results = []
     try:
-        engine = load_engine(args.model, dtype=args.dtype, device=process_device(args.device),
-                             encoder=args.encoder, decoder=args.decoder)
+        engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device),
+                             device=process_device(args.device), encoder=args.encoder, decoder=args.decoder)
         for label, dataset in datasets:
             if ranks.main:
                 print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)

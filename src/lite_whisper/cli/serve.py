@@ -8,7 +8,7 @@ import signal
 import socket
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, add_model_options, check_device, positive
+from lite_whisper.cli.common import MODEL_HELP, CLIError, add_model_options, check_device, default_dtype, positive
 
 EPILOG = """examples:
   lite-whisper serve tiny.en-export --port 8000              # an exported folder (ONNX Runtime/OpenVINO + CTranslate2)
@@ -142,8 +142,8 @@ def engine_loader(args):
 
         if args.threads:
             torch.set_num_threads(args.threads)  # a PyTorch model's cores (an exported folder takes `threads`)
-        model, processor = load_model(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder,
-                                      threads=args.threads)
+        model, processor = load_model(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
+                                      encoder=args.encoder, threads=args.threads)
         if args.faster_whisper:
             return faster_whisper_engine(model, processor, args)
         return as_engine(model, processor, decoder=args.decoder)

@@ -12,6 +12,7 @@ from lite_whisper.cli.common import (
     add_model_options,
     check_device,
     decoding_options,
+    default_dtype,
     positive,
 )
 
@@ -43,7 +44,8 @@ def run(args) -> int:
             raise CLIError(f"{path}: audio file not found")
         if path.is_dir():
             raise CLIError(f"{path}: is a folder, not an audio file")
-    engine = load_engine(args.model, dtype=args.dtype, device=args.device, encoder=args.encoder, decoder=args.decoder)
+    engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
+                         encoder=args.encoder, decoder=args.decoder)
     results = transcribe(engine, args.files, batch_size=args.batch_size, options=options)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
