@@ -101,7 +101,7 @@ def benchmark(
             contenders.append(encoder_of(same))
     predicted = baseline_info.encoder_flops / info.encoder_flops if baseline_info else None
     # on a GPU, each encoder also replayed from CUDA graphs (`FastEncoder`): eager passes there are launch-bound
-    graphed = [FastEncoder(model, "graphed")] if encoder_device(model).type == "cuda" else []
+    graphed = [FastEncoder(model, "graphed")] if next(model.parameters()).device.type == "cuda" else []
     if graphed and baseline is not None:
         graphed.append(FastEncoder(baseline, "graphed"))
 
@@ -130,7 +130,3 @@ def benchmark(
         env["load_average_end"] = load_average()
     return BenchResult(info, baseline_info, results, repeats, warmup, env, peak_rss_bytes(), end_to_end, same_info,
                        graphed_results)
-
-
-def encoder_device(model: nn.Module):
-    return next(encoder_of(model).parameters()).device

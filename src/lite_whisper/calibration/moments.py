@@ -98,7 +98,7 @@ class Moments:
         """outer += sum over clips of centred^T centred, the per-clip products in float32 (or as `products` says)."""
         centred = _rounded(centred, products)
         on_gpu = centred.device.type == "cuda"
-        with _tf32(products == "tf32" and on_gpu):
+        with _tf32(True) if products == "tf32" and on_gpu else contextlib.nullcontext():
             if on_gpu or self.dim < 512:  # one product: a GPU's time goes to launches, not operations
                 self.outer += _batched_product(centred, centred, products).sum(dim=0, dtype=torch.float64)
                 return
@@ -201,25 +201,18 @@ def _batched_product(a: Tensor, b: Tensor, products: str) -> Tensor:
 
 
 @contextlib.contextmanager
-def _tf32(allowed: bool):
-    """cuBLAS's TF32 flag set for the products inside, restored after (no effect on the CPU)."""
-    if not allowed:
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
-
-
-@contextlib.contextmanager
-def float32_without_tf32():
-    """TF32 off in cuBLAS and cuDNN (on by default for convolutions), restored after: float32 means float32."""
+def _tf32(matmul: bool, cudnn: bool | None = None):
+    """cuBLAS's (and, when given, cuDNN's) TF32 flags set for the work inside, restored after."""
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    if cudnn is not None:
+        torch.backends.cudnn.allow_tf32 = cudnn
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def float32_without_tf32():
+    """TF32 off in cuBLAS and cuDNN (on by default for convolutions): float32 means float32."""
+    return _tf32(matmul=False, cudnn=False)

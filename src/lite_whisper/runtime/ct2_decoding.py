@@ -22,6 +22,9 @@ class CTranslate2Decoding:
     """`decode` for an engine with `decoder` (ctranslate2.models.Whisper), `generation_config`, `tokenizer`, and
     `storage(encoded)`, which hands a batch of encoder states to CTranslate2 (a StorageView)."""
 
+    def storage(self, encoded) -> ctranslate2.StorageView:
+        raise NotImplementedError("an engine decoding with CTranslate2 says how its encoder states reach it")
+
     def decode(self, encoded, options: DecodingOptions) -> list[Decoded]:
         prompt = decoder_prompt(self.generation_config, options)
         if is_multilingual(self.generation_config) and options.language is None:

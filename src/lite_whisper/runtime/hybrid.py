@@ -10,8 +10,8 @@ exactly as the CPU export hands ONNX Runtime's output to the same decoder
 compressed), converted once when the engine is made, with a placeholder encoder that never runs
 (`models.ctranslate2.decoder`).
 
-Long clips and timestamps go through the wrapped model's transformers pipeline
-(`PyTorchEngine.transcribe_long`), as the PyTorch engine does.
+Everything but decoding is a `PyTorchEngine`'s: features, the encoder, and long clips and
+timestamps (transformers' pipeline).
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import ctranslate2
 import numpy as np
 import torch
 
-from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import write_decoder
 from lite_whisper.runtime.ct2_decoding import CTranslate2Decoding
-from lite_whisper.runtime.fast_encoder import FastEncoder
-from lite_whisper.runtime.pytorch import PyTorchEngine, prepare_for_inference
+from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.types import DecodingOptions, Transcription
 
 DEFAULT_DECODER_TYPES = {"cuda": "float16", "cpu": "float32"}  # CTranslate2 compute types
@@ -44,41 +42,35 @@ class HybridEngine(CTranslate2Decoding):
 
     def __init__(self, model, processor, *, encoder_mode: str = "auto", decoder_type: str | None = None,
                  threads: int = 0, name: str | None = None):
-        self.model, self.processor = model, processor
-        self.tokenizer = processor.tokenizer
-        self.generation_config = model.generation_config
-        prepare_for_inference(model)  # a lite model on the CPU in float32: the fast CPU route, as PyTorchEngine
-        self.encoder = FastEncoder(model, encoder_mode)
-        device = self.encoder.device
+        # features, the encoder (graphed on CUDA, the fast CPU route for a lite model on the CPU) and long clips
+        # are the PyTorch engine's; only decoding differs
+        self.pytorch = PyTorchEngine(model, processor, name=name, encoder_mode=encoder_mode)
+        self.model, self.processor, self.name = model, processor, self.pytorch.name
+        self.tokenizer, self.generation_config = self.pytorch.tokenizer, self.pytorch.generation_config
+        device = self.device
         self.decoder_type = decoder_type or DEFAULT_DECODER_TYPES.get(device.type, "float32")
         with tempfile.TemporaryDirectory(prefix="lite-whisper-decoder-") as scratch:
             folder = write_decoder(model, processor, scratch, quantization=self.decoder_type)
             self.decoder = ctranslate2.models.Whisper(
                 str(folder), device=device.type, device_index=device.index or 0, compute_type=self.decoder_type,
                 intra_threads=threads)  # loaded into memory: the folder can go
-        self.name = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
-        self._long = PyTorchEngine(model, processor, name=self.name)
 
     def __repr__(self) -> str:
-        return f"HybridEngine({self.name!r}, encoder {self.encoder!r}, CTranslate2 {self.decoder_type} decoder)"
+        return (f"HybridEngine({self.name!r}, encoder {self.pytorch.encoder!r}, "
+                f"CTranslate2 {self.decoder_type} decoder)")
 
     @property
     def device(self) -> torch.device:
-        return self.encoder.device
+        return self.pytorch.device
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self.pytorch.synchronize()
 
     def features(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
-        """Log-mel features, computed on the GPU there (transformers' torch STFT)."""
-        extra = {"device": str(self.device)} if self.device.type == "cuda" else {}
-        inputs = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt",
-                                                  **extra)
-        return inputs.input_features.to(device=self.device, dtype=self.encoder.dtype)
+        return self.pytorch.features(clips)
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
-        return self.encoder(features)
+        return self.pytorch.encode(features).states
 
     def take(self, encoded: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
         return encoded[torch.as_tensor(list(indices), dtype=torch.long, device=encoded.device)]
@@ -94,4 +86,4 @@ class HybridEngine(CTranslate2Decoding):
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded.float().numpy()))
 
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
-        return self._long.transcribe_long(name, samples, options)
+        return self.pytorch.transcribe_long(name, samples, options)

@@ -80,7 +80,10 @@ class PyTorchEngine:
             torch.cuda.synchronize(self.device)
 
     def features(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
-        inputs = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        """Log-mel features; on CUDA the STFT runs there too (transformers' torch extractor, device argument)."""
+        on_gpu = {"device": str(self.device)} if self.device.type == "cuda" else {}
+        inputs = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                                  **on_gpu)
         return inputs.input_features.to(device=self.device, dtype=self.model.dtype)
 
     @torch.inference_mode()
