@@ -62,17 +62,16 @@ STABLE_WINDOW = 3  # warm-up ends when the last 3 passes of every encoder agree 
 STABLE_SPREAD = 0.05
 
 
-def time_interleaved(encoders: Sequence, features: torch.Tensor, repeats: int, warmup: int,
-                     max_warmup: int | None = None) -> list[list[float]]:
+def time_interleaved(encoders: Sequence, features: torch.Tensor, repeats: int, warmup: int) -> list[list[float]]:
     """Milliseconds of `repeats` passes of each encoder, taking turns (A B A B ...) so that load from
     other processes and frequency drift hit all alike, with the garbage collector off. Warm-up: at least
     `warmup` untimed turns, more until every encoder's last 3 passes are within 5% of each other (GPU
-    clocks, autotuning and graph capture settle), at most `max_warmup` (default 4 x warmup + 3)."""
-    limit = max_warmup if max_warmup is not None else 4 * warmup + STABLE_WINDOW
+    clocks, autotuning and graph capture settle), at most 4 x warmup + 3 turns."""
+    limit = 4 * warmup + STABLE_WINDOW
     with no_gc():
         recent: list[list[float]] = [[] for _ in encoders]
         turns = 0
-        while turns < warmup or (turns < limit and warmup > 0 and not all(_stable(times) for times in recent)):
+        while warmup and (turns < warmup or (turns < limit and not all(map(_stable, recent)))):
             for encoder, times in zip(encoders, recent):
                 times.append(time_encoder(encoder, features))
             turns += 1

@@ -85,6 +85,8 @@ def collect_statistics(
     Nothing in the loop waits for a GPU: frame counts stay on the host, padding is masked by
     multiplication, each hook adds its batch with one batched product (`Moments.update`).
     """
+    if products not in PRODUCT_PRECISIONS:
+        raise ValueError(f"unknown product precision {products!r}; choose one of {', '.join(PRODUCT_PRECISIONS)}")
     encoder = encoder_of(model)
     parameter = next(encoder.parameters())
     mixed = compute_dtype not in (None, parameter.dtype)
@@ -94,8 +96,6 @@ def collect_statistics(
         precision={"encoder": str(encoder_dtype).removeprefix("torch."), "tf32": False,
                    "products": products, "sums": "float64"},
     )
-    if products not in PRODUCT_PRECISIONS:
-        raise ValueError(f"unknown product precision {products!r}; choose one of {', '.join(PRODUCT_PRECISIONS)}")
     batch = {"mask": None, "rows": None}  # the current batch's row mask and row count; read by the hooks
 
     def record_input(moments: Moments) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
@@ -135,14 +135,15 @@ def collect_statistics(
                 n_frames = n_frames.cpu()  # host numbers: counting on the device would wait for it
                 encoder_frames = (input_features.shape[-1] + 1) // 2
                 _check_frames(n_frames, input_features.shape[0], encoder_frames)
+                audio_frames = int(n_frames.sum())
                 if exclude_padding:
                     frames = n_frames.to(parameter.device, non_blocking=True)
                     batch["mask"] = torch.arange(encoder_frames, device=parameter.device) < frames[:, None]
-                    batch["rows"] = int(n_frames.sum())
+                    batch["rows"] = audio_frames
                 with torch.inference_mode(), precision():
                     encoder(input_features.to(device=parameter.device, dtype=parameter.dtype, non_blocking=True))
                 statistics.calibration_clips += input_features.shape[0]
-                statistics.calibration_frames += int(n_frames.sum())
+                statistics.calibration_frames += audio_frames
                 bar.update(input_features.shape[0])
         for moments in statistics.moments.values():
             moments.symmetrize()  # once, after the last batch
