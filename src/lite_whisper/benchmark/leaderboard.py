@@ -11,8 +11,9 @@ RTFx = audio seconds / inference seconds. So does this, for each contender and b
 
 With `forced_tokens` (random weights, whose text means nothing) every clip decodes exactly that many
 tokens with end-of-text suppressed, the counts are checked, and no WER is given. A batch size that
-runs out of GPU memory is reported as such and the next one runs. Each contender's engine is made
-by a factory just before it runs and dropped after, so GPU memory holds one at a time.
+runs out of GPU memory is reported as such and the next one runs. Each contender's runner comes from a
+factory when its turn comes and is dropped after (a factory may keep its engine across batch sizes,
+as scripts/gpu_benchmark.py does, so graphs captured per bucket are reused).
 """
 
 from __future__ import annotations

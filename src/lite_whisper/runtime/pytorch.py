@@ -9,7 +9,6 @@ the CPU in float32 is put on lite-whisper's fast CPU route when the engine is ma
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -104,9 +103,7 @@ class PyTorchEngine:
                 # encoder runs a second time inside generate: the price of the no-speech rule and the fallback)
                 tokens = self.model.generate(encoded.features, **kwargs)
             else:
-                with self._decoder_forward(kwargs):
-                    tokens = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.states),
-                                                 **kwargs)
+                tokens = self._generate_from_states(encoded.states, kwargs)
         # transformers' sampled decoding of a batch can return over 448 tokens (windows stitched after a
         # clip ends); Whisper's decoder holds 448 positions, prompt included: nothing beyond is a transcript
         head = previous_tokens(self.tokenizer, options) + decoder_prompt(self.generation_config, options)
@@ -119,20 +116,18 @@ class PyTorchEngine:
         return [Decoded(sequence.tolist(), p, m)
                 for sequence, p, m in zip(tokens, no_speech.tolist(), mean_logprob.tolist())]
 
-    @contextlib.contextmanager
-    def _decoder_forward(self, kwargs: dict):
-        """With decoder_mode "compiled" and greedy decoding: the static cache and the compiled forward, for this
-        generate call only (the model stays as it was for everything else)."""
+    def _generate_from_states(self, states: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """generate() from encoder states; with decoder_mode "compiled" and greedy search, on the static cache and
+        the compiled forward for this call only (the model keeps its own forward for everything else)."""
+        encoder_outputs = BaseModelOutput(last_hidden_state=states)
         if self.decoder_mode != "compiled" or kwargs.get("num_beams", 1) != 1:
-            yield
-            return
+            return self.model.generate(encoder_outputs=encoder_outputs, **kwargs)
         if self._compiled_forward is None:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._compiled_forward = torch.compile(self.model.forward, mode=mode)
-        kwargs["cache_implementation"] = "static"
         self.model.forward = self._compiled_forward
         try:
-            yield
+            return self.model.generate(encoder_outputs=encoder_outputs, cache_implementation="static", **kwargs)
         finally:
             del self.model.forward  # the class's own forward again
 
