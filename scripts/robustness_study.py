@@ -15,13 +15,15 @@ only does the new work.
 A method is NAME=key:value,...; keys: target (encoder-parameter fraction), augment (degraded
 copies per calibration clip in the statistics), probes (clean | augmented: the clips whose damage
 prices the ranks), probe_clips (default 4), distill (steps), distill_data (clean | augmented),
-limit (calibration clips), seed (the augmentation's).
+limit (calibration clips), seed (the augmentation's), fit (pca | sequential: how the factors are computed),
+fit_clips, fit_mix (the sequential fit's clips and dense-input weight).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,12 +39,14 @@ from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.variants import is_variants_root, variant_folders
 from lite_whisper.deploy.export import export
 from lite_whisper.evaluation.evaluate import evaluate
+from lite_whisper.evaluation.loops import is_cut_short
+from lite_whisper.evaluation.wer import normalize
 from lite_whisper.models.loading import load_pytorch_model
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
 DEFAULTS = {"target": 0.75, "augment": 0, "probes": "clean", "probe_clips": 4, "distill": 0,
-            "distill_data": "clean", "limit": None, "seed": 0}
-WORDS = ("probes", "distill_data")
+            "distill_data": "clean", "limit": None, "seed": 0, "fit": "pca", "fit_clips": 64, "fit_mix": 1.0}
+WORDS = ("probes", "distill_data", "fit")
 
 
 def parse_method(text: str) -> tuple[str, dict]:
@@ -53,7 +57,7 @@ def parse_method(text: str) -> tuple[str, dict]:
         if key not in DEFAULTS:
             raise SystemExit(f"unknown method key {key!r} in {text!r}; keys: {', '.join(DEFAULTS)}")
         settings[key] = value if key in WORDS else (int(value) if key in (
-            "augment", "probe_clips", "distill", "limit", "seed") else float(value))
+            "augment", "probe_clips", "distill", "limit", "seed", "fit_clips") else float(value))
     return name, settings
 
 
@@ -99,7 +103,7 @@ def main() -> None:
     methods = [parse_method(text) for text in args.method]
     known = json.loads((out / "methods.json").read_text()) if (out / "methods.json").exists() else {}
     for name, settings in methods:  # a name is one model folder: the same name with other settings is refused
-        if known.get(name, settings) != settings:
+        if {**DEFAULTS, **known.get(name, settings)} != settings:
             raise SystemExit(f"method {name!r} was run with other settings ({known[name]}); give it another name")
         known[name] = settings
     (out / "methods.json").write_text(json.dumps(known, indent=2))
@@ -133,7 +137,8 @@ def main() -> None:
             loaded = load_or_calibrate(model, processor, augmented, stats_files=[stats_file],
                                        model_name=args.model, log=print)
             probe_source = augmented if settings["probes"] == "augmented" else calibration
-            config = CompressionConfig.parse("1", target_params=settings["target"])
+            config = CompressionConfig.parse("1", target_params=settings["target"], fit=settings["fit"],
+                                             fit_clips=settings["fit_clips"], fit_mix=settings["fit_mix"])
             distillation = DistillConfig(steps=settings["distill"])
             start = time.perf_counter()
             if settings["distill"] and settings["distill_data"] != settings["probes"]:
@@ -158,11 +163,22 @@ def main() -> None:
 
 
 def _brief(result: dict, dense: dict | None = None) -> dict:
-    brief = {"wer": round(result["wer"], 3), "loops": result["loops"], "clips": result["clips"]}
+    brief = {"wer": round(result["wer"], 3), "loops": result["loops"], "clips": result["clips"],
+             "cut_short": cut_short(result)}
     if dense is not None:
         brief["ratio"] = round(result["wer"] / dense["wer"], 4) if dense["wer"] else None
         brief["new_loops"] = sorted(set(result["loops"]) - set(dense["loops"]))
+        brief["new_cut_short"] = sorted(set(brief["cut_short"]) - set(cut_short(dense)))
     return brief
+
+
+def cut_short(result: dict) -> list[str]:
+    """Utterances cut short; recomputed from the rows for evaluations saved before `cut_short` was recorded."""
+    if "cut_short" in result:
+        return result["cut_short"]
+    language = "en"
+    return [u["id"] for u in result["utterances"]
+            if is_cut_short(normalize(u["reference"], language), normalize(u["hypothesis"], language))]
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -190,17 +206,22 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def geometric_mean(values) -> float:
+    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
 def table(summary: dict) -> str:
     labels = summary["datasets"]
     short = [label.replace("-", "")[:9] for label in labels]
-    lines = [f"{'method':<22} " + " ".join(f"{s:>9}" for s in short) + f" {'worst':>7} {'new loops':>9} {'s':>6}"]
+    lines = [f"{'method':<22} " + " ".join(f"{s:>9}" for s in short) + f" {'worst':>7} {'new loops':>9} {'new cut':>7} {'geo':>6} {'s':>6}"]
     lines.append(f"{'dense (WER %)':<22} " + " ".join(f"{summary['dense'][label]['wer']:>9.2f}" for label in labels))
     for name, entry in summary["methods"].items():
         results = entry["results"]
         ratios = [results[label]["ratio"] for label in labels[1:]] or [results[labels[0]]["ratio"]]
         new_loops = sum(len(results[label]["new_loops"]) for label in labels)
+        new_cut = sum(len(results[label]["new_cut_short"]) for label in labels)
         lines.append(f"{name:<22} " + " ".join(f"{results[label]['wer']:>9.2f}" for label in labels)
-                     + f" {max(ratios):>7.3f} {new_loops:>9} {entry['seconds']:>6.0f}")
+                     + f" {max(ratios):>7.3f} {new_loops:>9} {new_cut:>7} {geometric_mean(ratios):>6.3f} {entry['seconds']:>6.0f}")
         lines.append(f"{'  ratio':<22} " + " ".join(f"{results[label]['ratio']:>9.3f}" for label in labels))
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ from lite_whisper.data.augment import (
 )
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.variants import build_variants, variant_folders
-from lite_whisper.evaluation.loops import is_loop
+from lite_whisper.evaluation.loops import is_cut_short, is_loop, trailing_deletions
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import decode_with_fallback, transcribe_clips
 from lite_whisper.transcription.policy import compression_ratio, needs_fallback
@@ -213,6 +213,24 @@ def test_variants_command_refuses_bad_input_before_work(tmp_path, capsys):
 ])
 def test_loop_detector(reference_words, hypothesis, looping):
     assert is_loop(reference_words, hypothesis) is looping
+
+
+SENTENCE = "chapter twelve it was a fine morning in may when the family set out for the coast"
+
+
+@pytest.mark.parametrize("hypothesis, missing, cut", [
+    ("chapter twelve", 15, True),  # base's failure: the heading, then end of text
+    ("", 17, True),  # nothing at all while the audio holds speech
+    (SENTENCE, 0, False),
+    ("chapter twelve it was a fine morning in may when the family set out", 3, False),  # a few words: errors
+    ("chapter twelve it was fine morning in may when family set out for the coast", 0, False),  # deletions inside
+    ("chapter twelve it was a fine morning", 10, True),
+    ("chapter twelve it was a fine morning in may when the family set", 4, False),  # under 30% of the reference
+])
+def test_cut_short_detector(hypothesis, missing, cut):
+    assert trailing_deletions(SENTENCE, hypothesis) == missing
+    assert is_cut_short(SENTENCE, hypothesis) is cut
+    assert not is_cut_short("yes i did", "yes")  # under four words missing
 
 
 class ScriptedEngine:

@@ -188,24 +188,26 @@ def _compare(args, dense, compressed_folder: Path, datasets, ranks) -> None:
     for label, rows in compared:
         print(f"\nevaluated on {label} ({rows[0][3].clips} clips, {rows[0][3].words} words)")
         print(f"{'model':<11} {'enc. params':>12} {'enc. GFLOPs':>12} {'WER %':>7} {'mean utt. WER %':>16} "
-              f"{'loops':>5} {'RTFx':>6}")
+              f"{'loops':>5} {'cut':>4} {'RTFx':>6}")
         for name, params, flops, result in rows:
             print(f"{name:<11} {params / 1e6:>11.2f}M {flops / 1e9:>12.2f} {result.wer:>7.2f} "
-                  f"{result.mean_utterance_wer:>16.2f} {len(result.loops):>5} {result.rtfx:>6.1f}")
+                  f"{result.mean_utterance_wer:>16.2f} {len(result.loops):>5} {len(result.cut_short):>4} "
+                  f"{result.rtfx:>6.1f}")
     if len(compared) > 1:
         print("\n" + ratio_table([(label, rows[0][3], rows[1][3]) for label, rows in compared]))
 
 
 def ratio_table(pairs) -> str:
-    """Per dataset: dense and compressed WER, their ratio, looping utterances of each; then the worst ratio."""
+    """Per dataset: dense and compressed WER, their ratio, looping and cut-short utterances of each; the worst ratio."""
     width = max(len("dataset"), *(len(label) for label, _, _ in pairs))
-    lines = [f"{'dataset':<{width}} {'dense %':>8} {'compr. %':>8} {'ratio':>6} {'loops d/c':>9}"]
+    lines = [f"{'dataset':<{width}} {'dense %':>8} {'compr. %':>8} {'ratio':>6} {'loops d/c':>9} {'cut d/c':>7}"]
     ratios = []
     for label, dense, compressed in pairs:
         ratio = compressed.wer / dense.wer if dense.wer > 0 else float("inf") if compressed.wer > 0 else 1.0
         ratios.append((ratio, label))
         lines.append(f"{label:<{width}} {dense.wer:>8.2f} {compressed.wer:>8.2f} {ratio:>6.3f} "
-                     f"{len(dense.loops):>4}/{len(compressed.loops):<4}")
+                     f"{len(dense.loops):>4}/{len(compressed.loops):<4} "
+                     f"{len(dense.cut_short):>3}/{len(compressed.cut_short):<3}")
     worst, where = max(ratios)
     lines.append(f"worst ratio {worst:.3f} ({where})")
     return "\n".join(lines)

@@ -91,10 +91,10 @@ def run(args) -> int:
 
 
 def datasets_table(results) -> str:
-    """One row per dataset: clips, corpus and mean-utterance WER, insertions, looping utterances, RTFx."""
+    """One row per dataset: clips, corpus and mean-utterance WER, insertions, looping and cut-short utterances, RTFx."""
     width = max(len("dataset"), *(len(label) for label, _ in results))
-    lines = [f"{'dataset':<{width}} {'clips':>5} {'WER %':>7} {'mean utt. %':>11} {'ins.':>5} {'loops':>5} {'RTFx':>6}"]
+    lines = [f"{'dataset':<{width}} {'clips':>5} {'WER %':>7} {'mean utt. %':>11} {'ins.':>5} {'loops':>5} {'cut':>4} {'RTFx':>6}"]
     for label, r in results:
         lines.append(f"{label:<{width}} {r.clips:>5} {r.wer:>7.2f} {r.mean_utterance_wer:>11.2f} {r.insertions:>5} "
-                     f"{len(r.loops):>5} {r.rtfx:>6.1f}")
+                     f"{len(r.loops):>5} {len(r.cut_short):>4} {r.rtfx:>6.1f}")
     return "\n".join(lines)

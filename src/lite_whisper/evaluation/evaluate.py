@@ -9,7 +9,7 @@ from pathlib import Path
 from lite_whisper.api import as_engine
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.distributed import SINGLE, Ranks, gather_to_main, max_over_ranks
-from lite_whisper.evaluation.loops import is_loop
+from lite_whisper.evaluation.loops import is_cut_short, is_loop
 from lite_whisper.evaluation.wer import NO_ERRORS, WordErrors, normalize, word_errors
 from lite_whisper.files import write_json_atomic
 from lite_whisper.progress import ProgressBar
@@ -26,6 +26,7 @@ class UtteranceResult:
     words: int
     seconds: float
     loop: bool = False  # the hypothesis looks like a repetition loop (`evaluation.loops`)
+    cut_short: bool = False  # the hypothesis stops while the reference goes on (`evaluation.loops`)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class EvaluationResult:
     wall_seconds: float
     rtfx: float  # audio seconds per second of processing
     loops: list[str] = field(default_factory=list)  # ids of utterances whose hypothesis loops
+    cut_short: list[str] = field(default_factory=list)  # ids of utterances whose hypothesis stops early
     clips_without_reference: list[str] = field(default_factory=list)
     utterances: list[UtteranceResult] = field(default_factory=list)
 
@@ -63,6 +65,9 @@ class EvaluationResult:
             ("substitutions / deletions / insertions", f"{self.substitutions} / {self.deletions} / {self.insertions}"),
             ("looping utterances", f"{len(self.loops)}" + (f" ({', '.join(self.loops[:3])}"
                                                           f"{', ...' if len(self.loops) > 3 else ''})" if self.loops else "")),
+            ("utterances cut short", f"{len(self.cut_short)}" + (f" ({', '.join(self.cut_short[:3])}"
+                                                                f"{', ...' if len(self.cut_short) > 3 else ''})"
+                                                                if self.cut_short else "")),
             ("audio", f"{self.audio_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.1f} s"),
             ("RTFx", f"{self.rtfx:.1f}"),
@@ -125,11 +130,13 @@ def evaluate(
     for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)
         hypothesis = normalize(result.text, text_language)
-        errors = word_errors(normalize(reference, text_language), hypothesis)
+        normalised_reference = normalize(reference, text_language)
+        errors = word_errors(normalised_reference, hypothesis)
         totals = totals + errors
         rows.append((position, UtteranceResult(result.source, reference, result.text, errors.wer,
                                                errors.reference_words, result.seconds,
-                                               is_loop(errors.reference_words, hypothesis)), errors))
+                                               is_loop(errors.reference_words, hypothesis),
+                                               is_cut_short(normalised_reference, hypothesis)), errors))
         bar.update(1)
         bar.set_postfix(wer=f"{100.0 * totals.errors / max(totals.reference_words, 1):.2f}%")
     wall = max_over_ranks(time.perf_counter() - start, ranks)
@@ -160,6 +167,7 @@ def evaluate(
         wall_seconds=wall,
         rtfx=audio_seconds / wall if wall > 0 else float("inf"),
         loops=[u.id for u in utterances if u.loop],
+        cut_short=[u.id for u in utterances if u.cut_short],
         clips_without_reference=without_reference,
         utterances=utterances,
     )

@@ -1,12 +1,21 @@
-"""Telling a looping transcript from a long one: what a decoder stuck repeating itself leaves behind.
+"""The two ways a decoder fails a whole utterance: it loops, or it stops early.
+
+Loops: what a decoder stuck repeating itself leaves behind.
 
 Two signs, either enough: the hypothesis has more than twice the reference's words (references
 under `MIN_REFERENCE_WORDS` words count as that many, so "yes" -> "yes, yes, I did" is no loop), or
 its text compresses like a repetition (zlib ratio above Whisper's own fallback threshold, 2.4;
 ordinary English text stays below 2 and short text far below).
+
+Cut short: the transcript ends while the audio still holds speech — the end-of-text token chosen too early
+(base stops after a chapter heading, "CHAPTER XII", and drops the sentence that follows). Against a
+reference: the last `CUT_SHORT_SHARE` or more of the reference's words, and at least `CUT_SHORT_WORDS`, are
+deleted after the hypothesis's last word. Missing words inside the utterance are ordinary errors, not this.
 """
 
 from __future__ import annotations
+
+import jiwer
 
 from lite_whisper.transcription.policy import compression_ratio
 from lite_whisper.transcription.types import DecodingOptions
@@ -14,6 +23,8 @@ from lite_whisper.transcription.types import DecodingOptions
 COMPRESSION_RATIO_THRESHOLD = DecodingOptions.compression_ratio_threshold  # Whisper's fallback threshold
 LENGTH_RATIO = 2.0
 MIN_REFERENCE_WORDS = 3
+CUT_SHORT_SHARE = 0.3
+CUT_SHORT_WORDS = 4
 
 
 def is_loop(reference_words: int, hypothesis: str) -> bool:
@@ -21,3 +32,20 @@ def is_loop(reference_words: int, hypothesis: str) -> bool:
     words = len(hypothesis.split())
     return (words > LENGTH_RATIO * max(reference_words, MIN_REFERENCE_WORDS)
             or compression_ratio(hypothesis) > COMPRESSION_RATIO_THRESHOLD)
+
+
+def trailing_deletions(reference: str, hypothesis: str) -> int:
+    """Reference words (normalised text) left unsaid after the hypothesis's last aligned word."""
+    ref_words, hyp_words = reference.split(), hypothesis.split()
+    if not hyp_words:
+        return len(ref_words)
+    if not ref_words:
+        return 0
+    last = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words)).alignments[0][-1]
+    return last.ref_end_idx - last.ref_start_idx if last.type == "delete" else 0
+
+
+def is_cut_short(reference: str, hypothesis: str) -> bool:
+    """Whether `hypothesis` stops early against `reference` (both normalised), as the module docstring says."""
+    missing = trailing_deletions(reference, hypothesis)
+    return missing >= CUT_SHORT_WORDS and missing >= CUT_SHORT_SHARE * len(reference.split())
