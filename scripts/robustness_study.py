@@ -15,8 +15,7 @@ only does the new work.
 A method is NAME=key:value,...; keys: target (encoder-parameter fraction), augment (degraded
 copies per calibration clip in the statistics), probes (clean | augmented: the clips whose damage
 prices the ranks), probe_clips (default 4), distill (steps), distill_data (clean | augmented),
-limit (calibration clips), seed (the augmentation's), fit (pca | sequential: how the factors are computed),
-fit_clips, fit_mix (the sequential fit's clips and dense-input weight).
+limit (calibration clips), seed (the augmentation's).
 """
 
 from __future__ import annotations
@@ -45,8 +44,8 @@ from lite_whisper.models.loading import load_pytorch_model
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
 DEFAULTS = {"target": 0.75, "augment": 0, "probes": "clean", "probe_clips": 4, "distill": 0,
-            "distill_data": "clean", "limit": None, "seed": 0, "fit": "pca", "fit_clips": 64, "fit_mix": 1.0}
-WORDS = ("probes", "distill_data", "fit")
+            "distill_data": "clean", "limit": None, "seed": 0}
+WORDS = ("probes", "distill_data")
 
 
 def parse_method(text: str) -> tuple[str, dict]:
@@ -57,7 +56,7 @@ def parse_method(text: str) -> tuple[str, dict]:
         if key not in DEFAULTS:
             raise SystemExit(f"unknown method key {key!r} in {text!r}; keys: {', '.join(DEFAULTS)}")
         settings[key] = value if key in WORDS else (int(value) if key in (
-            "augment", "probe_clips", "distill", "limit", "seed", "fit_clips") else float(value))
+            "augment", "probe_clips", "distill", "limit", "seed") else float(value))
     return name, settings
 
 
@@ -103,7 +102,7 @@ def main() -> None:
     methods = [parse_method(text) for text in args.method]
     known = json.loads((out / "methods.json").read_text()) if (out / "methods.json").exists() else {}
     for name, settings in methods:  # a name is one model folder: the same name with other settings is refused
-        if {**DEFAULTS, **known.get(name, settings)} != settings:
+        if known.get(name, settings) != settings:
             raise SystemExit(f"method {name!r} was run with other settings ({known[name]}); give it another name")
         known[name] = settings
     (out / "methods.json").write_text(json.dumps(known, indent=2))
@@ -137,8 +136,7 @@ def main() -> None:
             loaded = load_or_calibrate(model, processor, augmented, stats_files=[stats_file],
                                        model_name=args.model, log=print)
             probe_source = augmented if settings["probes"] == "augmented" else calibration
-            config = CompressionConfig.parse("1", target_params=settings["target"], fit=settings["fit"],
-                                             fit_clips=settings["fit_clips"], fit_mix=settings["fit_mix"])
+            config = CompressionConfig.parse("1", target_params=settings["target"])
             distillation = DistillConfig(steps=settings["distill"])
             start = time.perf_counter()
             if settings["distill"] and settings["distill_data"] != settings["probes"]:

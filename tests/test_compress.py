@@ -160,25 +160,6 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
     assert main(["inspect", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["encoder_params_after"] == report["encoder_params_after"]
 
-    # --fit sequential with loaded statistics still reads the calibration audio (the fit runs on it);
-    # the same ranks as the PCA factors, other factors, and the report says how they were fitted
-    out_seq = tmp_path / "lite-seq"
-    assert main(["compress", str(dense), "--calibration", str(calibration_folder), "--threshold", "0.5",
-                 "--stats", str(stats), "--fit", "sequential", "--fit-clips", "4", "--no-progress",
-                 "-o", str(out_seq)]) == 0
-    sequential = json.loads((out_seq / "compression_report.json").read_text())
-    assert sequential["config"]["fit"] == "sequential" and sequential["config"]["fit_clips"] == 4
-    ranks = [{name: layer[name]["rank"] for name in layer} for layer in sequential["layers"]]
-    assert ranks == [{name: layer[name]["rank"] for name in layer}
-                     for layer in json.loads((out_b / "compression_report.json").read_text())["layers"]]
-    pca_model, _ = load_model(out_b)
-    fitted_model, _ = load_model(out_seq)
-    pca_state, fitted_state = pca_model.state_dict(), fitted_model.state_dict()
-    assert any(not torch.equal(pca_state[key], fitted_state[key]) for key in pca_state if ".down." in key or ".up." in key)
-    assert main(["compress", str(dense), "--calibration", str(tmp_path / "nowhere"), "--threshold", "0.5",
-                 "--stats", str(stats), "--fit", "sequential", "-o", str(tmp_path / "never")]) == 2
-    assert "nowhere" in capsys.readouterr().err and not (tmp_path / "never").exists()
-
 
 def test_cli_compress_bad_input(tmp_path, calibration_folder, capsys):
     dense = _save_tiny_model(tmp_path)

@@ -51,16 +51,6 @@ def add_parser(commands) -> None:
     budget.add_argument("--target-flops", type=float, metavar="F",
                         help="likewise, to this fraction of the dense encoder's FLOPs at 30 s")
     p.add_argument("--rank-multiple", type=int, default=16, help="ranks are multiples of this (default: 16)")
-    p.add_argument("--fit", choices=["pca", "sequential"], 
-                   help="how the factors of the chosen ranks are computed — pca: each linear's output PCA on the dense "
-                   "model (the paper); sequential: fitted layer by layer to the dense outputs from the inputs the "
-                   "compressed model really produces, on the first --fit-clips calibration clips (default: pca)")
-    p.add_argument("--fit-clips", type=int, metavar="N",
-                   help="with --fit sequential: calibration clips it runs on, degraded copies included "
-                   "(default: 64)")
-    p.add_argument("--fit-mix", type=float, metavar="W",
-                   help="with --fit sequential: weight of the dense model's own inputs beside the compressed "
-                   "model's (0: the compressed inputs alone; default: 1)")
     p.add_argument("--distill-steps", type=int, default=0, metavar="N",
                    help="afterwards, train only the factors for N steps so the encoder's output matches the dense "
                    "one's on the calibration audio (decoder frozen; a few clips held out pick the best step; "
@@ -97,9 +87,7 @@ def run(args) -> int:
 
     # Validate everything cheap before the expensive part.
     config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple, rank_rule=args.rank_rule,
-                                     target_params=args.target_params, target_flops=args.target_flops,
-                                     **{key: value for key, value in (("fit", args.fit), ("fit_clips", args.fit_clips),
-                                                                      ("fit_mix", args.fit_mix)) if value is not None})
+                                     target_params=args.target_params, target_flops=args.target_flops)
     for value, flag in ((args.limit, "--limit"), (args.batch_size, "--batch-size"), (args.eval_limit, "--eval-limit"),
                         (args.distill_batch_size, "--distill-batch-size")):
         positive(value, flag)
@@ -121,7 +109,7 @@ def run(args) -> int:
     for path in stats_files:
         if path.is_dir():
             raise CLIError(f"--stats {path} is a folder; give a file name such as model.stats")
-    if not existing or args.distill_steps or config.fit == "sequential":  # these read the calibration audio itself
+    if not existing or args.distill_steps:  # distillation trains on the calibration audio itself
         calibration = open_calibration(args)
     elif config.budget is not None and args.calibration is not None:  # a few clips measure each linear's damage
         calibration = open_calibration(args)

@@ -31,7 +31,6 @@ from lite_whisper.compression.decomposition import (
 )
 from lite_whisper.compression.report import CompressionReport, ModuleReport
 from lite_whisper.compression.sensitivity import discarded_variance, measure_sensitivities
-from lite_whisper.compression.sequential import sequential_factors
 from lite_whisper.lowrank.convert import to_lite_whisper
 from lite_whisper.lowrank.cost import (
     break_even_rank,
@@ -45,7 +44,6 @@ from lite_whisper.lowrank.cost import (
 )
 from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
 from lite_whisper.memory import peak_rss_mb
-from lite_whisper.progress import ProgressBar
 
 # Below this many calibration clips the measured WER rises, most on speech unlike the calibration
 # set (tiny.en, docs/RESULTS.md §6: 32 clips vs 167 on extra/ clips, 9.08 vs 8.00 at 75%).
@@ -81,8 +79,6 @@ def compress(
     calibration_data: str = "",
     allow_other_weights: bool = False,
     probe_features: torch.Tensor | None = None,
-    fit_features: torch.Tensor | None = None,
-    progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ):
     """Factorise the encoder's linears as `config` says; return (lite model, report).
@@ -92,15 +88,10 @@ def compress(
     estimated damage; the estimate is measured on `probe_features` (a few calibration clips'
     log-mel features, see `sensitivity`) when given, else it is the discarded share of each
     linear's output variance (blind to where errors show; a warning says so).
-    With `config.fit` "sequential" the factors of the chosen ranks are fitted in data order on
-    `fit_features` (the first `config.fit_clips` calibration clips' log-mel features; `sequential`);
-    else they are each linear's PCA factors.
     """
     start = time.perf_counter()
     requested = config
     check_dense(model, model_name)
-    if config.fit == "sequential" and fit_features is None:
-        raise ValueError("the sequential fit needs calibration audio (the first clips' features); none was given")
     statistics.check_compatible(model, allow_other_weights=allow_other_weights)
     if statistics.calibration_clips < RECOMMENDED_CLIPS:
         warnings.warn(f"statistics from only {statistics.calibration_clips} calibration clips: with fewer than "
@@ -113,7 +104,7 @@ def compress(
         for key, mean, eigenvalues, eigenvectors in _bases(model, statistics):  # one at a time, then freed
             module = _target_module(model, *key)
             decisions[key] = _decide(config, key[1], eigenvalues, module)
-            if decisions[key].rank is not None and config.fit == "pca":
+            if decisions[key].rank is not None:
                 factors[key] = _factors(model, module, mean, eigenvectors, decisions[key].rank)
     else:  # a budget needs every spectrum at once; each is decomposed once, vectors kept up to break-even
         bases = {key: (mean, values, vectors) for key, mean, values, vectors in _bases(model, statistics, truncate=True)}
@@ -130,11 +121,8 @@ def compress(
             rank, reason = ranks[key]
             kept = 1.0 if rank is None else float(explained_variance(eigenvalues)[rank - 1])
             decisions[key] = ModuleDecision(rank, kept, module.in_features, module.out_features, reason)
-            if rank is not None and config.fit == "pca":
+            if rank is not None:
                 factors[key] = _factors(model, module, mean, eigenvectors, rank)
-    if config.fit == "sequential":
-        factors = _fit_sequentially(model, {key: decision.rank for key, decision in decisions.items()}, config,
-                                    fit_features, progress, log)
     lite = to_lite_whisper(model, factors)
     allocated = config.budget is not None and config.rank_rule == "allocate"
     report = CompressionReport(
@@ -237,15 +225,6 @@ def _threshold_for_budget(model, bases, config: CompressionConfig):
                                  target_flops=None)
     return chosen, {"kind": kind, "target": fraction, "achieved": size(low) / dense_total,
                     "estimate": f"one {config.rank_rule}-rule threshold, {low:.6f}"}
-
-
-def _fit_sequentially(model, ranks, config: CompressionConfig, features, progress: bool, log):
-    """The chosen ranks' factors fitted in data order (`sequential`), with a progress bar over the sites."""
-    log(f"fitting the factors in data order on {features.shape[0]} clips (mix {config.fit_mix:g}) ...")
-    with ProgressBar(total=4 * len(encoder_of(model).layers), desc="fitting", unit="site",
-                     disable=not progress) as bar:
-        return sequential_factors(model, ranks, features[:config.fit_clips], mix=config.fit_mix,
-                                  progress=lambda done, total: bar.update(1))
 
 
 def _factors(model, module, mean, eigenvectors, rank: int):

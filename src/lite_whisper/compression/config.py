@@ -18,10 +18,6 @@ from dataclasses import asdict, dataclass
 from lite_whisper.lowrank.targets import ATTENTION
 
 RANK_RULES = ("paper", "robust", "allocate")  # "allocate" needs a budget
-# How the factors of a chosen rank are computed: "pca", each linear's output PCA on the dense model's
-# statistics (METHOD §4); "sequential", fitted in data order to the dense outputs from the inputs the
-# compressed model produces (`compression.sequential`), on the first `fit_clips` calibration clips.
-FITS = ("pca", "sequential")
 # A leading eigenvalue more than this many times the next one is a massive direction (tiny.en's last
 # fc2: 8338 vs 21; the next-largest gap among its other 23 linears is 3.7x).
 MASSIVE_GAP = 10.0
@@ -38,10 +34,7 @@ class CompressionConfig:
     rank_rule: str = "robust"  # measured better than "paper" at every size tried (docs/RESULTS.md §6)
     target_params: float | None = None
     target_flops: float | None = None
-    fit: str = "pca"
-    fit_clips: int = 64  # calibration clips (degraded copies included) the sequential fit runs on
-    fit_mix: float = 1.0  # weight of the dense inputs' term in the sequential fit
-    version: int = 3  # 2: rank_rule, target_params, target_flops; 3: fit, fit_clips, fit_mix
+    version: int = 2  # 2: rank_rule, target_params, target_flops
 
     def __post_init__(self):
         for name in ("attention_threshold", "mlp_threshold"):
@@ -52,12 +45,6 @@ class CompressionConfig:
             raise ValueError(f"rank multiple must be at least 1, got {self.rank_multiple}")
         if self.rank_rule not in RANK_RULES:
             raise ValueError(f"rank rule must be one of {', '.join(RANK_RULES)}, got {self.rank_rule!r}")
-        if self.fit not in FITS:
-            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
-        if not (isinstance(self.fit_clips, int) and self.fit_clips >= 1):
-            raise ValueError(f"--fit-clips must be a positive number of clips, got {self.fit_clips!r}")
-        if not (isinstance(self.fit_mix, (int, float)) and self.fit_mix >= 0):
-            raise ValueError(f"--fit-mix must be >= 0, got {self.fit_mix!r}")
         if self.target_params is not None and self.target_flops is not None:
             raise ValueError("give a parameter budget or a FLOP budget, not both")
         if self.rank_rule == "allocate" and self.target_params is None and self.target_flops is None:
@@ -70,8 +57,7 @@ class CompressionConfig:
 
     @classmethod
     def parse(cls, threshold: str | float, rank_multiple: int = 16, rank_rule: str | None = None,
-              target_params: float | None = None, target_flops: float | None = None,
-              **fit) -> "CompressionConfig":
+              target_params: float | None = None, target_flops: float | None = None) -> "CompressionConfig":
         """'0.99' (all six linears) or '0.99:0.999' (attention:MLP)."""
         text = str(threshold).strip()
         parts = text.split(":")
@@ -84,7 +70,7 @@ class CompressionConfig:
         attention, mlp = values if len(values) == 2 else values * 2
         if rank_rule is None:
             rank_rule = "allocate" if (target_params is not None or target_flops is not None) else "robust"
-        return cls(attention, mlp, rank_multiple, rank_rule, target_params, target_flops, **fit)
+        return cls(attention, mlp, rank_multiple, rank_rule, target_params, target_flops)
 
     @property
     def budget(self) -> tuple[str, float] | None:

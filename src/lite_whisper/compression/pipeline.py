@@ -104,27 +104,20 @@ def compress_and_save(
     with `distillation.steps`, up to `distillation.max_clips` of them train the factors afterwards.
     """
     probe = features = None
-    fitting = config.fit == "sequential"
-    if calibration is not None and (config.budget is not None or distillation.steps or fitting):
+    if calibration is not None and (config.budget is not None or distillation.steps):
 
         dataset = calibration if isinstance(calibration, SpeechDataset) else load_dataset(calibration)
         parameter = next(model.parameters())
-        clips = max(probe_clips, distillation.max_clips if distillation.steps else 0,
-                    config.fit_clips if fitting else 0)
+        clips = max(probe_clips, distillation.max_clips if distillation.steps else 0)
         features = first_clips_features(dataset, processor, clips, parameter.device, parameter.dtype)
         probe = None if features is None else features[:probe_clips]
     if distillation.steps and features is None:
         raise ValueError("distillation needs calibration audio (give --calibration), and none of it was readable")
-    if fitting and features is None:
-        raise ValueError("the sequential fit needs calibration audio (give --calibration, or --fit pca), "
-                         "and none was given or readable")
     lite, report = compress(model, loaded.statistics, config, model_name=model_name, calibration_data=loaded.source,
                             allow_other_weights=allow_other_weights,
-                            probe_features=probe if config.budget is not None else None,
-                            fit_features=features if fitting else None, progress=progress, log=log)
+                            probe_features=probe if config.budget is not None else None, log=log)
     if distillation.steps:
-        report = dataclasses.replace(report, distillation=_distill(lite, model, features[:distillation.max_clips],
-                                                                   distillation, progress, log))
+        report = dataclasses.replace(report, distillation=_distill(lite, model, features, distillation, progress, log))
     if started is not None:
         report = dataclasses.replace(report, wall_seconds=time.perf_counter() - started)
     report = dataclasses.replace(report, calibration_seconds=loaded.seconds)
