@@ -289,4 +289,4 @@ def test_fallback_shortens_a_looping_random_model():
     runs = [next(transcribe_clips(engine, clip, options=options)).text for _ in range(2)]
     assert runs[0] == runs[1]  # seeded samples
     assert compression_ratio(runs[0]) < compression_ratio(greedy.text)
-    assert len(runs[0]) < len(greedy.text) or compression_ratio(runs[0]) <= 2.4
+    assert compression_ratio(runs[0]) <= 2.4  # passes Whisper's loop test: no longer a loop
