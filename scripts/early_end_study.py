@@ -41,10 +41,11 @@ def main() -> int:
             options = DecodingOptions(language="en", timestamps=timestamps, max_new_tokens=200)
             results = transcribe_clips(engine, [(clip.id, clip.audio) for clip in clips], options=options)
             for clip, result in zip(clips, results):
-                reference, hypothesis = normalize(clip.reference), normalize(result.text)
+                hypothesis = normalize(result.text)
+                errors = word_errors(normalize(clip.reference), hypothesis)
                 row = {"model": spec, "timestamps": timestamps, "id": clip.id, "words": len(hypothesis.split()),
-                       "reference_words": len(reference.split()), "wer": word_errors(reference, hypothesis).wer,
-                       "cut_short": is_cut_short(reference, hypothesis), "text": result.text}
+                       "reference_words": errors.reference_words, "wer": errors.wer,
+                       "cut_short": is_cut_short(errors), "text": result.text}
                 rows.append(row)
                 print(f"{spec[-24:]:>24} timestamps={timestamps!s:5} {clip.id.rsplit('/', 1)[-1]:>18} "
                       f"words {row['words']:>3}/{row['reference_words']:<3} WER {row['wer']:6.1f} "

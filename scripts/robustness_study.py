@@ -39,7 +39,7 @@ from lite_whisper.data.variants import is_variants_root, variant_folders
 from lite_whisper.deploy.export import export
 from lite_whisper.evaluation.evaluate import evaluate
 from lite_whisper.evaluation.loops import is_cut_short
-from lite_whisper.evaluation.wer import normalize
+from lite_whisper.evaluation.wer import normalize, word_errors
 from lite_whisper.models.loading import load_pytorch_model
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
@@ -174,9 +174,8 @@ def cut_short(result: dict) -> list[str]:
     """Utterances cut short; recomputed from the rows for evaluations saved before `cut_short` was recorded."""
     if "cut_short" in result:
         return result["cut_short"]
-    language = "en"
     return [u["id"] for u in result["utterances"]
-            if is_cut_short(normalize(u["reference"], language), normalize(u["hypothesis"], language))]
+            if is_cut_short(word_errors(normalize(u["reference"]), normalize(u["hypothesis"])))]
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -29,7 +29,8 @@ from lite_whisper.data.augment import (
 )
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.data.variants import build_variants, variant_folders
-from lite_whisper.evaluation.loops import is_cut_short, is_loop, trailing_deletions
+from lite_whisper.evaluation.loops import is_cut_short, is_loop
+from lite_whisper.evaluation.wer import word_errors
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import decode_with_fallback, transcribe_clips
 from lite_whisper.transcription.policy import compression_ratio, needs_fallback
@@ -228,9 +229,10 @@ SENTENCE = "chapter twelve it was a fine morning in may when the family set out 
     ("chapter twelve it was a fine morning in may when the family set", 4, False),  # under 30% of the reference
 ])
 def test_cut_short_detector(hypothesis, missing, cut):
-    assert trailing_deletions(SENTENCE, hypothesis) == missing
-    assert is_cut_short(SENTENCE, hypothesis) is cut
-    assert not is_cut_short("yes i did", "yes")  # under four words missing
+    errors = word_errors(SENTENCE, hypothesis)
+    assert errors.trailing_deletions == missing
+    assert is_cut_short(errors) is cut
+    assert not is_cut_short(word_errors("yes i did", "yes"))  # under four words missing
 
 
 class ScriptedEngine:

@@ -63,17 +63,21 @@ class EvaluationResult:
             ("WER (corpus)", f"{self.wer:.2f} %"),
             ("WER (mean per utterance)", f"{self.mean_utterance_wer:.2f} %"),
             ("substitutions / deletions / insertions", f"{self.substitutions} / {self.deletions} / {self.insertions}"),
-            ("looping utterances", f"{len(self.loops)}" + (f" ({', '.join(self.loops[:3])}"
-                                                          f"{', ...' if len(self.loops) > 3 else ''})" if self.loops else "")),
-            ("utterances cut short", f"{len(self.cut_short)}" + (f" ({', '.join(self.cut_short[:3])}"
-                                                                f"{', ...' if len(self.cut_short) > 3 else ''})"
-                                                                if self.cut_short else "")),
+            ("looping utterances", _count_and_first(self.loops)),
+            ("utterances cut short", _count_and_first(self.cut_short)),
             ("audio", f"{self.audio_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.1f} s"),
             ("RTFx", f"{self.rtfx:.1f}"),
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _count_and_first(ids: list[str], shown: int = 3) -> str:
+    """'2 (a, b)' or '5 (a, b, c, ...)': how many, and the first few ids."""
+    if not ids:
+        return "0"
+    return f"{len(ids)} ({', '.join(ids[:shown])}{', ...' if len(ids) > shown else ''})"
 
 
 def evaluate(
@@ -130,13 +134,12 @@ def evaluate(
     for result in transcribe_clips(engine, clips_with_reference(), batch_size=batch_size, options=options):
         position, reference = references.pop(result.source)
         hypothesis = normalize(result.text, text_language)
-        normalised_reference = normalize(reference, text_language)
-        errors = word_errors(normalised_reference, hypothesis)
+        errors = word_errors(normalize(reference, text_language), hypothesis)
         totals = totals + errors
         rows.append((position, UtteranceResult(result.source, reference, result.text, errors.wer,
                                                errors.reference_words, result.seconds,
                                                is_loop(errors.reference_words, hypothesis),
-                                               is_cut_short(normalised_reference, hypothesis)), errors))
+                                               is_cut_short(errors)), errors))
         bar.update(1)
         bar.set_postfix(wer=f"{100.0 * totals.errors / max(totals.reference_words, 1):.2f}%")
     wall = max_over_ranks(time.perf_counter() - start, ranks)

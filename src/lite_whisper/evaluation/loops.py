@@ -15,8 +15,7 @@ deleted after the hypothesis's last word. Missing words inside the utterance are
 
 from __future__ import annotations
 
-import jiwer
-
+from lite_whisper.evaluation.wer import WordErrors
 from lite_whisper.transcription.policy import compression_ratio
 from lite_whisper.transcription.types import DecodingOptions
 
@@ -34,18 +33,7 @@ def is_loop(reference_words: int, hypothesis: str) -> bool:
             or compression_ratio(hypothesis) > COMPRESSION_RATIO_THRESHOLD)
 
 
-def trailing_deletions(reference: str, hypothesis: str) -> int:
-    """Reference words (normalised text) left unsaid after the hypothesis's last aligned word."""
-    ref_words, hyp_words = reference.split(), hypothesis.split()
-    if not hyp_words:
-        return len(ref_words)
-    if not ref_words:
-        return 0
-    last = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words)).alignments[0][-1]
-    return last.ref_end_idx - last.ref_start_idx if last.type == "delete" else 0
-
-
-def is_cut_short(reference: str, hypothesis: str) -> bool:
-    """Whether `hypothesis` stops early against `reference` (both normalised), as the module docstring says."""
-    missing = trailing_deletions(reference, hypothesis)
-    return missing >= CUT_SHORT_WORDS and missing >= CUT_SHORT_SHARE * len(reference.split())
+def is_cut_short(errors: WordErrors) -> bool:
+    """Whether an utterance with these word errors stops early, as the module docstring says."""
+    missing = errors.trailing_deletions
+    return missing >= CUT_SHORT_WORDS and missing >= CUT_SHORT_SHARE * errors.reference_words

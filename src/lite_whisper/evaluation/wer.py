@@ -9,7 +9,7 @@ bracketed asides, diacritics kept): the English one would rewrite its numbers an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 
@@ -41,6 +41,9 @@ class WordErrors:
     deletions: int
     insertions: int
     reference_words: int
+    # reference words deleted after the hypothesis's last word: where some deletions lie, not more errors
+    # (so not compared); what tells a transcript cut short (`evaluation.loops.is_cut_short`)
+    trailing_deletions: int = field(default=0, compare=False)
 
     @property
     def errors(self) -> int:
@@ -57,6 +60,7 @@ class WordErrors:
             self.deletions + other.deletions,
             self.insertions + other.insertions,
             self.reference_words + other.reference_words,
+            self.trailing_deletions + other.trailing_deletions,
         )
 
 
@@ -64,12 +68,14 @@ NO_ERRORS = WordErrors(0, 0, 0, 0)
 
 
 def word_errors(reference: str, hypothesis: str) -> WordErrors:
-    """Align already-normalised word sequences and count the edits."""
+    """Align already-normalised word sequences and count the edits (and the deletions at the end)."""
 
     ref_words, hyp_words = reference.split(), hypothesis.split()
     if not ref_words:  # jiwer refuses empty references: everything said is an insertion
         return WordErrors(0, 0, len(hyp_words), 0)
     if not hyp_words:
-        return WordErrors(0, len(ref_words), 0, len(ref_words))
+        return WordErrors(0, len(ref_words), 0, len(ref_words), len(ref_words))
     out = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))
-    return WordErrors(out.substitutions, out.deletions, out.insertions, len(ref_words))
+    last = out.alignments[0][-1]
+    trailing = last.ref_end_idx - last.ref_start_idx if last.type == "delete" else 0
+    return WordErrors(out.substitutions, out.deletions, out.insertions, len(ref_words), trailing)
