@@ -185,7 +185,7 @@ def test_benchmark_end_to_end_on_a_clip(tmp_path):
 
 def test_the_encoder_timer_adds_up_encode_calls_only():
     class Slow:  # an engine whose encoder takes 20 ms and whose decoder takes none
-        name, batched_timestamps = "slow", True
+        name = "slow"
 
         def encode(self, features):
             time.sleep(0.02)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from lite_whisper import evaluate, load_model, transcribe
+from lite_whisper import evaluate, load_audio, load_model, transcribe
 from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
+from lite_whisper.evaluation.wer import normalize
 from lite_whisper.models.ctranslate2.decoder import write_decoder
 from lite_whisper.deploy.export import export
 from lite_whisper.runtime.exported import ExportedWhisper
@@ -31,6 +33,13 @@ def test_exported_compressed_tiny_en_keeps_its_wer(speech_dir, tmp_path):
     exported = load_model(tmp_path / "export")
     jfk = transcribe(exported, speech_dir / "extra" / "jfk.flac", language="en")[0].text
     assert "ask not what your country can do for you" in jfk.lower()
+    # a long recording (JFK three times, pauses between) goes through the export as VAD windows, batched
+    speech = load_audio(speech_dir / "extra" / "jfk.flac")
+    pause = np.zeros(3 * 16000, np.float32)
+    (long,) = transcribe(exported, np.concatenate([speech, pause, speech, pause, speech]), language="en",
+                         timestamps=True)
+    assert normalize(long.text).count("ask not what your country can do for you") == 3, long.text
+    assert long.segments[-1].end <= long.seconds and long.segments[0].start >= 0
     options = DecodingOptions(language="en")
     theirs = evaluate((lite, processor), dev, options=options, progress=False)
     # float32 encoder and decoder: the deployment itself changes nothing (issue 10's "within 0.3")

@@ -19,6 +19,9 @@ OPTIONAL = {
     "ctranslate2", "faster_whisper", "lite_whisper.runtime.hybrid",
     "lite_whisper.runtime.encoders",
     "lite_whisper.runtime.onnx_encoder", "lite_whisper.runtime.openvino_encoder",
+    # installed always, imported only when needed: PyAV for files libsndfile cannot read, Silero VAD for audio
+    # over 30 s (importing faster-whisper loads CTranslate2)
+    "av", "faster_whisper.vad",
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from lite_whisper.export_manifest import is_exported_folder
 from lite_whisper.models.loading import ModelLoadError, load_pytorch_model, resolve_dtype
 from lite_whisper.runtime.pytorch import PyTorchEngine, prepare_for_inference
+from lite_whisper.runtime.threads import use_threads
 from lite_whisper.transcription.engine import Engine, transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions, Transcription
 
@@ -60,11 +61,15 @@ def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None, 
 
 
 def load_engine(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-                encoder: str | None = None, decoder: str = "transformers") -> Engine:
+                encoder: str | None = None, decoder: str = "transformers", threads: int | None = None) -> Engine:
     """The engine for a model spec (see `load_model`). `decoder` "ctranslate2": a PyTorch model's decoder is
     converted to CTranslate2 and fed the PyTorch encoder's states (`runtime.hybrid`; on a GPU the encoder
-    replays CUDA graphs and the decoder runs float16)."""
-    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder), decoder=decoder)
+    replays CUDA graphs and the decoder runs float16). `threads`: CPU threads of every engine the model runs on
+    (torch's for the process, ONNX Runtime's and CTranslate2's for an export; default: the physical cores, or
+    an export's recorded choice)."""
+    if not is_exported_folder(Path(str(spec)).expanduser()):
+        threads = use_threads(threads)
+    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder, threads=threads), decoder=decoder)
 
 
 def as_engine(model, processor=None, decoder: str = "transformers") -> Engine:

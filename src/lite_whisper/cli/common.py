@@ -41,6 +41,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "feeds it the PyTorch encoder's states (on CUDA: float16, encoder replayed from CUDA graphs; "
                         "needs the deploy extra). Exported folders always decode with CTranslate2 (default: "
                         "transformers)")
+    parser.add_argument("--threads", type=int, help="CPU threads the model runs on (default: this machine's "
+                        "physical cores; an exported folder: the number it was exported with, if any)")
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None,
@@ -66,6 +68,9 @@ def add_decoding_options(parser: argparse.ArgumentParser, language_default: str 
                         "0.2, 0.4, ... 1.0, best of --best-of samples (default: %s)"
                         % ("on" if fallback_default else "off: greedy only, the comparable figure"))
     parser.add_argument("--best-of", type=int, default=5, help="samples per fallback temperature (default: 5)")
+    parser.add_argument("--long-form", choices=["vad", "sequential"], default="vad", help=(
+        "audio over 30 s: 'vad' cuts it at its pauses (Silero VAD) into windows of <= 30 s decoded as batches, "
+        "skipping what is not speech; 'sequential' walks it window by window as Whisper does (default: vad)"))
 
 
 def decoding_options(args):
@@ -82,7 +87,8 @@ def decoding_options(args):
                            timestamps=getattr(args, "timestamps", False), max_new_tokens=args.max_new_tokens,
                            no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold,
                            temperatures=WHISPER_TEMPERATURES if getattr(args, "temperature_fallback", False) else (0.0,),
-                           best_of=getattr(args, "best_of", 5), prompt=getattr(args, "prompt", None))
+                           best_of=getattr(args, "best_of", 5), prompt=getattr(args, "prompt", None),
+                           long_form=getattr(args, "long_form", "vad"))
 
 
 def positive(value: int | None, what: str) -> None:

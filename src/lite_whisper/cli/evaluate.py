@@ -54,6 +54,7 @@ def run(args) -> int:
 
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
+    positive(args.threads, "--threads")
     check_output_file(args.output, "result.json")
     options = decoding_options(args)
     check_device(args.device)
@@ -62,7 +63,8 @@ def run(args) -> int:
     results = []
     try:
         engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device),
-                             device=process_device(args.device), encoder=args.encoder, decoder=args.decoder)
+                             device=process_device(args.device), encoder=args.encoder, decoder=args.decoder,
+                             threads=args.threads)
         for label, dataset in datasets:
             if ranks.main:
                 print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)

@@ -50,7 +50,6 @@ def add_parser(commands) -> None:
                    help="seconds a request may take before 504 (default: 600)")
     p.add_argument("--api-key", default=os.environ.get("LITE_WHISPER_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $LITE_WHISPER_API_KEY; unset = no key)")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (default: the engines' own choice)")
     p.add_argument("--faster-whisper", action="store_true",
                    help="serve the (dense) model through faster-whisper int8 instead, each request alone: "
                    "the reference to compare against")
@@ -136,12 +135,11 @@ def engine_loader(args):
                        "Hugging Face or CTranslate2 folder), not an exported folder")
 
     def load():
-        import torch
-
         from lite_whisper.api import as_engine, load_model
+        from lite_whisper.runtime.threads import use_threads
 
-        if args.threads:
-            torch.set_num_threads(args.threads)  # a PyTorch model's cores (an exported folder takes `threads`)
+        if args.threads or not is_exported_folder(Path(args.model).expanduser()):
+            use_threads(args.threads)  # a PyTorch model's cores (an exported folder takes `threads`)
         model, processor = load_model(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
                                       encoder=args.encoder, threads=args.threads)
         if args.faster_whisper:

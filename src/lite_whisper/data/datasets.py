@@ -29,7 +29,8 @@ import numpy as np
 from lite_whisper.data.audio import SAMPLE_RATE, load_audio, prepare_samples
 from lite_whisper.data.augment import BABBLE_TALKERS, Augmentation, rng_for
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",  # libsndfile
+                  ".m4a", ".m4b", ".aac", ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".mka", ".wma"}  # FFmpeg (PyAV)
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 PATH_COLUMNS = ("path", "file", "audio", "audio_filepath", "audio_path", "filename")
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "reference", "normalized_text")
@@ -93,6 +94,12 @@ class SpeechDataset:
                              self._stream if stream is None else stream,
                              limit, shard or (self.shard_index, self.shard_count),
                              self.augmentation if augmentation is False else augmentation)
+
+    def files(self) -> list[tuple[str, Path]]:
+        """(clip id, audio path) of every listed clip, in order (not for hub datasets, which stream)."""
+        if self._entries is None:
+            raise TypeError(f"{self.spec} streams its clips; it has no files to list")
+        return [(entry.id, entry.path) for entry in self._entries]
 
     def __len__(self) -> int:
         if self._entries is None:

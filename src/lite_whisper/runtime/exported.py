@@ -20,6 +20,7 @@ from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.export_manifest import read_manifest
 from lite_whisper.runtime.ct2_decoding import CTranslate2Decoding, suppressed_tokens
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel
+from lite_whisper.runtime.threads import physical_cores
 from lite_whisper.transcription.policy import is_multilingual
 from lite_whisper.transcription.types import DecodingOptions, Segment, Transcription
 
@@ -29,17 +30,15 @@ class ExportedWhisper(CTranslate2Decoding):
 
     `encoder`: which encoder runs, 'auto' (default), 'float32', 'int8' or 'bfloat16'
     (`lite_whisper.runtime.encoders`). `threads`: cores for both engines (default: the manifest's,
-    else the engines' own choice). `decoder`: another CTranslate2 decoder folder (parity checks).
+    else the physical cores). `decoder`: another CTranslate2 decoder folder (parity checks).
     """
-
-    batched_timestamps = False  # timestamps come from faster-whisper's pipeline
 
     def __init__(self, folder: str | Path, *, encoder: str | None = "auto", threads: int | None = None,
                  decoder: str | Path | None = None):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
-        threads = threads if threads is not None else self.manifest.get("threads")
-        self.pipeline = LiteWhisperModel(self.folder, encoder=encoder, cpu_threads=threads or 0, decoder=decoder)
+        threads = threads or self.manifest.get("threads") or physical_cores()
+        self.pipeline = LiteWhisperModel(self.folder, encoder=encoder, cpu_threads=threads, decoder=decoder)
         self.encoder = self.pipeline.lite_encoder
         self.decoder = self.pipeline.model  # ctranslate2.models.Whisper
         self.encoder_kind = self.pipeline.encoder_kind
@@ -83,7 +82,8 @@ class ExportedWhisper(CTranslate2Decoding):
             best_of=options.best_of, without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False, **pipeline_limits(self.generation_config, options),
             initial_prompt=options.prompt.strip() if options.prompt and options.prompt.strip() else None)
-        parts = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
+        parts = [Segment(float(s.start), float(s.end), s.text.strip(), s.avg_logprob, s.no_speech_prob, s.temperature)
+                 for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])
 

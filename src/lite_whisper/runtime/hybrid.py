@@ -38,8 +38,6 @@ class HybridEngine(CTranslate2Decoding):
     compute type (default float16 on CUDA, float32 on the CPU; int8_float16 / int8 to quantise).
     """
 
-    batched_timestamps = False  # timestamps go through transcribe_long
-
     def __init__(self, model, processor, *, encoder_mode: str = "auto", decoder_type: str | None = None,
                  threads: int = 0, name: str | None = None):
         # features, the encoder (graphed on CUDA, the fast CPU route for a lite model on the CPU) and long clips

@@ -50,8 +50,6 @@ class PyTorchEngine:
     forward ("reduce-overhead" on CUDA: the decode step replayed from CUDA graphs), compiled once per
     batch size; "eager" (default): transformers as it is."""
 
-    batched_timestamps = True
-
     def __init__(self, model, processor, name: str | None = None, encoder_mode: str = "auto",
                  decoder_mode: str = "eager"):
         self.model, self.processor = model, processor

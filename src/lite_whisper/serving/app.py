@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lite_whisper.serving.formats import render
+from lite_whisper.transcription.formats import render
 from lite_whisper.serving.metrics import ServerMetrics
 from lite_whisper.serving.requests import ApiError, decode_audio, parse_fields
 from lite_whisper.serving.scheduler import BatchScheduler, QueueFull, ShuttingDown

@@ -11,14 +11,12 @@ audio, Whisper's initial prompt: its last 223 tokens), `temperature`
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 
-from lite_whisper.data.audio import SAMPLE_RATE, AudioError, prepare_samples
-from lite_whisper.serving.formats import RESPONSE_FORMATS, TIMED_FORMATS
+from lite_whisper.data.audio import SAMPLE_RATE, AudioError, prepare_samples, read_samples
+from lite_whisper.transcription.formats import RESPONSE_FORMATS, TIMED_FORMATS
 from lite_whisper.transcription.policy import check_options, is_multilingual
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
@@ -89,21 +87,19 @@ def upload_bytes(upload) -> bytes:
 
 
 def decode_audio(filename: str, data: bytes, max_seconds: float | None) -> np.ndarray:
-    """16 kHz mono float32 samples of an uploaded file (anything libsndfile reads)."""
+    """16 kHz mono float32 samples of an uploaded file (anything libsndfile or FFmpeg reads)."""
     if not data:
         raise ApiError(400, f"{filename}: the file is empty", param="file")
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        samples, rate = read_samples(data, filename)
         if max_seconds is not None and len(samples) / rate > max_seconds:
             raise ApiError(413, f"{filename}: {len(samples) / rate:.0f} s of audio; this server takes at most "
                                 f"{max_seconds:g} s per request", param="file", code="audio_too_long")
         return prepare_samples(samples, rate, SAMPLE_RATE, source=filename)
-    except (sf.LibsndfileError, RuntimeError, AudioError, ValueError) as error:
-        if isinstance(error, ApiError):
-            raise
+    except (AudioError, ValueError) as error:
         detail = str(error).removeprefix(f"{filename}: ")
-        raise ApiError(400, f"{filename}: cannot decode the audio ({detail}); send WAV, FLAC, OGG/Opus or MP3",
-                       param="file", code="invalid_audio") from None
+        raise ApiError(400, f"{filename}: cannot decode the audio ({detail})", param="file",
+                       code="invalid_audio") from None
 
 
 def _text(form, name: str) -> str | None:

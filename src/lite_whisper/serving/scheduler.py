@@ -6,9 +6,11 @@ next ones with the same decoding options, up to `max_batch`, waiting at most `ma
 after the oldest arrived for the batch to fill (a worker busy with the last batch has usually
 let the next one fill already). Features, the encoder and the first greedy decoding run on the
 whole batch; a window that needs Whisper's temperature fallback is decoded again alone, so
-that no sample drawn for it depends on its batch-mates. Longer audio, and timestamps on an
-engine that does not batch them, go through the engine's `transcribe_long`, a batch of their own
-(as does everything on an engine with `batches_windows = False`: faster-whisper's reference).
+that no sample drawn for it depends on its batch-mates. Longer audio is cut at its pauses
+(`transcription.longform`) into windows that batch like any other, and put back together when
+its last window is done; with `long_form` "sequential" it goes through the engine's
+`transcribe_long`, a batch of its own (as does everything on an engine with
+`batches_windows = False`: faster-whisper's reference).
 
 The scheduler is thread-safe and knows nothing of HTTP: `submit` returns a
 `concurrent.futures.Future` of the `Transcription`.
@@ -26,6 +28,7 @@ import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, WINDOW_SECONDS
 from lite_whisper.transcription.engine import Engine, decode_with_fallback, first_pass, window_transcription
+from lite_whisper.transcription.longform import assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import needs_fallback
 from lite_whisper.transcription.types import DecodingOptions, Transcription
 
@@ -70,22 +73,34 @@ class BatchScheduler:
         self._thread.start()
 
     def submit(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Future:
-        """Queue one clip (16 kHz mono float32); the future's result is its `Transcription`."""
-        job = Job(name, samples, options, batchable=self.batchable(samples, options))
+        """Queue one clip (16 kHz mono float32); the future's result is its `Transcription`. Audio over 30 s
+        (`options.long_form` "vad") is cut at its pauses into windows that batch with everyone else's."""
+        if not self.splits(samples, options):
+            return self._enqueue([Job(name, samples, options, batchable=self.batchable(samples, options))])[0]
+        windows = plan_windows(speech_regions(samples))
+        parts = self._enqueue([Job(name, samples[w.start:w.end], options, batchable=True) for w in windows])
+        return _gathered(parts, lambda results: assemble(name, len(samples), windows, results, options.timestamps))
+
+    def _enqueue(self, jobs: list[Job]) -> list[Future]:
+        """Queue the jobs of one request together (a request is refused whole when the queue is full)."""
         with self._condition:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are waiting (the queue holds {self.max_queue})")
-            self._queue.append(job)
+            self._queue.extend(jobs)
             self._report_depth()
             self._condition.notify()
-        return job.future
+        return [job.future for job in jobs]
+
+    def splits(self, samples: np.ndarray, options: DecodingOptions) -> bool:
+        """Whether a clip is cut into windows that batch (over 30 s, VAD long form, an engine that batches)."""
+        return (getattr(self.engine, "batches_windows", True) and len(samples) > WINDOW_SECONDS * SAMPLE_RATE
+                and options.long_form == "vad")
 
     def batchable(self, samples: np.ndarray, options: DecodingOptions) -> bool:
         """Whether a clip goes through batched windows (else the engine's `transcribe_long`, alone)."""
-        return (getattr(self.engine, "batches_windows", True) and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
-                and (not options.timestamps or self.engine.batched_timestamps))
+        return getattr(self.engine, "batches_windows", True) and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
 
     def close(self, timeout: float | None = None) -> None:
         """Take no more work; finish what is queued; stop the worker."""
@@ -167,3 +182,28 @@ class BatchScheduler:
         if self.metrics is not None:
             self.metrics.observe_batch(size, encoder_seconds, decoder_seconds, audio_seconds)
 
+
+
+def _gathered(parts: list[Future], combine) -> Future:
+    """A future of `combine([results of parts])`, failing with the first part that fails."""
+    whole: Future = Future()
+    if not parts:
+        whole.set_result(combine([]))
+        return whole
+    remaining = [len(parts)]
+    lock = threading.Lock()
+
+    def done(_part: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] or whole.done():
+                return
+        error = next((part.exception() for part in parts if part.exception() is not None), None)
+        if error is not None:
+            whole.set_exception(error)
+        else:
+            whole.set_result(combine([part.result() for part in parts]))
+
+    for part in parts:
+        part.add_done_callback(done)
+    return whole

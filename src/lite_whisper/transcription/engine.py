@@ -1,16 +1,18 @@
 """The one protocol every transcription engine implements, and the loop that drives any of them.
 
 An engine turns 16 kHz audio into tokens in three steps a caller can batch and time apart —
-`features` (log-mel), `encode`, `decode` — plus `transcribe_long` for audio over 30 s, which
-every engine walks window by window in its own way. The PyTorch engine
+`features` (log-mel), `encode`, `decode` — plus `transcribe_long`, Whisper's sequential walk over audio
+longer than 30 s, which every engine does in its own way. The PyTorch engine
 (`lite_whisper.runtime.pytorch`) and the exported-folder engine (`lite_whisper.runtime.exported`)
 implement it; `lite_whisper.api` chooses one. Everything that transcribes (`transcribe`,
-`evaluate`, `bench`, a server) talks to this protocol, never to an engine's class.
+`evaluate`, `bench`, a server) talks to this protocol, never to an engine's class. Long audio is cut
+into windows at its pauses (`transcription.longform`) and batched like short clips, whatever the engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, load_audio
+from lite_whisper.transcription.longform import Window, assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import (
     check_options,
     compression_ratio,
@@ -33,7 +36,6 @@ class Engine(Protocol):
     name: str  # what reports call the model
     generation_config: Any  # transformers' GenerationConfig: prompt tokens, languages, English-only
     tokenizer: Any  # transformers' Whisper tokenizer: tokens -> text
-    batched_timestamps: bool  # False: clips with timestamps go through `transcribe_long`
 
     def features(self, clips: Sequence[np.ndarray]) -> Any:
         """Log-mel features of clips of at most 30 s (16 kHz float32), batched, in the engine's own form."""
@@ -50,28 +52,68 @@ class Engine(Protocol):
         """The windows `indices` of `encoded` (repeats allowed), in the same form."""
 
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
-        """One clip of any length, walked window by window."""
+        """One clip of any length, walked window by window in the engine's own sequential way (each window starts
+        at the last timestamp of the one before): `options.long_form` "sequential"."""
 
 
 def transcribe_clips(engine: Engine, clips: Iterable[tuple[str, str | Path | np.ndarray]], *, batch_size: int = 8,
                      options: DecodingOptions = DecodingOptions()) -> Iterator[Transcription]:
-    """Transcribe `(name, audio)` pairs lazily, in order: clips up to 30 s in batches, longer ones alone."""
+    """Transcribe `(name, audio)` pairs lazily, in order. Clips up to 30 s are one window each; longer ones are
+    cut at pauses into windows of at most 30 s (`longform`, with `options.long_form` "vad") or walked by the
+    engine's own sequential decoding ("sequential"). Windows of all clips are decoded in batches of `batch_size`."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     check_options(engine.generation_config, options)
-    batch: list[tuple[str, np.ndarray]] = []
+    waiting: deque[_Recording] = deque()  # in input order, until every window is decoded
+    queue: list[tuple[_Recording, int]] = []  # windows not yet decoded
     for name, item in clips:
         samples = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float32)
-        if len(samples) > WINDOW_SECONDS * SAMPLE_RATE:
-            yield from transcribe_batch(engine, batch, options)
-            batch = []
-            yield engine.transcribe_long(name, samples, options)
-            continue
-        batch.append((name, samples))
-        if len(batch) == batch_size:
-            yield from transcribe_batch(engine, batch, options)
-            batch = []
-    yield from transcribe_batch(engine, batch, options)
+        recording = _Recording(name, samples)
+        if len(samples) <= WINDOW_SECONDS * SAMPLE_RATE:
+            recording.windows = [Window(0, len(samples))]
+        elif options.long_form == "sequential":
+            recording.result = engine.transcribe_long(name, samples, options)
+        else:
+            recording.windows = plan_windows(speech_regions(samples))
+        recording.parts = [None] * len(recording.windows)
+        waiting.append(recording)
+        queue.extend((recording, index) for index in range(len(recording.windows)))
+        while len(queue) >= batch_size:
+            _decode_windows(engine, queue[:batch_size], options)
+            del queue[:batch_size]
+            yield from _finished(waiting, options)
+    _decode_windows(engine, queue, options)
+    yield from _finished(waiting, options)
+
+
+@dataclasses.dataclass
+class _Recording:
+    """One input on its way through `transcribe_clips`: its windows and, as they are decoded, their transcripts."""
+
+    name: str
+    samples: np.ndarray
+    windows: list[Window] = dataclasses.field(default_factory=list)
+    parts: list[Transcription | None] = dataclasses.field(default_factory=list)
+    result: Transcription | None = None
+
+
+def _decode_windows(engine: Engine, queue: Sequence[tuple[_Recording, int]], options: DecodingOptions) -> None:
+    clips = [(recording.name, recording.samples[recording.windows[index].start:recording.windows[index].end])
+             for recording, index in queue]
+    for (recording, index), part in zip(queue, transcribe_batch(engine, clips, options)):
+        recording.parts[index] = part
+
+
+def _finished(waiting: deque[_Recording], options: DecodingOptions) -> Iterator[Transcription]:
+    """The transcriptions at the head of `waiting` whose windows are all decoded, in input order."""
+    while waiting and (waiting[0].result is not None or all(part is not None for part in waiting[0].parts)):
+        recording = waiting.popleft()
+        if recording.result is not None:  # the engine's sequential walk: its segments held to the clip too
+            whole = Window(0, len(recording.samples))
+            yield assemble(recording.name, whole.end, [whole], [recording.result], options.timestamps)
+        else:
+            yield assemble(recording.name, len(recording.samples), recording.windows, recording.parts,
+                           options.timestamps)
 
 
 def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
@@ -79,8 +121,6 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
     """Clips of at most 30 s, encoded and decoded together; silent ones come back empty."""
     if not batch:
         return []
-    if options.timestamps and not engine.batched_timestamps:
-        return [engine.transcribe_long(name, samples, options) for name, samples in batch]
     decoded = decode_with_fallback(engine, engine.encode(engine.features([samples for _, samples in batch])), options)
     return [window_transcription(engine, name, samples, window, options)
             for (name, samples), window in zip(batch, decoded)]
@@ -91,7 +131,10 @@ def window_transcription(engine: Engine, name: str, samples: np.ndarray, window:
     """One decoded clip of at most 30 s as a transcription (empty when the silence rule calls it silent)."""
     if is_silent(window, options):
         return Transcription(name, "", len(samples) / SAMPLE_RATE)
-    return to_transcription(engine.tokenizer, name, window.tokens, len(samples), options)
+    result = to_transcription(engine.tokenizer, name, window.tokens, len(samples), options)
+    scored = [dataclasses.replace(segment, avg_logprob=window.mean_logprob, no_speech_prob=window.no_speech_prob,
+                                  temperature=window.temperature) for segment in result.segments]
+    return dataclasses.replace(result, segments=scored)
 
 
 def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions,
@@ -115,6 +158,7 @@ def decode_with_fallback(engine: Engine, encoded: Any, options: DecodingOptions,
         repeats = options.best_of if temperature > 0 else 1
         sampled = engine.decode(engine.take(encoded, [index for index in pending for _ in range(repeats)]),
                                 dataclasses.replace(options, temperature=temperature, seed=options.seed + step))
+        sampled = [dataclasses.replace(window, temperature=temperature) for window in sampled]
         still = []
         for position, index in enumerate(pending):
             candidates = sampled[position * repeats:(position + 1) * repeats]

@@ -12,6 +12,8 @@ from lite_whisper.data.audio import WINDOW_SECONDS
 __all__ = ["WHISPER_TEMPERATURES", "WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription"]
 
 
+LONG_FORMS = ("vad", "sequential")  # how audio over 30 s is walked (DecodingOptions.long_form)
+
 # the most tokens CTranslate2 decodes in one window (OpenAI's sampling cap, half the decoder's 448 positions)
 MAX_FORCED_TOKENS = 224
 
@@ -44,6 +46,9 @@ class DecodingOptions:
     # decode exactly this many tokens per window, end of text suppressed: speed measurements where the
     # text means nothing (random weights); greedy, no timestamps, no fallback, no silence rule
     forced_tokens: int | None = None
+    # audio over 30 s: "vad" cuts it at its pauses (Silero VAD) into windows decoded as batches;
+    # "sequential" walks it window by window as Whisper does (each from the last timestamp before)
+    long_form: str = "vad"
     temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
     seed: int = 0  # fixes the samples drawn at temperatures above 0
 
@@ -55,6 +60,8 @@ class DecodingOptions:
         if not self.temperatures or any(not 0.0 <= t <= 2.0 for t in self.temperatures) \
                 or list(self.temperatures) != sorted(self.temperatures):
             raise ValueError(f"temperatures must be rising values between 0 and 2, got {self.temperatures}")
+        if self.long_form not in LONG_FORMS:
+            raise ValueError(f"long form must be one of {', '.join(LONG_FORMS)}, got {self.long_form!r}")
         if self.best_of < 1:
             raise ValueError(f"best-of must be at least 1, got {self.best_of}")
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
@@ -81,6 +88,10 @@ class Segment:
     start: float
     end: float
     text: str
+    # what decoded its window (OpenAI's verbose_json fields); None where the engine did not score it
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,3 +116,4 @@ class Decoded:
     tokens: list[int]
     no_speech_prob: float | None = None
     mean_logprob: float | None = None
+    temperature: float = 0.0  # the fallback's temperature this decoding came from

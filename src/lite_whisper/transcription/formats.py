@@ -1,4 +1,6 @@
-"""A transcription in the response formats of OpenAI's audio API: json, text, srt, vtt, verbose_json."""
+"""A transcription as text in every form users ask for: the response formats of OpenAI's audio API (json, text,
+srt, vtt, verbose_json) for the server, and the files openai-whisper writes (txt, srt, vtt, tsv, json) for
+`transcribe --output-format`."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ from lite_whisper.transcription.policy import compression_ratio
 from lite_whisper.transcription.types import Segment, Transcription
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+# openai-whisper's output files (extension -> the rendering above that writes it; tsv: start and end in ms)
+FILE_FORMATS = {"txt": "text", "srt": "srt", "vtt": "vtt", "tsv": "tsv", "json": "verbose_json"}
 TIMED_FORMATS = ("srt", "vtt", "verbose_json")  # these need segment timestamps
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "text": "text/plain; charset=utf-8",
-               "srt": "application/x-subrip; charset=utf-8", "vtt": "text/vtt; charset=utf-8"}
+               "srt": "application/x-subrip; charset=utf-8", "vtt": "text/vtt; charset=utf-8",
+               "tsv": "text/tab-separated-values; charset=utf-8"}
 
 
 def render(result: Transcription, response_format: str, *, task: str, language: str | None) -> tuple[str, str]:
@@ -25,11 +30,15 @@ def render(result: Transcription, response_format: str, *, task: str, language: 
     elif response_format == "vtt":
         body = "WEBVTT\n\n" + "".join(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n\n"
                                       for s in segments(result))
+    elif response_format == "tsv":
+        body = "start\tend\ttext\n" + "".join(
+            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.replace(chr(9), ' ')}\n" for s in segments(result))
     elif response_format == "verbose_json":
         body = json.dumps({
             "task": task, "language": language, "duration": round(result.seconds, 3), "text": result.text,
             "segments": [{"id": index, "seek": int(round(s.start * 100)), "start": s.start, "end": s.end,
-                          "text": s.text, "compression_ratio": compression_ratio(s.text)}
+                          "text": s.text, "compression_ratio": compression_ratio(s.text), "avg_logprob": s.avg_logprob,
+                          "no_speech_prob": s.no_speech_prob, "temperature": s.temperature}
                          for index, s in enumerate(segments(result))],
         }, ensure_ascii=False)
     else:

@@ -1,0 +1,321 @@
+"""Long recordings as batched windows: VAD windows planned from known layouts, timestamps mapped back onto the
+file's clock, windows of several files batched in order, output formats, audio containers, threads."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+
+from lite_whisper.cli import main
+from lite_whisper.data.audio import AudioError, load_audio
+from lite_whisper.serving.scheduler import BatchScheduler
+from lite_whisper.transcription import engine as engine_module
+from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.formats import render
+from lite_whisper.transcription.longform import Window, assemble, clamp, plan_windows, speech_regions
+from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
+
+RATE = 16_000
+S = RATE  # one second in samples
+
+
+# --- planning windows -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("regions, windows", [
+    ([], []),
+    ([(0, 10 * S)], [(0, 10 * S)]),
+    # pauses inside 30 s stay in one window
+    ([(1 * S, 8 * S), (9 * S, 20 * S), (21 * S, 31 * S)], [(1 * S, 31 * S)]),
+    # a region that would push the window past 30 s starts the next one; the gap between windows goes
+    ([(0, 20 * S), (22 * S, 40 * S), (45 * S, 70 * S)], [(0, 20 * S), (22 * S, 40 * S), (45 * S, 70 * S)]),
+    ([(0, 10 * S), (12 * S, 25 * S), (26 * S, 30 * S), (40 * S, 50 * S)], [(0, 30 * S), (40 * S, 50 * S)]),
+    # a region longer than a window (no pause found) is cut into equal parts
+    ([(0, 75 * S)], [(0, 25 * S), (25 * S, 50 * S), (50 * S, 75 * S)]),
+    ([(5 * S, 6 * S), (7 * S, 7 * S)], [(5 * S, 6 * S)]),  # an empty region is dropped
+])
+def test_plan_windows_known_layouts(regions, windows):
+    planned = plan_windows(regions)
+    assert [(w.start, w.end) for w in planned] == windows
+    assert all(w.end - w.start <= 30 * S for w in planned)
+
+
+def test_segments_map_back_onto_the_file_clock_across_window_boundaries():
+    windows = [Window(0, 20 * S), Window(22 * S, 40 * S), Window(45 * S, 70 * S)]
+    parts = [Transcription("a", " one two", 20.0, [Segment(0.0, 8.5, "one"), Segment(8.5, 21.0, "two")]),
+             Transcription("a", "", 18.0, []),
+             Transcription("a", "three", 25.0, [Segment(0.48, 24.0, "three")])]
+    result = assemble("long", 75 * S, windows, parts, timestamps=True)
+    assert result.text == "one two three" and result.seconds == 75.0
+    # 21.0 s runs past its 20 s window: held to it; the third window starts at 45 s
+    assert [(s.start, s.end, s.text) for s in result.segments] == [
+        (0.0, 8.5, "one"), (8.5, 20.0, "two"), (45.48, 69.0, "three")]
+    assert assemble("long", 75 * S, windows, parts, timestamps=False).segments == []
+
+
+def test_clamp_keeps_segments_inside_and_in_order():
+    assert clamp(Segment(6.640000000000001, 12.4, "x"), 0.0, 11.0) == Segment(6.64, 11.0, "x")
+    assert clamp(Segment(3.0, 2.0, "x"), 0.0, 11.0) == Segment(3.0, 3.0, "x")  # end never before start
+    assert clamp(Segment(4.0, 6.0, "x"), 0.0, 11.0, after=5.0) == Segment(5.0, 6.0, "x")  # after the one before
+    assert clamp(Segment(-1.0, 30.0, "x"), 2.0, 9.0) == Segment(2.0, 9.0, "x")
+
+
+def test_speech_regions_find_real_speech_between_silences(speech_dir):
+    speech = load_audio(speech_dir / "extra" / "jfk.flac")  # 11 s
+    rng = np.random.default_rng(0)
+    quiet = lambda seconds: (0.001 * rng.standard_normal(int(seconds * S))).astype(np.float32)  # noqa: E731
+    audio = np.concatenate([quiet(5), speech, quiet(10), speech, quiet(3)])
+    regions = speech_regions(audio)
+    assert regions, "no speech found"
+    assert all(0 <= a < b <= len(audio) for a, b in regions)
+    assert regions[0][0] >= 4 * S  # nothing in the first 4 s of near-silence
+    # every region lies within the two spoken stretches (+ Silero's 0.4 s padding)
+    first, second = (5 * S, 5 * S + len(speech)), (15 * S + len(speech), 15 * S + 2 * len(speech))
+    pad = int(0.45 * S)
+    assert all(first[0] - pad <= a and b <= first[1] + pad or second[0] - pad <= a and b <= second[1] + pad
+               for a, b in regions), regions
+    windows = plan_windows(regions)
+    assert len(windows) == 2  # the 10 s pause separates the two speeches; each fits one window
+
+
+# --- windows through any engine ------------------------------------------------------------------------
+
+class WordTokenizer:
+    """Tokens are words; enough of a Whisper tokenizer for `to_transcription` and the fallback."""
+
+    def decode(self, tokens, skip_special_tokens=True, output_offsets=False):
+        text = " ".join(tokens)
+        return {"text": text, "offsets": [{"text": text, "timestamp": (0.0, None)}]} if output_offsets else text
+
+
+class WindowEngine:
+    """An engine that 'transcribes' each window as the number of seconds it holds, and records its batches."""
+
+    name = "windows"
+    generation_config = SimpleNamespace(is_multilingual=False)
+    tokenizer = WordTokenizer()
+
+    def __init__(self):
+        self.batches, self.sequential = [], []
+
+    def features(self, clips):
+        return [round(len(clip) / S) for clip in clips]
+
+    def encode(self, features):
+        self.batches.append(list(features))
+        return features
+
+    def decode(self, encoded, options):
+        return [Decoded([f"{seconds}s"]) for seconds in encoded]
+
+    def take(self, encoded, indices):
+        return [encoded[index] for index in indices]
+
+    def transcribe_long(self, name, samples, options):
+        self.sequential.append(name)
+        return Transcription(name, "walked", len(samples) / RATE, [Segment(0.0, 999.0, "walked")])
+
+
+@pytest.fixture
+def layout(monkeypatch):
+    """Long clips' speech at 0-20 s, 22-40 s and 45-70 s, whatever the audio."""
+    monkeypatch.setattr(engine_module, "speech_regions", lambda samples: [(0, 20 * S), (22 * S, 40 * S),
+                                                                          (45 * S, 70 * S)])
+
+
+def test_windows_of_several_files_are_batched_in_order(layout):
+    engine = WindowEngine()
+    clips = [("a", np.zeros(10 * S, np.float32)), ("b", np.zeros(75 * S, np.float32)),
+             ("c", np.zeros(5 * S, np.float32)), ("d", np.zeros(72 * S, np.float32))]
+    results = list(transcribe_clips(engine, clips, batch_size=3))
+    assert [r.source for r in results] == ["a", "b", "c", "d"]
+    assert [r.text for r in results] == ["10s", "20s 18s 25s", "5s", "20s 18s 25s"]
+    assert [r.seconds for r in results] == [10.0, 75.0, 5.0, 72.0]
+    assert engine.batches == [[10, 20, 18], [25, 5, 20], [18, 25]]  # windows of different files share batches
+    assert engine.sequential == []
+
+
+def test_sequential_long_form_walks_the_engine_and_holds_segments_to_the_clip(layout):
+    engine = WindowEngine()
+    options = DecodingOptions(long_form="sequential", timestamps=True)
+    short, long = list(transcribe_clips(engine, [("a", np.zeros(10 * S, np.float32)),
+                                                 ("b", np.zeros(75 * S, np.float32))], options=options))
+    assert engine.sequential == ["b"] and long.text == "walked"
+    assert long.segments == [Segment(0.0, 75.0, "walked")]  # 999 s held to the clip's 75 s
+    assert short.text == "10s"
+
+
+def test_a_long_clip_without_speech_is_empty(monkeypatch):
+    monkeypatch.setattr(engine_module, "speech_regions", lambda samples: [])
+    engine = WindowEngine()
+    (result,) = transcribe_clips(engine, [("quiet", np.zeros(60 * S, np.float32))])
+    assert result.text == "" and result.seconds == 60.0 and engine.batches == []
+
+
+def test_long_form_is_checked():
+    with pytest.raises(ValueError, match="long form"):
+        DecodingOptions(long_form="chunked")
+
+
+def test_the_server_batches_a_long_request_as_windows(monkeypatch):
+    import lite_whisper.serving.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "speech_regions", lambda samples: [(0, 20 * S), (22 * S, 40 * S),
+                                                                             (45 * S, 70 * S)])
+    engine = WindowEngine()
+    scheduler = BatchScheduler(engine, max_batch=8, max_wait_ms=50)
+    try:
+        futures = [scheduler.submit("long", np.zeros(75 * S, np.float32), DecodingOptions()),
+                   scheduler.submit("short", np.zeros(4 * S, np.float32), DecodingOptions())]
+        long, short = (future.result(timeout=30) for future in futures)
+    finally:
+        scheduler.close()
+    assert long.text == "20s 18s 25s" and long.seconds == 75.0 and short.text == "4s"
+    assert sorted(sum(engine.batches, [])) == [4, 18, 20, 25] and engine.sequential == []
+
+
+# --- output formats -------------------------------------------------------------------------------------
+
+def test_tsv_and_subtitles_of_a_long_transcription():
+    result = Transcription("x", "one two", 75.0, [Segment(0.0, 8.5, "one"), Segment(45.48, 69.0, "two\tthree")])
+    tsv, media = render(result, "tsv", task="transcribe", language="en")
+    assert media.startswith("text/tab-separated-values")
+    assert tsv.splitlines() == ["start\tend\ttext", "0\t8500\tone", "45480\t69000\ttwo three"]
+    srt, _ = render(result, "srt", task="transcribe", language="en")
+    assert "2\n00:00:45,480 --> 00:01:09,000\ntwo\tthree\n" in srt
+
+
+# --- audio containers ---------------------------------------------------------------------------------------
+
+def write_with_pyav(path, samples: np.ndarray, container: str, codec: str, rate: int = RATE) -> None:
+    """`samples` (16 kHz mono) encoded with FFmpeg's `codec` in `container`, frame by frame."""
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+        if rate != RATE:
+            import soxr
+
+            pcm = (soxr.resample(samples, RATE, rate) * 32767).astype(np.int16)
+        for start in range(0, len(pcm), 960):
+            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + 960], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+
+
+@pytest.mark.parametrize("name, container, codec, rate", [
+    ("clip.m4a", "mp4", "aac", RATE), ("clip.mp4", "mp4", "aac", RATE), ("clip.webm", "webm", "libopus", 48_000),
+    ("clip.mkv", "matroska", "aac", RATE)])
+def test_containers_ffmpeg_reads_decode_to_the_same_samples(tmp_path, name, container, codec, rate):
+    t = np.arange(2 * RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * np.minimum(1, t * 4)).astype(np.float32)
+    write_with_pyav(tmp_path / name, tone, container, codec, rate)
+    decoded = load_audio(tmp_path / name)
+    assert decoded.dtype == np.float32 and abs(len(decoded) - len(tone)) <= 0.1 * RATE  # codec priming at most
+    lags = range(0, min(3000, len(decoded) - RATE))
+    best = max(np.corrcoef(tone[:RATE], decoded[lag:lag + RATE])[0, 1] for lag in lags)
+    assert best > 0.99  # the same waveform, within codec loss
+
+
+def test_undecodable_files_say_what_is_supported(tmp_path):
+    bad = tmp_path / "notes.m4a"
+    bad.write_bytes(b"not audio at all" * 64)
+    with pytest.raises(AudioError, match=r"notes\.m4a: cannot decode audio .*m4a"):
+        load_audio(bad)
+
+
+def test_the_server_decodes_an_m4a_upload(tmp_path):
+    from lite_whisper.serving.requests import decode_audio
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.float32)
+    write_with_pyav(tmp_path / "a.m4a", tone, "mp4", "aac")
+    samples = decode_audio("a.m4a", (tmp_path / "a.m4a").read_bytes(), max_seconds=None)
+    assert abs(len(samples) - RATE) < 0.1 * RATE
+    with pytest.raises(Exception, match="cannot decode the audio") as caught:
+        decode_audio("b.m4a", b"junk" * 100, max_seconds=None)
+    assert "BytesIO" not in str(caught.value)  # no object addresses in what a client reads
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+def test_output_files_are_checked_before_the_model_loads(tmp_path, capsys):
+    audio = tmp_path / "talk.wav"
+    import soundfile as sf
+
+    sf.write(audio, np.zeros(RATE, np.float32), RATE)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "talk.srt").write_text("mine")
+    # a model that does not exist: had the outputs not been checked first, loading it would fail instead
+    assert main(["transcribe", "no-such-model", str(audio), "--output-format", "srt",
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    assert "talk.srt exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "talk.srt").read_text() == "mine"
+    assert main(["transcribe", "no-such-model", str(audio), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "--output-dir needs --output-format" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "talk.wav", np.zeros(RATE, np.float32), RATE)
+    assert main(["transcribe", "no-such-model", str(audio), str(other / "talk.wav"), "--output-format", "txt",
+                 "--output-dir", str(tmp_path / "new")]) == 2
+    assert "would both write" in capsys.readouterr().err
+
+
+def test_transcribe_writes_every_format_for_a_folder(tmp_path, capsys, monkeypatch):
+    import soundfile as sf
+
+    import lite_whisper.api as api
+
+    folder = tmp_path / "talks"
+    (folder / "day1").mkdir(parents=True)
+    sf.write(folder / "day1" / "a.wav", np.zeros(3 * RATE, np.float32), RATE)
+    write_with_pyav(folder / "b.m4a", np.zeros(2 * RATE, np.float32), "mp4", "aac")
+    seen = {}
+
+    def fake_load_engine(spec, **kwargs):
+        seen.update(kwargs)
+        return WindowEngine()
+
+    monkeypatch.setattr(api, "load_engine", fake_load_engine)
+    out = tmp_path / "out"
+    assert main(["transcribe", "tiny.en", str(folder), "--output-format", "all", "--output-dir", str(out),
+                 "--threads", "1"]) == 0
+    assert seen["threads"] == 1  # --threads reaches the engine
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        f"{name}.{fmt}" for name in ("day1/a", "b") for fmt in ("txt", "srt", "vtt", "tsv", "json"))
+    assert (out / "day1" / "a.txt").read_text() == "3s\n"
+    verbose = json.loads((out / "b.json").read_text())
+    assert verbose["text"] == "2s" and verbose["duration"] == pytest.approx(2.0, abs=0.1)
+    assert (out / "b.vtt").read_text().startswith("WEBVTT\n\n00:00:00.000 --> ")
+    assert not list(out.rglob("*.partial"))
+
+
+def test_physical_cores_and_threads():
+    import torch
+
+    from lite_whisper.runtime.threads import physical_cores, use_threads
+
+    assert 1 <= physical_cores() <= (len(__import__("os").sched_getaffinity(0)))
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_read_samples_reads_bytes_as_files_do(tmp_path):
+    import soundfile as sf
+
+    from lite_whisper.data.audio import read_samples
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, tone, RATE, format="WAV", subtype="FLOAT")
+    samples, rate = read_samples(buffer.getvalue(), "x.wav")
+    assert rate == RATE and np.array_equal(samples[:, 0], tone)
