@@ -87,6 +87,9 @@ def test_speech_regions_find_real_speech_between_silences(speech_dir):
 class WordTokenizer:
     """Tokens are words; enough of a Whisper tokenizer for `to_transcription` and the fallback."""
 
+    def __call__(self, text, add_special_tokens=False):
+        return SimpleNamespace(input_ids=text.split())
+
     def decode(self, tokens, skip_special_tokens=True, output_offsets=False):
         text = " ".join(tokens)
         return {"text": text, "offsets": [{"text": text, "timestamp": (0.0, None)}]} if output_offsets else text
@@ -319,3 +322,22 @@ def test_read_samples_reads_bytes_as_files_do(tmp_path):
     sf.write(buffer, tone, RATE, format="WAV", subtype="FLOAT")
     samples, rate = read_samples(buffer.getvalue(), "x.wav")
     assert rate == RATE and np.array_equal(samples[:, 0], tone)
+
+
+class HeadingEngine(WindowEngine):
+    """Stops after the heading without timestamps; with them, says the whole sentence (as base did on dev)."""
+
+    def decode(self, encoded, options):
+        words = "chapter sixteen i might have told you of the beginning of this liaison in a few lines".split()
+        return [Decoded(words if options.timestamps else words[:2]) for _ in encoded]
+
+
+def test_transcribe_clips_recovers_a_window_cut_short(monkeypatch):
+    import lite_whisper.transcription.early_end as early_end
+
+    monkeypatch.setattr(early_end, "speech_regions", lambda samples: [(0, len(samples))])
+    clip = [("chapter", np.zeros(12 * S, np.float32))]
+    (recovered,) = transcribe_clips(HeadingEngine(), clip)
+    assert recovered.text.startswith("chapter sixteen i might have told you")
+    (plain,) = transcribe_clips(HeadingEngine(), clip, options=DecodingOptions(recover_early_end=False))
+    assert plain.text == "chapter sixteen"

@@ -68,6 +68,9 @@ def add_decoding_options(parser: argparse.ArgumentParser, language_default: str 
                         "0.2, 0.4, ... 1.0, best of --best-of samples (default: %s)"
                         % ("on" if fallback_default else "off: greedy only, the comparable figure"))
     parser.add_argument("--best-of", type=int, default=5, help="samples per fallback temperature (default: 5)")
+    parser.add_argument("--early-end-recovery", action=argparse.BooleanOptionalAction, default=True, help=(
+        "a window whose transcript stops while Silero VAD still hears speech (under 1 token per second of it) is "
+        "decoded again: with timestamps, going on from the last one, then its speech regions apart (default: on)"))
     parser.add_argument("--long-form", choices=["vad", "sequential"], default="vad", help=(
         "audio over 30 s: 'vad' cuts it at its pauses (Silero VAD) into windows of <= 30 s decoded as batches, "
         "skipping what is not speech; 'sequential' walks it window by window as Whisper does (default: vad)"))
@@ -88,7 +91,8 @@ def decoding_options(args):
                            no_speech_threshold=None if threshold is None or threshold >= 1.0 else threshold,
                            temperatures=WHISPER_TEMPERATURES if getattr(args, "temperature_fallback", False) else (0.0,),
                            best_of=getattr(args, "best_of", 5), prompt=getattr(args, "prompt", None),
-                           long_form=getattr(args, "long_form", "vad"))
+                           long_form=getattr(args, "long_form", "vad"),
+                           recover_early_end=getattr(args, "early_end_recovery", True))
 
 
 def positive(value: int | None, what: str) -> None:

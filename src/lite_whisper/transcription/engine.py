@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, load_audio
+from lite_whisper.transcription.early_end import might_be_cut_short, recover, token_count
 from lite_whisper.transcription.longform import Window, assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import (
     check_options,
@@ -100,7 +101,11 @@ class _Recording:
 def _decode_windows(engine: Engine, queue: Sequence[tuple[_Recording, int]], options: DecodingOptions) -> None:
     clips = [(recording.name, recording.samples[recording.windows[index].start:recording.windows[index].end])
              for recording, index in queue]
-    for (recording, index), part in zip(queue, transcribe_batch(engine, clips, options)):
+    recovering = options.recover_early_end and options.forced_tokens is None
+    for (recording, index), (name, samples), part in zip(queue, clips, transcribe_batch(engine, clips, options)):
+        if recovering and might_be_cut_short(token_count(engine.tokenizer, part.text), len(samples)):
+            part = recover(engine.tokenizer, lambda batch, chosen: transcribe_batch(engine, batch, chosen), name,
+                           samples, part, options)
         recording.parts[index] = part
 
 

@@ -49,6 +49,10 @@ class DecodingOptions:
     # audio over 30 s: "vad" cuts it at its pauses (Silero VAD) into windows decoded as batches;
     # "sequential" walks it window by window as Whisper does (each from the last timestamp before)
     long_form: str = "vad"
+    # a window whose transcript ends while the audio goes on talking (far fewer tokens than its speech) is
+    # decoded again with timestamps, going on from the last one, then its speech regions apart
+    # (`transcription.early_end`)
+    recover_early_end: bool = True
     temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
     seed: int = 0  # fixes the samples drawn at temperatures above 0
 
