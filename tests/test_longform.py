@@ -341,3 +341,15 @@ def test_transcribe_clips_recovers_a_window_cut_short(monkeypatch):
     assert recovered.text.startswith("chapter sixteen i might have told you")
     (plain,) = transcribe_clips(HeadingEngine(), clip, options=DecodingOptions(recover_early_end=False))
     assert plain.text == "chapter sixteen"
+
+
+def test_the_server_recovers_a_window_cut_short(monkeypatch):
+    import lite_whisper.transcription.early_end as early_end
+
+    monkeypatch.setattr(early_end, "speech_regions", lambda samples: [(0, len(samples))])
+    scheduler = BatchScheduler(HeadingEngine(), max_batch=4, max_wait_ms=10)
+    try:
+        result = scheduler.submit("chapter", np.zeros(12 * S, np.float32), DecodingOptions()).result(timeout=30)
+    finally:
+        scheduler.close()
+    assert result.text.startswith("chapter sixteen i might have told you")

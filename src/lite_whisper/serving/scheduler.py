@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, WINDOW_SECONDS
-from lite_whisper.transcription.engine import Engine, decode_with_fallback, first_pass, window_transcription
+from lite_whisper.transcription.engine import (
+    Engine,
+    decode_with_fallback,
+    first_pass,
+    recover_if_cut_short,
+    window_transcription,
+)
 from lite_whisper.transcription.longform import assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import needs_fallback
 from lite_whisper.transcription.types import DecodingOptions, Transcription
@@ -166,7 +172,8 @@ class BatchScheduler:
         for index, window in enumerate(decoded):  # Whisper's fallback, each window alone
             if options.fallback and needs_fallback(engine.tokenizer, window, options):
                 decoded[index] = decode_with_fallback(engine, engine.take(encoded, [index]), options, [window])[0]
-        results = [window_transcription(engine, job.name, job.samples, window, options)
+        results = [recover_if_cut_short(engine, job.name, job.samples,
+                                        window_transcription(engine, job.name, job.samples, window, options), options)
                    for job, window in zip(batch, decoded)]
         self._observe(len(batch), encoded_at - start, time.perf_counter() - encoded_at, audio_seconds)
         return results

@@ -101,12 +101,19 @@ class _Recording:
 def _decode_windows(engine: Engine, queue: Sequence[tuple[_Recording, int]], options: DecodingOptions) -> None:
     clips = [(recording.name, recording.samples[recording.windows[index].start:recording.windows[index].end])
              for recording, index in queue]
-    recovering = options.recover_early_end and options.forced_tokens is None
     for (recording, index), (name, samples), part in zip(queue, clips, transcribe_batch(engine, clips, options)):
-        if recovering and might_be_cut_short(token_count(engine.tokenizer, part.text), len(samples)):
-            part = recover(engine.tokenizer, lambda batch, chosen: transcribe_batch(engine, batch, chosen), name,
-                           samples, part, options)
-        recording.parts[index] = part
+        recording.parts[index] = recover_if_cut_short(engine, name, samples, part, options)
+
+
+def recover_if_cut_short(engine: Engine, name: str, samples: np.ndarray, part: Transcription,
+                         options: DecodingOptions) -> Transcription:
+    """`part`, the transcription of one window, or — if it says far too little for the speech in it — the
+    window decoded again (`early_end`; with `options.recover_early_end`, never with forced tokens)."""
+    if not options.recover_early_end or options.forced_tokens is not None \
+            or not might_be_cut_short(token_count(engine.tokenizer, part.text), len(samples)):
+        return part
+    return recover(engine.tokenizer, lambda batch, chosen: transcribe_batch(engine, batch, chosen), name, samples,
+                   part, options)
 
 
 def _finished(waiting: deque[_Recording], options: DecodingOptions) -> Iterator[Transcription]:
