@@ -18,7 +18,7 @@ from lite_whisper.transcription import engine as engine_module
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.formats import render
 from lite_whisper.transcription.longform import Window, assemble, clamp, plan_windows, speech_regions
-from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription
+from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription, Word
 
 RATE = 16_000
 S = RATE  # one second in samples
@@ -353,3 +353,88 @@ def test_the_server_recovers_a_window_cut_short(monkeypatch):
     finally:
         scheduler.close()
     assert result.text.startswith("chapter sixteen i might have told you")
+
+
+# --- word timestamps ---------------------------------------------------------------------------------------
+
+class PieceTokenizer:
+    """Token i decodes to PIECES[i]."""
+
+    PIECES = [" Ask", " not", "!", " what", " your", " coun", "try", " can", " do", "."]
+
+    def decode(self, tokens, skip_special_tokens=True):
+        return "".join(self.PIECES[token] for token in tokens)
+
+
+def test_words_are_timed_by_where_the_alignment_reaches_their_first_token():
+    from lite_whisper.transcription.words import split_words, word_times
+
+    tokens = list(range(len(PieceTokenizer.PIECES)))
+    words, groups = split_words(PieceTokenizer(), tokens)
+    assert words == [" Ask", " not", "!", " what", " your", " country", " can", " do", "."]
+    assert groups[5] == [5, 6]
+    # the warping path: token t (and the end of text, index 10) first reached at frame 10 * t + 5
+    path = [(t, frame) for t in range(len(tokens) + 1) for frame in range(10 * t + 5, 10 * t + 15)]
+    timed = word_times(PieceTokenizer(), tokens, path, [0.5] * len(tokens), offset=2.0)
+    assert [w.word for w in timed] == [" Ask", " not!", " what", " your", " country", " can", " do."]
+    assert [(w.start, w.end) for w in timed[:2]] == [(2.1, 2.3), (2.3, 2.5)]  # "not!" keeps "not"'s times
+    assert (timed[4].start, timed[4].end) == (3.1, 3.5)  # two tokens: from the first to the next word's
+    assert word_times(PieceTokenizer(), tokens, path[:30], None) == []  # a path that stops early is not trusted
+
+
+def test_words_map_onto_the_file_clock_and_need_an_aligning_engine():
+    windows = [Window(0, 20 * S), Window(30 * S, 50 * S)]
+    parts = [Transcription("a", "one", 20.0, words=[Word(1.0, 1.5, " one", 0.9)]),
+             Transcription("a", "two", 20.0, words=[Word(0.5, 25.0, " two", 0.8)])]
+    result = assemble("long", 50 * S, windows, parts, timestamps=False)
+    assert [(w.start, w.end, w.word) for w in result.words] == [(1.0, 1.5, " one"), (30.5, 50.0, " two")]
+    with pytest.raises(ValueError, match="CTranslate2 decoding"):
+        list(transcribe_clips(WindowEngine(), [("a", np.zeros(S, np.float32))],
+                              options=DecodingOptions(word_timestamps=True, timestamps=True)))
+    with pytest.raises(ValueError, match="word timestamps"):
+        DecodingOptions(word_timestamps=True, long_form="sequential")
+
+
+class SecondsTokenizer(WordTokenizer):
+    """Token n (an int, as real tokens are) reads "ns"."""
+
+    def decode(self, tokens, skip_special_tokens=True, output_offsets=False):
+        return super().decode([f"{token}s" for token in tokens], skip_special_tokens, output_offsets)
+
+
+class AligningEngine(WindowEngine):
+    """A WindowEngine with integer tokens that aligns too: token i reached at frame 10 i."""
+
+    generation_config = SimpleNamespace(is_multilingual=False, eos_token_id=1000, decoder_start_token_id=1001,
+                                        no_timestamps_token_id=1002)
+    tokenizer = SecondsTokenizer()
+
+    def decode(self, encoded, options):
+        return [Decoded([seconds]) for seconds in encoded]
+
+    def align(self, encoded, prompt, tokens, frames):
+        return [([(i, 10 * i) for i in range(len(window) + 1)], [0.9] * len(window)) for window in tokens]
+
+
+def test_word_timestamps_from_the_command_line_and_in_verbose_json(tmp_path, capsys, monkeypatch):
+    import soundfile as sf
+
+    import lite_whisper.api as api
+
+    sf.write(tmp_path / "a.wav", np.zeros(3 * RATE, np.float32), RATE)
+    seen = {}
+
+    def fake_load_engine(spec, **kwargs):
+        seen.update(kwargs)
+        return AligningEngine()
+
+    monkeypatch.setattr(api, "load_engine", fake_load_engine)
+    assert main(["transcribe", "tiny.en", str(tmp_path / "a.wav"), "--word-timestamps", "--json"]) == 0
+    assert seen["decoder"] == "ctranslate2"  # a PyTorch model decodes with CTranslate2 to be aligned
+    (printed,) = json.loads(capsys.readouterr().out)
+    assert printed["words"] == [{"start": 0.0, "end": 0.2, "word": "3s", "probability": 0.9}]
+    result = Transcription("x", "3s", 3.0, [Segment(0.0, 3.0, "3s")],
+                           words=[Word(0.0, 0.2, " 3s", 0.9)])
+    body = json.loads(render(result, "verbose_json", task="transcribe", language="en")[0])
+    assert body["words"] == [{"word": "3s", "start": 0.0, "end": 0.2, "probability": 0.9}]
+    assert body["segments"][0]["avg_logprob"] is None  # known only when the engine scored the window

@@ -56,3 +56,26 @@ def test_vad_and_sequential_long_forms_agree(tiny_en, recording):
     reference = normalize(" ".join(clip.reference for clip in clips))
     assert word_errors(reference, normalize(vad)).wer <= word_errors(reference, normalize(sequential)).wer + 2.0
     assert word_errors(reference, normalize(vad)).wer < 10.0, vad
+
+
+def test_word_timestamps_agree_with_faster_whispers(tiny_en, speech_dir, tmp_path):
+    """The hybrid engine (PyTorch encoder, CTranslate2 decoder) against faster-whisper on the same weights."""
+    from faster_whisper import WhisperModel
+
+    from lite_whisper import load_audio
+    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
+
+    model, processor = tiny_en
+    audio = load_audio(speech_dir / "extra" / "jfk.flac")
+    options = DecodingOptions(language="en", timestamps=True, word_timestamps=True)
+    (ours,) = transcribe_clips(as_engine(tiny_en, decoder="ctranslate2"), [("jfk", audio)], options=options)
+    folder = convert_to_ctranslate2(model, processor, tmp_path / "ct2", quantization="float32")
+    segments, _ = WhisperModel(str(folder), device="cpu", compute_type="float32", cpu_threads=2).transcribe(
+        audio, beam_size=1, word_timestamps=True, condition_on_previous_text=False)
+    theirs = [word for segment in segments for word in segment.words]
+    bare = lambda words: [w.word.strip(" .,!?") for w in words]  # noqa: E731 - the model's punctuation may differ
+    assert bare(ours.words) == bare(theirs)
+    assert np.median([abs(a.start - b.start) for a, b in zip(ours.words, theirs)]) <= 0.08
+    assert all(0 <= w.start <= w.end <= ours.seconds for w in ours.words)
+    assert all(a.start <= b.start for a, b in zip(ours.words, ours.words[1:]))
+    assert normalize(" ".join(w.word for w in ours.words)) == normalize(ours.text)

@@ -291,7 +291,11 @@ def test_every_error_status_has_openais_json_body(url):
     assert_error(post(url, wav(1.0), fields={"response_format": "xml"}), 400, "response_format", "response_format")
     assert_error(post(url, wav(1.0), fields={"temperature": "hot"}), 400, "not a number", "temperature")
     assert_error(post(url, wav(1.0), fields={"temperature": "1.5"}), 400, "between 0 and 1", "temperature")
-    assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "word"}), 400, "'word' is not supported")
+    assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "letter"}), 400, "'letter' is not supported")
+    assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "word"}), 400, "verbose_json")
+    # this server's engine decodes with transformers: no alignment, said before any work
+    assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "word", "response_format": "verbose_json"}),
+                 400, "cannot time words")
     assert_error(post(url, wav(1.0), fields={"stream": "true"}), 400, "streaming")
     assert_error(post(url, wav(1.0), fields={"language": "de"}), 400, "English-only", "language")
     assert_error(httpx.get(f"{url}/v1/nothing"), 404, "Not Found")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ EXAMPLES = """examples:
   lite-whisper transcribe tiny.en a.flac b.m4a
   lite-whisper transcribe runs/tiny.en-lite meeting.mp4 --timestamps
   lite-whisper transcribe runs/tiny.en-lite-export talks/ --output-format srt --output-dir subtitles/
-  lite-whisper transcribe base podcast.webm --output-format all --output-dir out/
+  lite-whisper transcribe base podcast.webm --output-format all --output-dir out/ --word-timestamps
   torchrun --nproc-per-node 4 --no-python lite-whisper transcribe base archive.txt --output-format json --output-dir out/
 """
 
@@ -41,6 +42,9 @@ def add_parser(commands) -> None:
                    help="audio files, folders (every audio file below them) or .txt lists of audio paths")
     add_decoding_options(p, language_default=None, fallback_default=True)
     p.add_argument("--timestamps", action="store_true", help="print segments with start/end times")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="time every word (cross-attention alignment, as faster-whisper does); in --json and the json "
+                   "file. A PyTorch model decodes with CTranslate2 for it (--decoder ctranslate2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--output-format", choices=[*OUTPUT_FORMATS, "all"],
                    help="write one file per input in this format (all: every one) into --output-dir, as "
@@ -63,7 +67,9 @@ def run(args) -> int:
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,) if args.output_format else ()
     if any(fmt != "txt" for fmt in formats):
         args.timestamps = True  # subtitles and tables need segment times
-    options = decoding_options(args)
+    if args.word_timestamps:
+        args.timestamps = True
+    options = dataclasses.replace(decoding_options(args), word_timestamps=args.word_timestamps)
     check_device(args.device)
     inputs = expand_inputs(args.inputs)
     ranks = from_environment()  # under torchrun: rank r of n transcribes every n-th file
@@ -71,8 +77,9 @@ def run(args) -> int:
         raise CLIError("under torchrun each process writes its own files: give --output-format and --output-dir")
     inputs = inputs[ranks.rank::ranks.world_size]
     outputs = plan_outputs(inputs, formats, args.output_dir or Path("."), args.overwrite)
+    decoder = "ctranslate2" if args.word_timestamps else args.decoder  # the alignment is CTranslate2's
     engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
-                         encoder=args.encoder, decoder=args.decoder, threads=args.threads)
+                         encoder=args.encoder, decoder=decoder, threads=args.threads)
     results = transcribe_clips(engine, inputs, batch_size=args.batch_size, options=options)
     if formats:
         write_outputs(results, outputs, task=options.task, language=options.language)
@@ -83,7 +90,10 @@ def run(args) -> int:
     for result in results:
         if len(inputs) > 1:
             print(f"== {result.source}")
-        if args.timestamps and result.segments:
+        if args.word_timestamps and result.words:
+            for word in result.words:
+                print(f"[{word.start:7.2f} -> {word.end:7.2f}] {word.word.strip()}")
+        elif args.timestamps and result.segments:
             for segment in result.segments:
                 print(f"[{segment.start:7.2f} -> {segment.end:7.2f}] {segment.text}")
         else:

@@ -55,6 +55,14 @@ class CTranslate2Decoding:
                                      suppress_blank=True, suppress_tokens=suppressed_tokens(self.generation_config, options),
                                      **sampling)
 
+    def align(self, encoded, prompt: list[int], tokens: list[list[int]], frames: list[int]
+              ) -> list[tuple[list[tuple[int, int]], list[float]]]:
+        """(token index, encoder frame) pairs of the warping path and each token's probability, per window:
+        CTranslate2's alignment over the model's alignment heads (`transcription.words`). `frames`: each
+        window's mel frames of audio (not padding)."""
+        results = self.decoder.align(self.storage(encoded), prompt, tokens, frames)
+        return [([tuple(pair) for pair in result.alignments], list(result.text_token_probs)) for result in results]
+
     def _with_detected_language(self, encoded, prompt: list[int]) -> list[int]:
         """Multilingual models without a language: detect it from the first clip (the batch shares a prompt)."""
         detected = self.decoder.detect_language(self.storage(encoded[:1]))[0][0][0]

@@ -5,7 +5,7 @@ server runs one model), `language` (ISO-639-1, transcriptions only), `prompt` (t
 audio, Whisper's initial prompt: its last 223 tokens), `temperature`
 (0-1; 0 = Whisper's fallback ladder from 0, T = the ladder from T; a server started with
 `--no-temperature-fallback` decodes at T only), `response_format`,
-`timestamp_granularities[]` (`segment`). Anything else is refused, not ignored.
+`timestamp_granularities[]` (`segment`, `word`). Anything else is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -62,17 +62,20 @@ def parse_fields(form, task: str, generation_config, defaults: DecodingOptions =
     if response_format not in RESPONSE_FORMATS:
         raise ApiError(400, f"response_format {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}",
                        param="response_format")
-    for granularity in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"):
-        if granularity != "segment":
-            raise ApiError(400, f"timestamp granularity {granularity!r} is not supported; only 'segment' is",
+    granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    for granularity in granularities:
+        if granularity not in ("segment", "word"):
+            raise ApiError(400, f"timestamp granularity {granularity!r} is not supported; use 'segment' or 'word'",
                            param="timestamp_granularities[]")
+    if "word" in granularities and response_format != "verbose_json":
+        raise ApiError(400, "word timestamps come in response_format 'verbose_json'", param="timestamp_granularities[]")
     if (_text(form, "stream") or "false").lower() not in ("false", "0"):
         raise ApiError(400, "streaming responses are not supported; leave 'stream' out", param="stream")
     language = _language(_text(form, "language"), generation_config)
     temperatures = _ladder(_text(form, "temperature"))
     options = dataclasses.replace(defaults, language=language, task=task, timestamps=response_format in TIMED_FORMATS,
                                   temperatures=temperatures if defaults.fallback else temperatures[:1],
-                                  prompt=_text(form, "prompt") or None)
+                                  prompt=_text(form, "prompt") or None, word_timestamps="word" in granularities)
     try:
         check_options(generation_config, options)
     except ValueError as error:

@@ -23,6 +23,7 @@ from lite_whisper.data.audio import SAMPLE_RATE, load_audio
 from lite_whisper.transcription.early_end import might_be_cut_short, recover, token_count
 from lite_whisper.transcription.longform import Window, assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import (
+    decoder_prompt,
     check_options,
     compression_ratio,
     is_silent,
@@ -30,6 +31,9 @@ from lite_whisper.transcription.policy import (
     to_transcription,
 )
 from lite_whisper.transcription.types import WINDOW_SECONDS, Decoded, DecodingOptions, Transcription
+from lite_whisper.transcription.words import word_times
+
+HOP_LENGTH = 160  # samples per mel frame (10 ms)
 
 
 @runtime_checkable
@@ -133,9 +137,33 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
     """Clips of at most 30 s, encoded and decoded together; silent ones come back empty."""
     if not batch:
         return []
-    decoded = decode_with_fallback(engine, engine.encode(engine.features([samples for _, samples in batch])), options)
-    return [window_transcription(engine, name, samples, window, options)
-            for (name, samples), window in zip(batch, decoded)]
+    encoded = engine.encode(engine.features([samples for _, samples in batch]))
+    decoded = decode_with_fallback(engine, encoded, options)
+    results = [window_transcription(engine, name, samples, window, options)
+               for (name, samples), window in zip(batch, decoded)]
+    return with_words(engine, encoded, batch, decoded, results) if options.word_timestamps else results
+
+
+def with_words(engine: Engine, encoded: Any, batch: Sequence[tuple[str, np.ndarray]], decoded: list[Decoded],
+               results: list[Transcription]) -> list[Transcription]:
+    """`results` with their words timed (`transcription.words`) from the engine's alignment of each window."""
+    if not hasattr(engine, "align"):
+        raise ValueError("word timestamps need CTranslate2 decoding: an exported folder (lite-whisper export) or a "
+                         "PyTorch model with --decoder ctranslate2")
+    eos = engine.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    spoken = [index for index, result in enumerate(results) if result.text]
+    tokens = [[token for token in decoded[index].tokens if token < eos] for index in spoken]
+    if not spoken:
+        return results
+    prompt = decoder_prompt(engine.generation_config, DecodingOptions(timestamps=True))
+    frames = [len(batch[index][1]) // HOP_LENGTH for index in spoken]
+    alignments = engine.align(engine.take(encoded, spoken), prompt, tokens, frames)
+    results = list(results)
+    for index, window_tokens, (path, probabilities) in zip(spoken, tokens, alignments):
+        words = word_times(engine.tokenizer, window_tokens, path, probabilities)
+        results[index] = dataclasses.replace(results[index], words=words)
+    return results
 
 
 def window_transcription(engine: Engine, name: str, samples: np.ndarray, window: Decoded,

@@ -40,6 +40,8 @@ def render(result: Transcription, response_format: str, *, task: str, language: 
                           "text": s.text, "compression_ratio": compression_ratio(s.text), "avg_logprob": s.avg_logprob,
                           "no_speech_prob": s.no_speech_prob, "temperature": s.temperature}
                          for index, s in enumerate(segments(result))],
+            **({"words": [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+                          for w in result.words]} if result.words else {}),
         }, ensure_ascii=False)
     else:
         raise ValueError(f"unknown response format {response_format!r}")

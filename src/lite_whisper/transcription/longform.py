@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lite_whisper.data.audio import SAMPLE_RATE, WINDOW_SECONDS
-from lite_whisper.transcription.types import Segment, Transcription
+from lite_whisper.transcription.types import Segment, Transcription, Word
 
 # Silero's settings: speech above 0.5, a pause of 160 ms ends a region, 400 ms of padding each side
 # (faster-whisper's batched pipeline uses the same); regions are cut at a pause before 30 s
@@ -66,20 +66,22 @@ def plan_windows(regions: list[tuple[int, int]], max_samples: int = int(WINDOW_S
 def assemble(name: str, n_samples: int, windows: list[Window], parts: list[Transcription],
              timestamps: bool) -> Transcription:
     """The recording's transcription from its windows' (`parts`, each timed from its window's start): texts
-    joined, segments moved onto the recording's clock, each inside its window and after the one before."""
+    joined, segments and words moved onto the recording's clock, each inside its window and after the one
+    before."""
     texts = [part.text.strip() for part in parts if part.text.strip()]
     segments: list[Segment] = []
-    if timestamps:
-        for window, part in zip(windows, parts):
-            first, last = window.seconds
-            for segment in part.segments:
-                moved = dataclasses.replace(segment, start=first + segment.start, end=first + segment.end)
-                segments.append(clamp(moved, first, last, after=segments[-1].end if segments else 0.0))
-    return Transcription(name, " ".join(texts), n_samples / SAMPLE_RATE, segments)
+    words: list[Word] = []
+    for window, part in zip(windows, parts):
+        first, last = window.seconds
+        for timed, items in ((part.segments if timestamps else [], segments), (part.words, words)):
+            for item in timed:
+                moved = dataclasses.replace(item, start=first + item.start, end=first + item.end)
+                items.append(clamp(moved, first, last, after=items[-1].end if items else 0.0))
+    return Transcription(name, " ".join(texts), n_samples / SAMPLE_RATE, segments, words)
 
 
-def clamp(segment: Segment, first: float, last: float, after: float = 0.0) -> Segment:
-    """`segment` inside [max(first, after), last], start <= end, times in whole milliseconds (no float noise
+def clamp(segment, first: float, last: float, after: float = 0.0):
+    """`segment` (a Segment or a Word) inside [max(first, after), last], start <= end, times in whole milliseconds (no float noise
     such as 6.640000000000001; Whisper's own resolution is 20 ms)."""
     low = max(first, after)
     start = min(max(segment.start, low), last)

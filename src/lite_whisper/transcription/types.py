@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from lite_whisper.data.audio import WINDOW_SECONDS
 
-__all__ = ["WHISPER_TEMPERATURES", "WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription"]
+__all__ = ["WHISPER_TEMPERATURES", "WINDOW_SECONDS", "Decoded", "DecodingOptions", "Segment", "Transcription", "Word"]
 
 
 LONG_FORMS = ("vad", "sequential")  # how audio over 30 s is walked (DecodingOptions.long_form)
@@ -53,6 +53,8 @@ class DecodingOptions:
     # decoded again with timestamps, going on from the last one, then its speech regions apart
     # (`transcription.early_end`)
     recover_early_end: bool = True
+    # when each word starts and ends (cross-attention alignment; engines that decode with CTranslate2)
+    word_timestamps: bool = False
     temperature: float = 0.0  # what one `Engine.decode` call uses (set by the fallback loop)
     seed: int = 0  # fixes the samples drawn at temperatures above 0
 
@@ -66,6 +68,8 @@ class DecodingOptions:
             raise ValueError(f"temperatures must be rising values between 0 and 2, got {self.temperatures}")
         if self.long_form not in LONG_FORMS:
             raise ValueError(f"long form must be one of {', '.join(LONG_FORMS)}, got {self.long_form!r}")
+        if self.word_timestamps and (self.long_form == "sequential" or self.forced_tokens is not None):
+            raise ValueError("word timestamps come with the VAD long form, not with 'sequential' or forced tokens")
         if self.best_of < 1:
             raise ValueError(f"best-of must be at least 1, got {self.best_of}")
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
@@ -99,11 +103,20 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str  # as Whisper wrote it: leading space, punctuation attached
+    probability: float
+
+
+@dataclass(frozen=True)
 class Transcription:
     source: str
     text: str
     seconds: float
     segments: list[Segment] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)  # with DecodingOptions.word_timestamps
 
     def to_dict(self) -> dict:
         return asdict(self)
