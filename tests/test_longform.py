@@ -438,3 +438,11 @@ def test_word_timestamps_from_the_command_line_and_in_verbose_json(tmp_path, cap
     body = json.loads(render(result, "verbose_json", task="transcribe", language="en")[0])
     assert body["words"] == [{"word": "3s", "start": 0.0, "end": 0.2, "probability": 0.9}]
     assert body["segments"][0]["avg_logprob"] is None  # known only when the engine scored the window
+
+
+@pytest.mark.parametrize("command", [["compress", "tiny.en", "-o", "out"], ["calibrate", "tiny.en", "-o", "x.stats"],
+                                     ["eval", "tiny.en"], ["transcribe", "tiny.en", "a.wav"]])
+def test_every_command_that_runs_a_model_takes_threads(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err

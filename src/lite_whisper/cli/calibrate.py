@@ -68,9 +68,12 @@ def run(args) -> int:
     from lite_whisper.distributed import finish, initialise, process_device
     from lite_whisper.files import output_lock
     from lite_whisper.models.loading import load_pytorch_model
+    from lite_whisper.runtime.threads import use_threads
 
     positive(args.limit, "--limit")
     positive(args.batch_size, "--batch-size")
+    positive(args.threads, "--threads")
+    use_threads(args.threads)
     shard = parse_shard(args.shard)
     check_device(args.device)
     if args.output.is_dir():

@@ -23,6 +23,8 @@ class CLIError(Exception):
 
 def add_device_option(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument("--device", default="cpu", help=f"torch device{what}: cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument("--threads", type=int, help="CPU threads the model runs on (default: this machine's "
+                        "physical cores; an exported folder: the number it was exported with, if any)")
 
 
 def default_dtype(device: str | None) -> str:
@@ -41,8 +43,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "feeds it the PyTorch encoder's states (on CUDA: float16, encoder replayed from CUDA graphs; "
                         "needs the deploy extra). Exported folders always decode with CTranslate2 (default: "
                         "transformers)")
-    parser.add_argument("--threads", type=int, help="CPU threads the model runs on (default: this machine's "
-                        "physical cores; an exported folder: the number it was exported with, if any)")
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None,

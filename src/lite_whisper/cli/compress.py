@@ -84,6 +84,7 @@ def run(args) -> int:
     from lite_whisper.compression.config import CompressionConfig
     from lite_whisper.distributed import finish, initialise
     from lite_whisper.files import output_lock
+    from lite_whisper.runtime.threads import use_threads
 
     # Validate everything cheap before the expensive part.
     config = CompressionConfig.parse(args.threshold, rank_multiple=args.rank_multiple, rank_rule=args.rank_rule,
@@ -91,6 +92,8 @@ def run(args) -> int:
     for value, flag in ((args.limit, "--limit"), (args.batch_size, "--batch-size"), (args.eval_limit, "--eval-limit"),
                         (args.distill_batch_size, "--distill-batch-size")):
         positive(value, flag)
+    positive(args.threads, "--threads")
+    use_threads(args.threads)
     from lite_whisper.compression.distill import DistillConfig
 
     try:
