@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from types import SimpleNamespace
 
 import av
@@ -304,7 +305,7 @@ def test_physical_cores_and_threads():
 
     from lite_whisper.runtime.threads import physical_cores, use_threads
 
-    assert 1 <= physical_cores() <= (len(__import__("os").sched_getaffinity(0)))
+    assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
     try:
         assert use_threads(1) == 1 and torch.get_num_threads() == 1

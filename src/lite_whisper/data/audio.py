@@ -18,6 +18,7 @@ import soxr
 SAMPLE_RATE = 16_000  # Whisper's fixed input rate
 WINDOW_SECONDS = 30.0  # Whisper pads or cuts every input to one 30 s window
 MEL_FRAMES = 3000  # log-mel frames of a window (10 ms each)
+HOP_LENGTH = 160  # samples per mel frame
 ENCODER_FRAMES = 1500  # encoder frames of a window (the stem's stride-2 convolution: 20 ms each)
 FORMATS = "wav, flac, ogg, opus, mp3, m4a, aac, mp4, webm, mkv, or anything else FFmpeg reads"
 

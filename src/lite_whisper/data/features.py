@@ -9,10 +9,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lite_whisper.data.audio import ENCODER_FRAMES, SAMPLE_RATE, WINDOW_SECONDS, AudioError
+from lite_whisper.data.audio import ENCODER_FRAMES, HOP_LENGTH, SAMPLE_RATE, WINDOW_SECONDS, AudioError
 from lite_whisper.data.datasets import SpeechDataset
 
-HOP_LENGTH = 160  # samples per mel frame
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 
 

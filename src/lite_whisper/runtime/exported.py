@@ -2,8 +2,9 @@
 
 `lite_whisper.load_model(DIR)` returns an `ExportedWhisper` and its processor for a folder
 written by `lite-whisper export`. Clips up to 30 s are batched through the two engines (greedy
-or beam search; the silence rule is `transcription.policy`'s, as for PyTorch); longer clips and
-timestamps go through faster-whisper's own pipeline with the same encoder (`LiteWhisperModel`).
+or beam search, timestamps and word alignment included; the silence rule is `transcription.policy`'s, as for
+PyTorch); longer clips are cut into such windows by `transcription.longform`, or with `long_form`
+"sequential" go through faster-whisper's own pipeline with the same encoder (`LiteWhisperModel`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ exactly as the CPU export hands ONNX Runtime's output to the same decoder
 compressed), converted once when the engine is made, with a placeholder encoder that never runs
 (`models.ctranslate2.decoder`).
 
-Everything but decoding is a `PyTorchEngine`'s: features, the encoder, and long clips and
-timestamps (transformers' pipeline).
+Everything but decoding (and word alignment, CTranslate2's) is a `PyTorchEngine`'s: features, the
+encoder, and the sequential long form (transformers' pipeline).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lite_whisper.data.audio import SAMPLE_RATE, load_audio
+from lite_whisper.data.audio import HOP_LENGTH, SAMPLE_RATE, load_audio
 from lite_whisper.transcription.early_end import might_be_cut_short, recover, token_count
 from lite_whisper.transcription.longform import Window, assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import (
@@ -32,8 +32,6 @@ from lite_whisper.transcription.policy import (
 )
 from lite_whisper.transcription.types import WINDOW_SECONDS, Decoded, DecodingOptions, Transcription
 from lite_whisper.transcription.words import word_times
-
-HOP_LENGTH = 160  # samples per mel frame (10 ms)
 
 
 @runtime_checkable
@@ -153,9 +151,9 @@ def with_words(engine: Engine, encoded: Any, batch: Sequence[tuple[str, np.ndarr
     eos = engine.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     spoken = [index for index, result in enumerate(results) if result.text]
-    tokens = [[token for token in decoded[index].tokens if token < eos] for index in spoken]
     if not spoken:
         return results
+    tokens = [[token for token in decoded[index].tokens if token < eos] for index in spoken]
     prompt = decoder_prompt(engine.generation_config, DecodingOptions(timestamps=True))
     frames = [len(batch[index][1]) // HOP_LENGTH for index in spoken]
     alignments = engine.align(engine.take(encoded, spoken), prompt, tokens, frames)
