@@ -19,6 +19,7 @@ from lite_whisper.transcription import engine as engine_module
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.formats import render
 from lite_whisper.transcription.longform import Window, assemble, clamp, plan_windows, speech_regions
+from lite_whisper.transcription.policy import split_segments, to_transcription
 from lite_whisper.transcription.types import Decoded, DecodingOptions, Segment, Transcription, Word
 
 RATE = 16_000
@@ -58,6 +59,41 @@ def test_segments_map_back_onto_the_file_clock_across_window_boundaries():
     assert assemble("long", 75 * S, windows, parts, timestamps=False).segments == []
 
 
+def test_segments_split_at_timestamp_tokens_with_their_tokens():
+    first, eos = 50363, 50256  # tiny.en's <|0.00|> and <|endoftext|>
+    tokens = [first, 10, 11, first + 100, first + 100, 12, first + 250, eos]  # <0.00> a b <2.00><2.00> c <5.00>
+    assert split_segments(tokens, first) == [(0.0, 2.0, [10, 11]), (2.0, 5.0, [12])]
+    assert split_segments([10, 11, eos], first) == []  # no timestamps: no segments
+    # transformers' long-form output: a second window's times start again at 0 and go on from the last end
+    assert split_segments([first, 10, first + 50, first + 50, 11, first + 1500, first, 12, first + 25], first) == [
+        (0.0, 1.0, [10]), (1.0, 30.0, [11]), (30.0, 30.5, [12])]
+
+
+def test_segments_equal_the_tokenizers_offsets_on_random_timestamped_decodings():
+    from conftest import tiny_processor
+
+    tokenizer = tiny_processor().tokenizer
+    first = tokenizer.convert_tokens_to_ids("<|0.00|>")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        tokens, time = [], 0
+        for _ in range(rng.integers(1, 6)):  # segments: <t> words <t'> (pairs, or a single ending timestamp)
+            tokens.append(first + time)
+            tokens += [int(t) for t in rng.integers(200, 5000, rng.integers(1, 6))]
+            time = min(time + int(rng.integers(1, 400)), 1500)
+            tokens.append(first + time)
+        expected = tokenizer._compute_offsets(tokens)
+        ours = split_segments(tokens, first)
+        assert [(round(a, 2), round(b, 2)) for a, b, _ in ours] == [
+            (round(item["timestamp"][0], 2), round(item["timestamp"][1], 2)) for item in expected]
+        assert [tokenizer.decode(part) for _, _, part in ours] == [item["text"] for item in expected]
+    words = tokenizer(" Hello, world.", add_special_tokens=False).input_ids
+    result = to_transcription(tokenizer, "clip", [first, *words, first + 50, tokenizer.eos_token_id], 16_000,
+                              DecodingOptions(timestamps=True))
+    assert result.text == "Hello, world." and [s.text for s in result.segments] == ["Hello, world."]
+    assert tokenizer.decode(result.segments[0].tokens) == " Hello, world."  # its text tokens, no specials
+
+
 def test_clamp_keeps_segments_inside_and_in_order():
     assert clamp(Segment(6.640000000000001, 12.4, "x"), 0.0, 11.0) == Segment(6.64, 11.0, "x")
     assert clamp(Segment(3.0, 2.0, "x"), 0.0, 11.0) == Segment(3.0, 3.0, "x")  # end never before start
@@ -86,14 +122,19 @@ def test_speech_regions_find_real_speech_between_silences(speech_dir):
 # --- windows through any engine ------------------------------------------------------------------------
 
 class WordTokenizer:
-    """Tokens are words; enough of a Whisper tokenizer for `to_transcription` and the fallback."""
+    """Tokens are words (token n, an int as real tokens are, reads "ns"); enough of a Whisper tokenizer for
+    `to_transcription` and the fallback."""
+
+    eos_token_id = 1000
 
     def __call__(self, text, add_special_tokens=False):
         return SimpleNamespace(input_ids=text.split())
 
-    def decode(self, tokens, skip_special_tokens=True, output_offsets=False):
-        text = " ".join(tokens)
-        return {"text": text, "offsets": [{"text": text, "timestamp": (0.0, None)}]} if output_offsets else text
+    def convert_tokens_to_ids(self, token):
+        return {"<|0.00|>": 1003}[token]
+
+    def decode(self, tokens, skip_special_tokens=True):
+        return " ".join(f"{token}s" if isinstance(token, int) else token for token in tokens)
 
 
 class WindowEngine:
@@ -114,7 +155,7 @@ class WindowEngine:
         return features
 
     def decode(self, encoded, options):
-        return [Decoded([f"{seconds}s"]) for seconds in encoded]
+        return [Decoded([seconds]) for seconds in encoded]
 
     def take(self, encoded, indices):
         return [encoded[index] for index in indices]
@@ -328,9 +369,17 @@ def test_read_samples_reads_bytes_as_files_do(tmp_path):
 class HeadingEngine(WindowEngine):
     """Stops after the heading without timestamps; with them, says the whole sentence (as base did on dev)."""
 
+    WORDS = "chapter sixteen i might have told you of the beginning of this liaison in a few lines".split()
+
+    class tokenizer(WordTokenizer):  # token i reads WORDS[i]
+        def decode(self, tokens, skip_special_tokens=True):
+            return " ".join(HeadingEngine.WORDS[token] for token in tokens)
+
+    tokenizer = tokenizer()
+
     def decode(self, encoded, options):
-        words = "chapter sixteen i might have told you of the beginning of this liaison in a few lines".split()
-        return [Decoded(words if options.timestamps else words[:2]) for _ in encoded]
+        tokens = list(range(len(self.WORDS)))
+        return [Decoded(tokens if options.timestamps else tokens[:2]) for _ in encoded]
 
 
 def test_transcribe_clips_recovers_a_window_cut_short(monkeypatch):
@@ -396,19 +445,11 @@ def test_words_map_onto_the_file_clock_and_need_an_aligning_engine():
         DecodingOptions(word_timestamps=True, long_form="sequential")
 
 
-class SecondsTokenizer(WordTokenizer):
-    """Token n (an int, as real tokens are) reads "ns"."""
-
-    def decode(self, tokens, skip_special_tokens=True, output_offsets=False):
-        return super().decode([f"{token}s" for token in tokens], skip_special_tokens, output_offsets)
-
-
 class AligningEngine(WindowEngine):
     """A WindowEngine with integer tokens that aligns too: token i reached at frame 10 i."""
 
     generation_config = SimpleNamespace(is_multilingual=False, eos_token_id=1000, decoder_start_token_id=1001,
                                         no_timestamps_token_id=1002)
-    tokenizer = SecondsTokenizer()
 
     def decode(self, encoded, options):
         return [Decoded([seconds]) for seconds in encoded]

@@ -83,8 +83,9 @@ class ExportedWhisper(CTranslate2Decoding):
             best_of=options.best_of, without_timestamps=self.pipeline_without_timestamps(options),
             condition_on_previous_text=False, **pipeline_limits(self.generation_config, options),
             initial_prompt=options.prompt.strip() if options.prompt and options.prompt.strip() else None)
-        parts = [Segment(float(s.start), float(s.end), s.text.strip(), s.avg_logprob, s.no_speech_prob, s.temperature)
-                 for s in segments]
+        eos = self.tokenizer.eos_token_id
+        parts = [Segment(float(s.start), float(s.end), s.text.strip(), s.avg_logprob, s.no_speech_prob, s.temperature,
+                         [token for token in s.tokens if token < eos]) for s in segments]
         return Transcription(name, " ".join(part.text for part in parts if part.text).strip(),
                              len(samples) / SAMPLE_RATE, parts if options.timestamps else [])
 

@@ -37,7 +37,7 @@ def render(result: Transcription, response_format: str, *, task: str, language: 
         body = json.dumps({
             "task": task, "language": language, "duration": round(result.seconds, 3), "text": result.text,
             "segments": [{"id": index, "seek": int(round(s.start * 100)), "start": s.start, "end": s.end,
-                          "text": s.text, "compression_ratio": compression_ratio(s.text), "avg_logprob": s.avg_logprob,
+                          "text": s.text, "tokens": list(s.tokens), "compression_ratio": compression_ratio(s.text), "avg_logprob": s.avg_logprob,
                           "no_speech_prob": s.no_speech_prob, "temperature": s.temperature}
                          for index, s in enumerate(segments(result))],
             **({"words": [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}

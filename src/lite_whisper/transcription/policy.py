@@ -85,15 +85,47 @@ def is_silent(decoded: Decoded, options: DecodingOptions) -> bool:
 def to_transcription(tokenizer, name: str, tokens, n_samples: int, options: DecodingOptions) -> Transcription:
     """Text (and, with timestamps, segments from the timestamp tokens) of one decoded clip."""
     seconds = n_samples / SAMPLE_RATE
+    text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     if not options.timestamps:
-        return Transcription(name, tokenizer.decode(tokens, skip_special_tokens=True).strip(), seconds)
-    decoded = tokenizer.decode(tokens, skip_special_tokens=True, output_offsets=True)
-    segments = [
-        Segment(float(item["timestamp"][0]),
-                float(item["timestamp"][1] if item["timestamp"][1] is not None else seconds), item["text"].strip())
-        for item in decoded.get("offsets", [])
-    ]
-    return Transcription(name, decoded["text"].strip(), seconds, segments)
+        return Transcription(name, text, seconds)
+    eos = tokenizer.eos_token_id  # the first special token: text tokens lie below it
+    segments = [Segment(start, end, tokenizer.decode(part, skip_special_tokens=True).strip(),
+                        tokens=[token for token in part if token < eos])
+                for start, end, part in split_segments(tokens, tokenizer.convert_tokens_to_ids("<|0.00|>"))]
+    return Transcription(name, text, seconds, segments)
+
+
+TIME_PRECISION = 0.02  # seconds per timestamp step
+WINDOW_POSITIONS = 1500  # timestamp steps in a 30 s window
+
+
+def split_segments(tokens, first_timestamp: int) -> list[tuple[float, float, list[int]]]:
+    """(start s, end s, text tokens) of every segment in a timestamped decoding, as transformers' tokenizer cuts
+    them (`_compute_offsets`): a segment runs from a timestamp to the next one that is followed by another or
+    ends the tokens; a timestamp lower than the last end starts a new 30 s window (transformers' long-form
+    output), whose times go on from the last end (pairs) or from the window's end (a single timestamp)."""
+    tokens = [int(token) for token in tokens]
+    marks = [index for index, token in enumerate(tokens) if token >= first_timestamp]
+    if not marks:
+        return []
+    cuts = [index + 1 for index in marks[:-1] if tokens[index + 1] >= first_timestamp]
+    if not cuts and len(marks) <= 1:
+        return []
+    if marks[-1] + 1 not in cuts:
+        cuts.append(marks[-1] + 1)
+    segments, last, latest, offset = [], marks[0], 0, 0
+    for cut in cuts:
+        piece = tokens[last:cut]
+        if len(piece) > 1:
+            start, end = piece[0] - first_timestamp, piece[-1] - first_timestamp
+            if start < latest:  # a new window
+                pair = last >= 2 and tokens[last - 2] >= first_timestamp and tokens[last - 1] >= first_timestamp
+                offset += latest if pair else WINDOW_POSITIONS
+            latest = end
+            text = [token for token in piece if token < first_timestamp]
+            segments.append(((start + offset) * TIME_PRECISION, (end + offset) * TIME_PRECISION, text))
+        last = cut
+    return segments
 
 
 def compression_ratio(text: str) -> float:

@@ -100,6 +100,7 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     temperature: float | None = None
+    tokens: list[int] = field(default_factory=list)  # the segment's text tokens (verbose_json's `tokens`)
 
 
 @dataclass(frozen=True)
