@@ -33,6 +33,7 @@ from lite_whisper.models.random import (
 )
 from lite_whisper.runtime.cpu_route import onednn_usable, routed_layers
 from lite_whisper.runtime.pytorch import prepare_for_inference
+from lite_whisper.transcription.engine import EngineBase
 from lite_whisper.transcription.types import DecodingOptions
 
 # The tiny test config: d_model 64, 2 layers, 4 heads (head width 16), ffn 256, 80 mel bins.
@@ -184,7 +185,7 @@ def test_benchmark_end_to_end_on_a_clip(tmp_path):
 
 
 def test_the_encoder_timer_adds_up_encode_calls_only():
-    class Slow:  # an engine whose encoder takes 20 ms and whose decoder takes none
+    class Slow(EngineBase):  # an engine whose encoder takes 20 ms and whose decoder takes none
         name = "slow"
 
         def encode(self, features):

@@ -252,6 +252,39 @@ def test_forced_tokens_decode_the_same_tokens_in_ctranslate2_transformers_and_fa
         DecodingOptions(forced_tokens=40)  # the silence rule is on by default: refused, not silently ignored
 
 
+def test_load_engine_builds_every_backend_from_one_spec(exported, tmp_path):
+    from lite_whisper.api import BACKENDS, load_engine
+    from lite_whisper.models.loading import ModelLoadError
+    from lite_whisper.runtime.exported import ExportedWhisper
+    from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
+    from lite_whisper.runtime.hybrid import HybridEngine
+
+    _, folder, _ = exported
+    dense = tmp_path / "dense"
+    tiny_english_model().save_pretrained(dense)
+    tiny_processor().save_pretrained(dense)
+    kinds = {backend: type(load_engine(dense, backend, threads=1)) for backend in ("auto", "pytorch", "hybrid",
+                                                                                   "faster-whisper")}
+    assert kinds == {"auto": PyTorchEngine, "pytorch": PyTorchEngine, "hybrid": HybridEngine,
+                     "faster-whisper": FasterWhisperEngine}
+    assert type(load_engine(folder, "exported", threads=1)) is ExportedWhisper is type(load_engine(folder, threads=1))
+    options = DecodingOptions(max_new_tokens=6, timestamps=True)
+    texts = {backend: next(transcribe_clips(load_engine(dense, backend, threads=1), clips(1), options=options)).text
+             for backend in ("pytorch", "hybrid", "faster-whisper")}
+    assert texts["pytorch"] == texts["hybrid"]  # the same greedy tokens from transformers and CTranslate2 (float32)
+    assert set(BACKENDS) == {"auto", "pytorch", "hybrid", "exported", "faster-whisper"}
+    with pytest.raises(ModelLoadError, match="not a folder written by lite-whisper export"):
+        load_engine(dense, "exported")
+    with pytest.raises(ModelLoadError, match="runs on its own engine"):
+        load_engine(folder, "hybrid")
+    with pytest.raises(ValueError, match="unknown backend 'onnx'"):
+        load_engine(dense, "onnx")
+    lite = tmp_path / "lite"
+    save_model(lite_english_model(), tiny_processor(), lite)
+    with pytest.raises(ModelLoadError, match="faster-whisper runs dense models"):
+        load_engine(lite, "faster-whisper")
+
+
 def test_runtime_features_are_the_transformers_processors():
     """The runtime makes features with the transformers processor; faster-whisper's own extractor is close."""
     from faster_whisper.feature_extractor import FeatureExtractor

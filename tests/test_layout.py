@@ -16,7 +16,7 @@ OPTIONAL = {
     "matplotlib", "matplotlib.pyplot",  # the `plot` extra
     "openvino",  # the `deploy` extra; without it there is no bfloat16 encoder
     "lite_whisper.runtime.exported",  # the `deploy` extra: ONNX Runtime, CTranslate2, faster-whisper
-    "ctranslate2", "faster_whisper", "lite_whisper.runtime.hybrid",
+    "ctranslate2", "faster_whisper", "lite_whisper.runtime.hybrid", "lite_whisper.runtime.faster_whisper_engine",
     "lite_whisper.runtime.encoders",
     "lite_whisper.runtime.onnx_encoder", "lite_whisper.runtime.openvino_encoder",
     # installed always, imported only when needed: PyAV for files libsndfile cannot read, Silero VAD for audio

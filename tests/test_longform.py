@@ -16,7 +16,7 @@ from lite_whisper.cli import main
 from lite_whisper.data.audio import AudioError, load_audio
 from lite_whisper.serving.scheduler import BatchScheduler
 from lite_whisper.transcription import engine as engine_module
-from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.engine import EngineBase, transcribe_clips
 from lite_whisper.transcription.formats import render
 from lite_whisper.transcription.longform import Window, assemble, clamp, plan_windows, speech_regions
 from lite_whisper.transcription.policy import split_segments, to_transcription
@@ -137,7 +137,7 @@ class WordTokenizer:
         return " ".join(f"{token}s" if isinstance(token, int) else token for token in tokens)
 
 
-class WindowEngine:
+class WindowEngine(EngineBase):
     """An engine that 'transcribes' each window as the number of seconds it holds, and records its batches."""
 
     name = "windows"
@@ -323,8 +323,8 @@ def test_transcribe_writes_every_format_for_a_folder(tmp_path, capsys, monkeypat
     write_with_pyav(folder / "b.m4a", np.zeros(2 * RATE, np.float32), "mp4", "aac")
     seen = {}
 
-    def fake_load_engine(spec, **kwargs):
-        seen.update(kwargs)
+    def fake_load_engine(spec, backend="auto", **kwargs):
+        seen.update(kwargs, backend=backend)
         return WindowEngine()
 
     monkeypatch.setattr(api, "load_engine", fake_load_engine)
@@ -448,6 +448,8 @@ def test_words_map_onto_the_file_clock_and_need_an_aligning_engine():
 class AligningEngine(WindowEngine):
     """A WindowEngine with integer tokens that aligns too: token i reached at frame 10 i."""
 
+    aligns_words = True
+
     generation_config = SimpleNamespace(is_multilingual=False, eos_token_id=1000, decoder_start_token_id=1001,
                                         no_timestamps_token_id=1002)
 
@@ -466,13 +468,13 @@ def test_word_timestamps_from_the_command_line_and_in_verbose_json(tmp_path, cap
     sf.write(tmp_path / "a.wav", np.zeros(3 * RATE, np.float32), RATE)
     seen = {}
 
-    def fake_load_engine(spec, **kwargs):
-        seen.update(kwargs)
+    def fake_load_engine(spec, backend="auto", **kwargs):
+        seen.update(kwargs, backend=backend)
         return AligningEngine()
 
     monkeypatch.setattr(api, "load_engine", fake_load_engine)
     assert main(["transcribe", "tiny.en", str(tmp_path / "a.wav"), "--word-timestamps", "--json"]) == 0
-    assert seen["decoder"] == "ctranslate2"  # a PyTorch model decodes with CTranslate2 to be aligned
+    assert seen["backend"] == "hybrid"  # a PyTorch model decodes with CTranslate2 to be aligned
     (printed,) = json.loads(capsys.readouterr().out)
     assert printed["words"] == [{"start": 0.0, "end": 0.2, "word": "3s", "probability": 0.9}]
     result = Transcription("x", "3s", 3.0, [Segment(0.0, 3.0, "3s")],

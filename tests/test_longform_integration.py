@@ -31,10 +31,10 @@ def recording(speech_dir):
     return audio, clips
 
 
-@pytest.mark.parametrize("decoder", ["transformers", "ctranslate2"])
-def test_a_long_recording_gives_the_words_of_its_clips(tiny_en, recording, decoder):
+@pytest.mark.parametrize("backend", ["pytorch", "hybrid"])
+def test_a_long_recording_gives_the_words_of_its_clips(tiny_en, recording, backend):
     audio, clips = recording
-    engine = as_engine(tiny_en, decoder=decoder)
+    engine = as_engine(tiny_en, backend=backend)
     options = DecodingOptions(language="en", timestamps=True)
     alone = list(transcribe_clips(engine, [(clip.id, clip.audio) for clip in clips], options=options))
     (whole,) = transcribe_clips(engine, [("recording", audio)], options=options)
@@ -68,7 +68,7 @@ def test_word_timestamps_agree_with_faster_whispers(tiny_en, speech_dir, tmp_pat
     model, processor = tiny_en
     audio = load_audio(speech_dir / "extra" / "jfk.flac")
     options = DecodingOptions(language="en", timestamps=True, word_timestamps=True)
-    (ours,) = transcribe_clips(as_engine(tiny_en, decoder="ctranslate2"), [("jfk", audio)], options=options)
+    (ours,) = transcribe_clips(as_engine(tiny_en, backend="hybrid"), [("jfk", audio)], options=options)
     folder = convert_to_ctranslate2(model, processor, tmp_path / "ct2", quantization="float32")
     segments, _ = WhisperModel(str(folder), device="cpu", compute_type="float32", cpu_threads=2).transcribe(
         audio, beam_size=1, word_timestamps=True, condition_on_previous_text=False)

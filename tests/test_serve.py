@@ -461,13 +461,11 @@ def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
     assert "no server answers" in capsys.readouterr().err
 
 
-def test_the_faster_whisper_reference_answers_each_request_alone(tmp_path):
-    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
-    from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
+def test_the_faster_whisper_reference_answers_each_request_alone():
+    from lite_whisper.api import as_engine
 
-    model, processor = tiny_english_model(), tiny_processor()
-    folder = convert_to_ctranslate2(model, processor, tmp_path / "ct2", quantization="int8")
-    reference = FasterWhisperEngine(folder, processor, model.generation_config, threads=1)
+    reference = as_engine(tiny_english_model(), tiny_processor(), backend="faster-whisper", threads=1)
+    assert not reference.batches_windows and reference.aligns_words
     with serving(reference, decoding=DecodingOptions(max_new_tokens=8), max_batch=8, max_wait_ms=100) as base:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(lambda seed: post(base, wav(1.0, seed=seed)), range(4)))

@@ -60,23 +60,43 @@ def _load_exported(path: Path, dtype: torch.dtype, device, encoder: str | None, 
     return model, model.processor
 
 
-def load_engine(spec: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
-                encoder: str | None = None, decoder: str = "transformers", threads: int | None = None) -> Engine:
-    """The engine for a model spec (see `load_model`). `decoder` "ctranslate2": a PyTorch model's decoder is
-    converted to CTranslate2 and fed the PyTorch encoder's states (`runtime.hybrid`; on a GPU the encoder
-    replays CUDA graphs and the decoder runs float16). `threads`: CPU threads of every engine the model runs on
-    (torch's for the process, ONNX Runtime's and CTranslate2's for an export; default: the physical cores, or
-    an export's recorded choice)."""
-    if not is_exported_folder(Path(str(spec)).expanduser()):
+BACKENDS = {  # what runs a model: the one choice every caller (CLI, server, benchmarks, scripts) makes here
+    "auto": "an exported folder on its own engine, any other model on PyTorch",
+    "pytorch": "transformers in PyTorch (a lite model on the fast CPU route)",
+    "hybrid": "the PyTorch encoder feeding a CTranslate2 decoder (graphed encoder and float16 decoder on a GPU)",
+    "exported": "a folder written by lite-whisper export (ONNX Runtime or OpenVINO encoder, CTranslate2 decoder)",
+    "faster-whisper": "a dense model converted to CTranslate2 int8 and run by faster-whisper (the reference)",
+}
+
+
+def load_engine(spec: str | Path, backend: str = "auto", *, dtype: str | torch.dtype = "float32",
+                device: str | torch.device = "cpu", encoder: str | None = None, threads: int | None = None) -> Engine:
+    """The engine for a model spec (see `load_model`) on `backend` (`BACKENDS`). `threads`: CPU threads of every
+    engine the model runs on (torch's for the process, ONNX Runtime's and CTranslate2's for an export and for
+    faster-whisper; default: the physical cores, or an export's recorded choice)."""
+    check_backend(backend)
+    exported = is_exported_folder(Path(str(spec)).expanduser())
+    if backend == "exported" and not exported:
+        raise ModelLoadError(f"{spec}: not a folder written by lite-whisper export; export it first, or choose "
+                             "backend auto, pytorch or hybrid")
+    if exported and backend not in ("auto", "exported"):
+        raise ModelLoadError(f"{spec}: an exported folder runs on its own engine (backend auto or exported); give "
+                             f"the PyTorch model it came from for backend {backend}")
+    if not exported:
         threads = use_threads(threads)
-    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder, threads=threads), decoder=decoder)
+    return as_engine(load_model(spec, dtype=dtype, device=device, encoder=encoder, threads=threads), backend=backend,
+                     threads=threads)
 
 
-def as_engine(model, processor=None, decoder: str = "transformers") -> Engine:
-    """An engine for a spec, a `(model, processor)` pair, a model with its `processor`, or an engine
-    (`decoder`: see `load_engine`)."""
-    if decoder not in ("transformers", "ctranslate2"):
-        raise ValueError(f"unknown decoder {decoder!r}; choose transformers or ctranslate2")
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def as_engine(model, processor=None, backend: str = "auto", threads: int | None = None) -> Engine:
+    """An engine for a spec, a `(model, processor)` pair, a model with its `processor`, or an engine, on
+    `backend` (see `load_engine`; an engine or an exported folder is its own backend)."""
+    check_backend(backend)
     if isinstance(model, (str, Path)):
         model, processor = load_model(model)
     elif isinstance(model, tuple):
@@ -84,15 +104,23 @@ def as_engine(model, processor=None, decoder: str = "transformers") -> Engine:
     if isinstance(model, torch.nn.Module):
         if processor is None:
             raise ValueError("pass the processor with the model, a (model, processor) pair, or a model spec")
-        if decoder == "ctranslate2":
-            try:  # optional: CTranslate2 (pip install 'lite-whisper[deploy]')
-                from lite_whisper.runtime.hybrid import HybridEngine
-            except ImportError as error:
-                raise ModelLoadError(f"the CTranslate2 decoder needs CTranslate2 ({error.name} is missing): "
-                                     "pip install 'lite-whisper[deploy]'") from None
-            return HybridEngine(model, processor)
-        return PyTorchEngine(model, processor)
+        if backend in ("auto", "pytorch"):
+            return PyTorchEngine(model, processor)
+        if backend == "exported":
+            raise ModelLoadError("backend exported runs a folder written by lite-whisper export, not a PyTorch model")
+        try:  # optional: CTranslate2 and faster-whisper (pip install 'lite-whisper[deploy]')
+            from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
+            from lite_whisper.runtime.hybrid import HybridEngine
+        except ImportError as error:
+            raise ModelLoadError(f"backend {backend} needs CTranslate2 ({error.name} is missing): "
+                                 "pip install 'lite-whisper[deploy]'") from None
+        if backend == "hybrid":
+            return HybridEngine(model, processor, threads=threads or 0)
+        return FasterWhisperEngine.from_model(model, processor, threads=threads)
     if isinstance(model, Engine):
+        if backend not in ("auto", "exported"):
+            raise ModelLoadError(f"{model.name} is an engine already, on its own backend: give a model spec or a "
+                                 f"PyTorch model to choose backend {backend}")
         return model
     raise TypeError(f"not a Whisper model or engine: {type(model).__name__}")
 

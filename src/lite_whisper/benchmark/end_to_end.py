@@ -18,16 +18,15 @@ class EncoderTimed:
         self.engine = engine
         self.seconds = 0.0
         self.calls = 0
-        self._synchronize = getattr(engine, "synchronize", lambda: None)
 
     def __getattr__(self, name: str):  # everything else is the engine's own
         return getattr(self.engine, name)
 
     def encode(self, features):
-        self._synchronize()
+        self.engine.synchronize()
         start = time.perf_counter()
         encoded = self.engine.encode(features)
-        self._synchronize()
+        self.engine.synchronize()
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return encoded

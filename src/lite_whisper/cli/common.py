@@ -45,6 +45,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "transformers)")
 
 
+def backend_of(args) -> str:
+    """The engine backend (`api.BACKENDS`) the model options choose: --faster-whisper (serve), --decoder ctranslate2
+    for a PyTorch model (an exported folder decodes with CTranslate2 anyway), else auto."""
+    from lite_whisper.export_manifest import is_exported_folder
+
+    if getattr(args, "faster_whisper", False):
+        return "faster-whisper"
+    if args.decoder == "ctranslate2" and not is_exported_folder(Path(str(args.model)).expanduser()):
+        return "hybrid"
+    return "auto"
+
+
 def add_decoding_options(parser: argparse.ArgumentParser, language_default: str | None,
                          fallback_default: bool = False) -> None:
     parser.add_argument(

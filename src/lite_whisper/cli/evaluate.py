@@ -10,6 +10,7 @@ from lite_whisper.cli.common import (
     MODEL_HELP,
     add_decoding_options,
     add_model_options,
+    backend_of,
     check_device,
     check_output_file,
     decoding_options,
@@ -62,9 +63,8 @@ def run(args) -> int:
     ranks = initialise(args.device)  # under torchrun: each rank transcribes every N-th clip, rank 0 reports
     results = []
     try:
-        engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device),
-                             device=process_device(args.device), encoder=args.encoder, decoder=args.decoder,
-                             threads=args.threads)
+        engine = load_engine(args.model, backend_of(args), dtype=args.dtype or default_dtype(args.device),
+                             device=process_device(args.device), encoder=args.encoder, threads=args.threads)
         for label, dataset in datasets:
             if ranks.main:
                 print(f"evaluating {args.model} on {dataset.description}", file=sys.stderr, flush=True)

@@ -8,7 +8,15 @@ import signal
 import socket
 from pathlib import Path
 
-from lite_whisper.cli.common import MODEL_HELP, CLIError, add_model_options, check_device, default_dtype, positive
+from lite_whisper.cli.common import (
+    MODEL_HELP,
+    CLIError,
+    add_model_options,
+    backend_of,
+    check_device,
+    default_dtype,
+    positive,
+)
 
 EPILOG = """examples:
   lite-whisper serve tiny.en-export --port 8000              # an exported folder (ONNX Runtime/OpenVINO + CTranslate2)
@@ -135,31 +143,9 @@ def engine_loader(args):
                        "Hugging Face or CTranslate2 folder), not an exported folder")
 
     def load():
-        from lite_whisper.api import as_engine, load_model
-        from lite_whisper.runtime.threads import use_threads
+        from lite_whisper.api import load_engine
 
-        if args.threads or not is_exported_folder(Path(args.model).expanduser()):
-            use_threads(args.threads)  # a PyTorch model's cores (an exported folder takes `threads`)
-        model, processor = load_model(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
-                                      encoder=args.encoder, threads=args.threads)
-        if args.faster_whisper:
-            return faster_whisper_engine(model, processor, args)
-        return as_engine(model, processor, decoder=args.decoder)
+        return load_engine(args.model, backend_of(args), dtype=args.dtype or default_dtype(args.device),
+                           device=args.device, encoder=args.encoder, threads=args.threads)
 
     return load
-
-
-def faster_whisper_engine(model, processor, args):
-    """The dense model converted to CTranslate2 int8 by CTranslate2's converter (in a folder removed at exit),
-    run by faster-whisper."""
-    import atexit
-    import tempfile
-
-    from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
-    from lite_whisper.runtime.faster_whisper_engine import FasterWhisperEngine
-
-    scratch = tempfile.TemporaryDirectory(prefix="lite-whisper-fw-")
-    atexit.register(scratch.cleanup)
-    folder = convert_to_ctranslate2(model, processor, Path(scratch.name) / "ct2", quantization="int8")
-    return FasterWhisperEngine(folder, processor, model.generation_config, threads=args.threads,
-                               name=f"faster-whisper int8 ({args.model})")

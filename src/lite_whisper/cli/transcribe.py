@@ -13,6 +13,7 @@ from lite_whisper.cli.common import (
     CLIError,
     add_decoding_options,
     add_model_options,
+    backend_of,
     check_device,
     decoding_options,
     default_dtype,
@@ -77,9 +78,10 @@ def run(args) -> int:
         raise CLIError("under torchrun each process writes its own files: give --output-format and --output-dir")
     inputs = inputs[ranks.rank::ranks.world_size]
     outputs = plan_outputs(inputs, formats, args.output_dir or Path("."), args.overwrite)
-    decoder = "ctranslate2" if args.word_timestamps else args.decoder  # the alignment is CTranslate2's
-    engine = load_engine(args.model, dtype=args.dtype or default_dtype(args.device), device=args.device,
-                         encoder=args.encoder, decoder=decoder, threads=args.threads)
+    if args.word_timestamps:
+        args.decoder = "ctranslate2"  # the alignment is CTranslate2's
+    engine = load_engine(args.model, backend_of(args), dtype=args.dtype or default_dtype(args.device),
+                         device=args.device, encoder=args.encoder, threads=args.threads)
     results = transcribe_clips(engine, inputs, batch_size=args.batch_size, options=options)
     if formats:
         write_outputs(results, outputs, task=options.task, language=options.language)

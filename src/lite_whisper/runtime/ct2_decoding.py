@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctranslate2
 
+from lite_whisper.transcription.engine import EngineBase
 from lite_whisper.transcription.policy import decoder_prompt, forced_suppression, is_multilingual, previous_tokens
 from lite_whisper.transcription.types import Decoded, DecodingOptions
 
@@ -18,9 +19,11 @@ from lite_whisper.transcription.types import Decoded, DecodingOptions
 MAX_LENGTH = 448
 
 
-class CTranslate2Decoding:
+class CTranslate2Decoding(EngineBase):
     """`decode` for an engine with `decoder` (ctranslate2.models.Whisper), `generation_config`, `tokenizer`, and
     `storage(encoded)`, which hands a batch of encoder states to CTranslate2 (a StorageView)."""
+
+    aligns_words = True  # CTranslate2's `align` over the alignment heads
 
     def storage(self, encoded) -> ctranslate2.StorageView:
         raise NotImplementedError("an engine decoding with CTranslate2 says how its encoder states reach it")

@@ -20,6 +20,7 @@ from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.lowrank.cost import has_low_rank
 from lite_whisper.runtime.cpu_route import apply_cpu_route
 from lite_whisper.runtime.fast_encoder import FastEncoder
+from lite_whisper.transcription.engine import EngineBase
 from lite_whisper.transcription.policy import (
     decoder_prompt,
     forced_suppression,
@@ -41,7 +42,7 @@ class Encoded:
     states: torch.Tensor
 
 
-class PyTorchEngine:
+class PyTorchEngine(EngineBase):
     """`model` (a transformers Whisper model) with its `processor`, as an engine.
 
     `encoder_mode` (`fast_encoder.ENCODER_MODES`): auto replays the encoder from CUDA graphs on a GPU

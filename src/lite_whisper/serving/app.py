@@ -72,7 +72,7 @@ class Server:
         try:
             engine = self.load()
             silence = np.zeros(16_000, dtype=np.float32)  # the first call of each engine is its slowest
-            if getattr(engine, "batches_windows", True):
+            if engine.batches_windows:
                 transcribe_batch(engine, [("warm-up", silence)], DecodingOptions())
             else:
                 engine.transcribe_long("warm-up", silence, DecodingOptions())
@@ -195,7 +195,7 @@ async def _transcribe(request: Request, server: Server, task: str) -> Response:
         parsed = parse_fields(form, task, server.engine.generation_config, settings.decoding)
     finally:
         await form.close()
-    if parsed.options.word_timestamps and not hasattr(server.engine, "align"):
+    if parsed.options.word_timestamps and not server.engine.aligns_words:
         raise ApiError(400, "this server's engine cannot time words (it needs CTranslate2 decoding: serve an exported "
                        "folder or start it with --decoder ctranslate2)", param="timestamp_granularities[]")
     samples = await anyio.to_thread.run_sync(decode_audio, parsed.filename, parsed.data, settings.max_audio_seconds)

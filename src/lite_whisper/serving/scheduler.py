@@ -101,12 +101,12 @@ class BatchScheduler:
 
     def splits(self, samples: np.ndarray, options: DecodingOptions) -> bool:
         """Whether a clip is cut into windows that batch (over 30 s, VAD long form, an engine that batches)."""
-        return (getattr(self.engine, "batches_windows", True) and len(samples) > WINDOW_SECONDS * SAMPLE_RATE
+        return (self.engine.batches_windows and len(samples) > WINDOW_SECONDS * SAMPLE_RATE
                 and options.long_form == "vad")
 
     def batchable(self, samples: np.ndarray, options: DecodingOptions) -> bool:
         """Whether a clip goes through batched windows (else the engine's `transcribe_long`, alone)."""
-        return getattr(self.engine, "batches_windows", True) and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
+        return self.engine.batches_windows and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
 
     def close(self, timeout: float | None = None) -> None:
         """Take no more work; finish what is queued; stop the worker."""

@@ -39,6 +39,15 @@ class Engine(Protocol):
     name: str  # what reports call the model
     generation_config: Any  # transformers' GenerationConfig: prompt tokens, languages, English-only
     tokenizer: Any  # transformers' Whisper tokenizer: tokens -> text
+    batches_windows: bool  # False: audio over 30 s goes whole to `transcribe_long` (faster-whisper's reference)
+    aligns_words: bool  # True: `align` times words (word timestamps)
+
+    def synchronize(self) -> None:
+        """Wait for the engine's queued work (a GPU's), so that a timer reads finished work."""
+
+    def align(self, encoded: Any, prompt: list[int], tokens: list[list[int]], frames: list[int]) -> list:
+        """Per window of `encoded`: (the warping path of `tokens` over the audio frames as (token, frame) pairs,
+        each token's probability), from the cross-attention alignment heads; engines with `aligns_words`."""
 
     def features(self, clips: Sequence[np.ndarray]) -> Any:
         """Log-mel features of clips of at most 30 s (16 kHz float32), batched, in the engine's own form."""
@@ -57,6 +66,19 @@ class Engine(Protocol):
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
         """One clip of any length, walked window by window in the engine's own sequential way (each window starts
         at the last timestamp of the one before): `options.long_form` "sequential"."""
+
+
+class EngineBase:
+    """The defaults of the protocol's optional parts; every engine subclasses it and overrides what it has."""
+
+    batches_windows = True
+    aligns_words = False
+
+    def synchronize(self) -> None:
+        pass  # nothing runs asynchronously on the CPU
+
+    def align(self, encoded, prompt, tokens, frames):
+        raise NotImplementedError(f"{type(self).__name__} cannot align words (aligns_words is False)")
 
 
 def transcribe_clips(engine: Engine, clips: Iterable[tuple[str, str | Path | np.ndarray]], *, batch_size: int = 8,
@@ -145,7 +167,7 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
 def with_words(engine: Engine, encoded: Any, batch: Sequence[tuple[str, np.ndarray]], decoded: list[Decoded],
                results: list[Transcription]) -> list[Transcription]:
     """`results` with their words timed (`transcription.words`) from the engine's alignment of each window."""
-    if not hasattr(engine, "align"):
+    if not engine.aligns_words:
         raise ValueError("word timestamps need CTranslate2 decoding: an exported folder (lite-whisper export) or a "
                          "PyTorch model with --decoder ctranslate2")
     eos = engine.generation_config.eos_token_id
