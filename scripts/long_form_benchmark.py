@@ -10,7 +10,8 @@ recording by recording, in an order that rotates, so a busy machine slows them a
     fw-sequential:SPEC   faster-whisper's WhisperModel.transcribe (30 s windows, previous text as prompt)
 
 Every contender decodes greedily with Whisper's temperature fallback and no-speech rule (faster-whisper's
-defaults but beam 1), `--threads` cores, batch 8. Recordings: `scripts/long_recordings.py`.
+defaults but beam 1), `--threads` cores, `--batch` windows at a time (default 8).
+Recordings: `scripts/long_recordings.py`.
 
     python scripts/long_form_benchmark.py /tmp/long/recordings.tsv --threads 2 -o long.json \\
         ours:runs/tiny.en-lite-export fw-batched:tiny.en fw-sequential:tiny.en
@@ -35,16 +36,16 @@ from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptio
 BATCH = 8
 
 
-def ours(spec: str, threads: int, long_form: str):
+def ours(spec: str, threads: int, long_form: str, batch: int):
     from lite_whisper.api import load_engine
     from lite_whisper.transcription.engine import transcribe_clips
 
     engine = load_engine(spec, threads=threads)
     options = DecodingOptions(language="en", temperatures=WHISPER_TEMPERATURES, long_form=long_form)
-    return lambda audio: next(transcribe_clips(engine, [("x", audio)], batch_size=BATCH, options=options)).text
+    return lambda audio: next(transcribe_clips(engine, [("x", audio)], batch_size=batch, options=options)).text
 
 
-def faster_whisper(spec: str, threads: int, batched: bool, scratch: Path):
+def faster_whisper(spec: str, threads: int, batched: bool, scratch: Path, batch: int):
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from lite_whisper.api import load_model
@@ -56,20 +57,20 @@ def faster_whisper(spec: str, threads: int, batched: bool, scratch: Path):
     language = "en" if whisper.model.is_multilingual else None
     if batched:
         pipeline = BatchedInferencePipeline(whisper)
-        run = lambda audio: pipeline.transcribe(audio, batch_size=BATCH, beam_size=1, language=language)  # noqa: E731
+        run = lambda audio: pipeline.transcribe(audio, batch_size=batch, beam_size=1, language=language)  # noqa: E731
     else:
         run = lambda audio: whisper.transcribe(audio, beam_size=1, language=language)  # noqa: E731
     return lambda audio: " ".join(segment.text.strip() for segment in run(audio)[0]).strip()
 
 
-def contender(text: str, threads: int, scratch: Path):
+def contender(text: str, threads: int, scratch: Path, batch: int):
     kind, _, spec = text.partition(":")
     if kind == "ours":
-        return ours(spec, threads, "vad")
+        return ours(spec, threads, "vad", batch)
     if kind == "ours-seq":
-        return ours(spec, threads, "sequential")
+        return ours(spec, threads, "sequential", batch)
     if kind in ("fw-batched", "fw-sequential"):
-        return faster_whisper(spec, threads, kind == "fw-batched", scratch)
+        return faster_whisper(spec, threads, kind == "fw-batched", scratch, batch)
     raise SystemExit(f"unknown contender {text!r}: use ours:, ours-seq:, fw-batched: or fw-sequential:")
 
 
@@ -79,6 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("contenders", nargs="+", help="ours:SPEC, ours-seq:SPEC, fw-batched:SPEC, fw-sequential:SPEC")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, help="first N recordings only")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"windows decoded together (default {BATCH}, "
+                        "faster-whisper's BatchedInferencePipeline default)")
     parser.add_argument("-o", "--output", type=Path, help="JSON result")
     args = parser.parse_args(argv)
     import torch
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     recordings = list(load_dataset(args.recordings, limit=args.limit))
     with tempfile.TemporaryDirectory(prefix="long-form-bench-") as scratch:
-        runners = {name: contender(name, args.threads, Path(scratch)) for name in args.contenders}
+        runners = {name: contender(name, args.threads, Path(scratch), args.batch) for name in args.contenders}
         warm = recordings[0].audio[:30 * 16000]
         for run in runners.values():
             run(warm)
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
                          "audio_seconds_per_second": round(audio_seconds / seconds[name], 1),
                          "per_recording_wer": [round(e.wer, 2) for e in errors]}
     report = {"recordings": len(recordings), "audio_minutes": round(audio_seconds / 60, 1), "threads": args.threads,
-              "batch": BATCH, "environment": environment(), "results": results}
+              "batch": args.batch, "environment": environment(), "results": results}
     width = max(len(name) for name in names)
     print(f"{'contender':<{width}} {'WER %':>6} {'ins':>5} {'del':>5} {'audio s/s':>9}")
     for name, r in results.items():

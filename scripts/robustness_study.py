@@ -15,7 +15,7 @@ only does the new work.
 A method is NAME=key:value,...; keys: target (encoder-parameter fraction), augment (degraded
 copies per calibration clip in the statistics), probes (clean | augmented: the clips whose damage
 prices the ranks), probe_clips (default 4), distill (steps), distill_data (clean | augmented),
-limit (calibration clips), seed (the augmentation's).
+distill_lr (learning rate, default 1e-4), limit (calibration clips), seed (the augmentation's).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from lite_whisper.models.loading import load_pytorch_model
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
 DEFAULTS = {"target": 0.75, "augment": 0, "probes": "clean", "probe_clips": 4, "distill": 0,
-            "distill_data": "clean", "limit": None, "seed": 0}
+            "distill_data": "clean", "distill_lr": 1e-4, "limit": None, "seed": 0}
 WORDS = ("probes", "distill_data")
 
 
@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--fallback", action="store_true",
                         help="decode with Whisper's temperature fallback (what users get) instead of greedy only "
                         "(the comparable figure); results go to OUT/eval-fallback")
+    parser.add_argument("--early-end-recovery", action="store_true",
+                        help="decode cut-short windows again (transcription.early_end) as eval does by default; off "
+                        "here, so that the ratios measure the compression alone and match evaluations cached before "
+                        "the recovery existed (results go to OUT/eval-recovery)")
     args = parser.parse_args()
 
     out = args.output
@@ -96,11 +100,14 @@ def main() -> None:
         datasets += [(name, str(folder)) for name, folder in variant_folders(args.variants)
                      if only is None or name in only]
     options = DecodingOptions(language=args.language, max_new_tokens=args.max_new_tokens,
-                              temperatures=WHISPER_TEMPERATURES if args.fallback else (0.0,))
-    results_folder = out / ("eval-fallback" if args.fallback else "eval")
+                              temperatures=WHISPER_TEMPERATURES if args.fallback else (0.0,),
+                              recover_early_end=args.early_end_recovery)
+    suffix = "-fallback" * args.fallback + "-recovery" * args.early_end_recovery
+    results_folder = out / f"eval{suffix}"
     model, processor = load_pytorch_model(args.model, dtype="float32")
     methods = [parse_method(text) for text in args.method]
     known = json.loads((out / "methods.json").read_text()) if (out / "methods.json").exists() else {}
+    known = {name: {**DEFAULTS, **settings} for name, settings in known.items()}  # keys added since: defaults
     for name, settings in methods:  # a name is one model folder: the same name with other settings is refused
         if known.get(name, settings) != settings:
             raise SystemExit(f"method {name!r} was run with other settings ({known[name]}); give it another name")
@@ -137,7 +144,7 @@ def main() -> None:
                                        model_name=args.model, log=print)
             probe_source = augmented if settings["probes"] == "augmented" else calibration
             config = CompressionConfig.parse("1", target_params=settings["target"])
-            distillation = DistillConfig(steps=settings["distill"])
+            distillation = DistillConfig(steps=settings["distill"], learning_rate=settings["distill_lr"])
             start = time.perf_counter()
             if settings["distill"] and settings["distill_data"] != settings["probes"]:
                 raise SystemExit(f"{name}: probes and distillation read the same dataset here; set both alike")
@@ -155,9 +162,9 @@ def main() -> None:
         del lite
     if args.build_only:
         return
-    (out / ("study-fallback.json" if args.fallback else "study.json")).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"study{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary))
-    plot(summary, out / ("ratios-fallback.png" if args.fallback else "ratios.png"))
+    plot(summary, out / f"ratios{suffix}.png")
 
 
 def _brief(result: dict, dense: dict | None = None) -> dict:

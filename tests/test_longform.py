@@ -438,7 +438,7 @@ def test_words_map_onto_the_file_clock_and_need_an_aligning_engine():
              Transcription("a", "two", 20.0, words=[Word(0.5, 25.0, " two", 0.8)])]
     result = assemble("long", 50 * S, windows, parts, timestamps=False)
     assert [(w.start, w.end, w.word) for w in result.words] == [(1.0, 1.5, " one"), (30.5, 50.0, " two")]
-    with pytest.raises(ValueError, match="CTranslate2 decoding"):
+    with pytest.raises(ValueError, match="an engine that aligns words"):
         list(transcribe_clips(WindowEngine(), [("a", np.zeros(S, np.float32))],
                               options=DecodingOptions(word_timestamps=True, timestamps=True)))
     with pytest.raises(ValueError, match="word timestamps"):
@@ -460,6 +460,18 @@ class AligningEngine(WindowEngine):
         return [([(i, 10 * i) for i in range(len(window) + 1)], [0.9] * len(window)) for window in tokens]
 
 
+def test_the_server_times_words_like_transcribe_clips():
+    clip = np.zeros(3 * S, np.float32)
+    options = DecodingOptions(word_timestamps=True, timestamps=True)
+    scheduler = BatchScheduler(AligningEngine(), max_batch=4, max_wait_ms=10)
+    try:
+        served = scheduler.submit("a", clip, options).result(timeout=30)
+    finally:
+        scheduler.close()
+    (direct,) = transcribe_clips(AligningEngine(), [("a", clip)], options=options)
+    assert served.words == direct.words == [Word(0.0, 0.2, "3s", 0.9)]
+
+
 def test_word_timestamps_from_the_command_line_and_in_verbose_json(tmp_path, capsys, monkeypatch):
     import soundfile as sf
 
@@ -474,7 +486,7 @@ def test_word_timestamps_from_the_command_line_and_in_verbose_json(tmp_path, cap
 
     monkeypatch.setattr(api, "load_engine", fake_load_engine)
     assert main(["transcribe", "tiny.en", str(tmp_path / "a.wav"), "--word-timestamps", "--json"]) == 0
-    assert seen["backend"] == "hybrid"  # a PyTorch model decodes with CTranslate2 to be aligned
+    assert seen["backend"] == "auto"  # every engine aligns: a PyTorch model in PyTorch
     (printed,) = json.loads(capsys.readouterr().out)
     assert printed["words"] == [{"start": 0.0, "end": 0.2, "word": "3s", "probability": 0.9}]
     result = Transcription("x", "3s", 3.0, [Segment(0.0, 3.0, "3s")],

@@ -79,3 +79,19 @@ def test_word_timestamps_agree_with_faster_whispers(tiny_en, speech_dir, tmp_pat
     assert all(0 <= w.start <= w.end <= ours.seconds for w in ours.words)
     assert all(a.start <= b.start for a, b in zip(ours.words, ours.words[1:]))
     assert normalize(" ".join(w.word for w in ours.words)) == normalize(ours.text)
+
+
+def test_pytorch_word_alignment_equals_ctranslate2s(tiny_en, speech_dir):
+    """The PyTorch engine's own alignment (cross-attention heads + DTW in PyTorch) against CTranslate2's `align` on
+    the same weights and the same tokens: the same words at the same frames, give or take a frame."""
+    from lite_whisper import load_audio
+
+    audio = load_audio(speech_dir / "extra" / "jfk.flac")
+    options = DecodingOptions(language="en", timestamps=True, word_timestamps=True)
+    (pytorch,) = transcribe_clips(as_engine(tiny_en, backend="pytorch"), [("jfk", audio)], options=options)
+    (hybrid,) = transcribe_clips(as_engine(tiny_en, backend="hybrid"), [("jfk", audio)], options=options)
+    assert [w.word for w in pytorch.words] == [w.word for w in hybrid.words] and len(pytorch.words) > 15
+    differences = [abs(a.start - b.start) for a, b in zip(pytorch.words, hybrid.words)]
+    assert np.median(differences) <= 0.02 and max(differences) <= 0.5, differences
+    assert all(0 <= w.start <= w.end <= pytorch.seconds for w in pytorch.words)
+    assert all(0.0 < w.probability <= 1.0 for w in pytorch.words)

@@ -293,9 +293,6 @@ def test_every_error_status_has_openais_json_body(url):
     assert_error(post(url, wav(1.0), fields={"temperature": "1.5"}), 400, "between 0 and 1", "temperature")
     assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "letter"}), 400, "'letter' is not supported")
     assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "word"}), 400, "verbose_json")
-    # this server's engine decodes with transformers: no alignment, said before any work
-    assert_error(post(url, wav(1.0), fields={"timestamp_granularities[]": "word", "response_format": "verbose_json"}),
-                 400, "cannot time words")
     assert_error(post(url, wav(1.0), fields={"stream": "true"}), 400, "streaming")
     assert_error(post(url, wav(1.0), fields={"language": "de"}), 400, "English-only", "language")
     assert_error(httpx.get(f"{url}/v1/nothing"), 404, "Not Found")
@@ -459,6 +456,16 @@ def test_loadtest_refuses_bad_arguments_and_an_absent_server(capsys):
     assert "at least 1" in capsys.readouterr().err
     assert main(["loadtest", f"http://127.0.0.1:{free_port()}", "--duration", "1"]) == 2
     assert "no server answers" in capsys.readouterr().err
+
+
+def test_an_engine_that_cannot_align_refuses_word_timestamps_before_any_work(engine):
+    class NoWords(Gated):  # the engine, saying it cannot align
+        aligns_words = False
+
+    with serving(NoWords(engine), decoding=DECODING) as base:
+        fields = {"timestamp_granularities[]": "word", "response_format": "verbose_json"}
+        assert_error(post(base, wav(1.0), fields=fields), 400, "cannot time words", "timestamp_granularities[]")
+        assert post(base, wav(1.0), fields={"response_format": "verbose_json"}).status_code == 200
 
 
 def test_the_faster_whisper_reference_answers_each_request_alone():

@@ -41,6 +41,11 @@ def test_sixteen_concurrent_dev_clips_get_the_transcripts_of_transcribe(engine, 
 
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
         with (speech_dir / "extra" / "jfk.flac").open("rb") as audio:
-            verbose = client.audio.transcriptions.create(model="tiny.en", file=audio, response_format="verbose_json")
+            verbose = client.audio.transcriptions.create(model="tiny.en", file=audio, response_format="verbose_json",
+                                                         timestamp_granularities=["word", "segment"])
         assert "ask not what your country can do for you" in verbose.text.lower()
         assert verbose.segments and verbose.segments[0].start == 0.0 and verbose.segments[-1].end <= 11.1
+        assert verbose.segments[0].tokens and all(isinstance(token, int) for token in verbose.segments[0].tokens)
+        # words timed by the PyTorch engine's own alignment, in order, inside the clip
+        assert [w.word.strip(",.") for w in verbose.words][-4:] == ["do", "for", "your", "country"]
+        assert all(0 <= a.start <= a.end <= b.start <= 11.1 for a, b in zip(verbose.words, verbose.words[1:]))

@@ -44,8 +44,8 @@ def add_parser(commands) -> None:
     add_decoding_options(p, language_default=None, fallback_default=True)
     p.add_argument("--timestamps", action="store_true", help="print segments with start/end times")
     p.add_argument("--word-timestamps", action="store_true",
-                   help="time every word (cross-attention alignment, as faster-whisper does); in --json and the json "
-                   "file. A PyTorch model decodes with CTranslate2 for it (--decoder ctranslate2)")
+                   help="time every word (cross-attention alignment heads + dynamic time warping, as openai-whisper "
+                   "and faster-whisper do); printed, and in --json and the json file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--output-format", choices=[*OUTPUT_FORMATS, "all"],
                    help="write one file per input in this format (all: every one) into --output-dir, as "
@@ -78,8 +78,6 @@ def run(args) -> int:
         raise CLIError("under torchrun each process writes its own files: give --output-format and --output-dir")
     inputs = inputs[ranks.rank::ranks.world_size]
     outputs = plan_outputs(inputs, formats, args.output_dir or Path("."), args.overwrite)
-    if args.word_timestamps:
-        args.decoder = "ctranslate2"  # the alignment is CTranslate2's
     engine = load_engine(args.model, backend_of(args), dtype=args.dtype or default_dtype(args.device),
                          device=args.device, encoder=args.encoder, threads=args.threads)
     results = transcribe_clips(engine, inputs, batch_size=args.batch_size, options=options)

@@ -20,6 +20,7 @@ from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.lowrank.cost import has_low_rank
 from lite_whisper.runtime.cpu_route import apply_cpu_route
 from lite_whisper.runtime.fast_encoder import FastEncoder
+from lite_whisper.runtime.pytorch_alignment import align_tokens
 from lite_whisper.transcription.engine import EngineBase
 from lite_whisper.transcription.policy import (
     decoder_prompt,
@@ -87,6 +88,11 @@ class PyTorchEngine(EngineBase):
     @torch.inference_mode()
     def encode(self, features: torch.Tensor) -> Encoded:
         return Encoded(features, self.encoder(features))
+
+    aligns_words = True  # cross-attention alignment in PyTorch (`pytorch_alignment`)
+
+    def align(self, encoded: Encoded, prompt: list[int], tokens: list[list[int]], frames: list[int]) -> list:
+        return align_tokens(self.model, encoded.states, prompt, tokens, frames)
 
     def take(self, encoded: Encoded, indices: Sequence[int]) -> Encoded:
         index = torch.as_tensor(list(indices), dtype=torch.long, device=encoded.states.device)

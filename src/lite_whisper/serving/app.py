@@ -196,8 +196,8 @@ async def _transcribe(request: Request, server: Server, task: str) -> Response:
     finally:
         await form.close()
     if parsed.options.word_timestamps and not server.engine.aligns_words:
-        raise ApiError(400, "this server's engine cannot time words (it needs CTranslate2 decoding: serve an exported "
-                       "folder or start it with --decoder ctranslate2)", param="timestamp_granularities[]")
+        raise ApiError(400, f"this server's engine ({server.engine.name}) cannot time words",
+                       param="timestamp_granularities[]")
     samples = await anyio.to_thread.run_sync(decode_audio, parsed.filename, parsed.data, settings.max_audio_seconds)
     try:
         future = server.scheduler.submit(parsed.filename, samples, parsed.options)

@@ -168,8 +168,7 @@ def with_words(engine: Engine, encoded: Any, batch: Sequence[tuple[str, np.ndarr
                results: list[Transcription]) -> list[Transcription]:
     """`results` with their words timed (`transcription.words`) from the engine's alignment of each window."""
     if not engine.aligns_words:
-        raise ValueError("word timestamps need CTranslate2 decoding: an exported folder (lite-whisper export) or a "
-                         "PyTorch model with --decoder ctranslate2")
+        raise ValueError(f"word timestamps need an engine that aligns words; {engine.name} does not")
     eos = engine.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     spoken = [index for index, result in enumerate(results) if result.text]
