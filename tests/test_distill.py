@@ -113,3 +113,10 @@ def test_cli_compress_with_distillation(tmp_path, calibration_folder, capsys):
                      "-o", str(tmp_path / "never")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_distillation_reads_only_the_clips_its_steps_draw():
+    assert DistillConfig(steps=0).clips == 0
+    assert DistillConfig(steps=32).clips == 32 * 4 + 8  # each drawn once, and the held-out clips
+    assert DistillConfig(steps=128).clips == 256  # capped by max_clips: clips come round again
+    assert DistillConfig(steps=10, batch_size=2, holdout_clips=0, max_clips=5).clips == 5

@@ -54,6 +54,12 @@ class DistillConfig:
         if self.holdout_clips < 0 or self.evaluations < 1 or self.max_clips < 1:
             raise ValueError("held-out clips must be 0 or more, evaluations and clips at least 1")
 
+    @property
+    def clips(self) -> int:
+        """Calibration clips distillation reads: what its steps draw (each clip once at most) and the held-out
+        ones, up to `max_clips`; a teacher output costs an encoder pass, so none is made that no step uses."""
+        return min(self.max_clips, self.steps * self.batch_size + self.holdout_clips) if self.steps else 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -101,14 +101,14 @@ def compress_and_save(
     `started` (a `time.perf_counter()` value): the report's wall time counts from then, so it
     covers loading and calibration too; by default it covers the factorisation alone. With a
     budget, the first `probe_clips` clips of `calibration` serve to measure each linear's damage;
-    with `distillation.steps`, up to `distillation.max_clips` of them train the factors afterwards.
+    with `distillation.steps`, the first `distillation.clips` of them train the factors afterwards.
     """
     probe = features = None
     if calibration is not None and (config.budget is not None or distillation.steps):
 
         dataset = calibration if isinstance(calibration, SpeechDataset) else load_dataset(calibration)
         parameter = next(model.parameters())
-        clips = max(probe_clips, distillation.max_clips if distillation.steps else 0)
+        clips = max(probe_clips, distillation.clips)
         features = first_clips_features(dataset, processor, clips, parameter.device, parameter.dtype)
         probe = None if features is None else features[:probe_clips]
     if distillation.steps and features is None:
