@@ -48,12 +48,13 @@ def test_the_rule_keeps_every_dev_clip_with_speech(tiny_en, speech_dir):
     assert empty == []
 
 
-def test_timestamp_decoding_of_the_whole_dev_split(speech_dir):
+def test_timestamp_decoding_of_dev_batches_where_clips_finish_early(tiny_en, speech_dir):
     # transformers' timestamp decoding slices input_features as clips of a batch finish; with the
     # no-speech rule the encoder output was passed alone and a batch of the dev split crashed
-    # ('NoneType' object is not subscriptable). Measured 6.25% with timestamps (7.11 without).
+    # ('NoneType' object is not subscriptable). Six batches of 8 clips of different lengths (every batch has
+    # clips that finish first); measured 6.16% on these 48 clips (the whole split took 5 minutes: 6.25%).
     from lite_whisper import evaluate
 
-    result = evaluate("tiny.en", speech_dir / "splits" / "dev.txt", progress=False,
+    result = evaluate(tiny_en, speech_dir / "splits" / "dev.txt", limit=48, progress=False,
                       options=DecodingOptions(language="en", timestamps=True, max_new_tokens=160))
-    assert result.clips == 155 and result.wer < 7.5, result.wer
+    assert result.clips == 48 and result.wer < 7.5, result.wer
