@@ -104,7 +104,7 @@ compress_large() {
     "$PY" scripts/random_model.py large-v3 "$SCRATCH/large-v3" --decoder-layers 2 \
         && "$PY" -m lite_whisper compress "$SCRATCH/large-v3" --device cuda --compute-dtype bfloat16 \
             --calibration "$LITE_WHISPER_SPEECH/splits/calibration.txt" --limit 8 --augment 0 --batch-size 8 \
-            --target-params 0.6 --no-progress -o "$SCRATCH/large-v3-lite" \
+            --target-params 0.6 --distill-steps 0 --no-progress -o "$SCRATCH/large-v3-lite" \
         && cp "$SCRATCH/large-v3-lite/compression_report.json" "$OUT/compress-large-v3.json"
 }
 
@@ -113,7 +113,7 @@ tiny_en() {
     mkdir -p "$result"
     for device in cuda cpu; do
         "$PY" -m lite_whisper compress "$TINY" --device $device --calibration "$LITE_WHISPER_SPEECH/splits/calibration.txt" \
-            --augment 0 --target-params 0.75 --no-progress -o "$result/lite-$device" || return 1
+            --augment 0 --target-params 0.75 --distill-steps 0 --no-progress -o "$result/lite-$device" || return 1
         "$PY" -m lite_whisper eval "$result/lite-$device" --device $device --data "$dev" --limit 16 --no-progress \
             --output "$result/eval-$device.json" || return 1
     done

@@ -120,3 +120,29 @@ def test_distillation_reads_only_the_clips_its_steps_draw():
     assert DistillConfig(steps=32).clips == 32 * 4 + 8  # each drawn once, and the held-out clips
     assert DistillConfig(steps=128).clips == 256  # capped by max_clips: clips come round again
     assert DistillConfig(steps=10, batch_size=2, holdout_clips=0, max_clips=5).clips == 5
+
+
+def test_a_size_target_distills_by_default_and_a_threshold_does_not(tmp_path, calibration_folder, capsys,
+                                                                     monkeypatch):
+    from test_compress import _save_tiny_model
+
+    from lite_whisper.cli import main
+    from lite_whisper.cli.compress import DEFAULT_DISTILL_STEPS
+
+    dense = _save_tiny_model(tmp_path)
+    stats = tmp_path / "tiny.stats"
+
+    def distillation(*flags) -> dict | None:
+        out = tmp_path / f"lite-{len(list(tmp_path.iterdir()))}"
+        assert main(["compress", str(dense), "--stats", str(stats), "--no-progress", "-o", str(out), *flags]) == 0
+        return json.loads((out / "compression_report.json").read_text())["distillation"]
+
+    calibration = ["--calibration", str(calibration_folder)]
+    assert distillation(*calibration, "--target-params", "0.8")["steps"] == DEFAULT_DISTILL_STEPS == 32
+    assert distillation(*calibration, "--threshold", "0.6") is None  # the paper's method as it is
+    assert distillation(*calibration, "--target-params", "0.8", "--distill-steps", "0") is None
+    # statistics and no audio anywhere: the default distillation steps aside, and says so
+    monkeypatch.setenv("LITE_WHISPER_SPEECH", str(tmp_path / "no-speech"))
+    capsys.readouterr()
+    assert distillation("--target-params", "0.8") is None
+    assert "without the default distillation" in capsys.readouterr().err
