@@ -54,6 +54,13 @@ def test_onnx_encoder_matches_pytorch_at_batch_1_and_3(tmp_path, low_rank):
         assert relative_error(session(features.numpy()), reference) < 1e-5
 
 
+def test_the_encoder_export_says_nothing_of_torchvision(tmp_path, capfd, caplog):
+    from lite_whisper.deploy.onnx_graph import export_encoder
+
+    export_encoder(tiny_english_model(), tmp_path / "encoder.onnx")
+    assert "torchvision" not in capfd.readouterr().err + caplog.text  # the exporter's registry, not the user's
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_convolution_as_a_matmul_over_strided_slices_is_the_convolution(stride):
     from lite_whisper.deploy.onnx_graph import _ConvAsMatMul

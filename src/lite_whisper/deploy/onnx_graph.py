@@ -17,6 +17,7 @@ ONNX files are protobufs, which cannot exceed 2 GB: encoders whose weights pass
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def _fused_attention(encoder: nn.Module):
             layer.self_attn = original
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Python logger `name` at ERROR for the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> Path:
     """Write the encoder of `model` (a Whisper model or the encoder itself) to `path` as float32 ONNX,
     batch dimension dynamic; weights in `<path>.data` when they pass `external_data_bytes`.
@@ -157,8 +170,10 @@ def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int 
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = Path(path)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), plain_modules(encoder), \
-            _fused_attention(encoder):
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
+            _fused_attention(encoder), _quiet_logger("torch.onnx._internal.exporter._registration"):
+        # the exporter's deprecation chatter, and its "torchvision is not installed" lines (Whisper has no
+        # torchvision operator), are not the user's concern
+        warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes={"input_features": {0: batch}}, dynamo=True,
                           external_data=weight_bytes(encoder) > external_data_bytes,
