@@ -30,14 +30,12 @@ def main() -> int:
 
     from lite_whisper.api import load_engine, load_model
     from lite_whisper.data.datasets import load_dataset
-    from lite_whisper.export_manifest import is_exported_folder
     from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
     from lite_whisper.transcription.engine import transcribe_clips
     from lite_whisper.transcription.types import DecodingOptions
 
     clips = [(clip.id, clip.audio) for clip in load_dataset(args.data, limit=args.limit)]
-    backend = "auto" if is_exported_folder(Path(args.model)) else "hybrid"  # words need CTranslate2's alignment
-    engine = load_engine(args.model, backend, threads=args.threads)
+    engine = load_engine(args.model, threads=args.threads)  # every engine aligns words
     ours = list(transcribe_clips(engine, clips, options=DecodingOptions(language="en", timestamps=True,
                                                                          word_timestamps=True)))
     model, processor = load_model(args.dense)

@@ -32,8 +32,7 @@ from lite_whisper.transcription.engine import (
     decode_with_fallback,
     first_pass,
     recover_if_cut_short,
-    window_transcription,
-    with_words,
+    window_transcriptions,
 )
 from lite_whisper.transcription.longform import assemble, plan_windows, speech_regions
 from lite_whisper.transcription.policy import needs_fallback
@@ -173,10 +172,7 @@ class BatchScheduler:
         for index, window in enumerate(decoded):  # Whisper's fallback, each window alone
             if options.fallback and needs_fallback(engine.tokenizer, window, options):
                 decoded[index] = decode_with_fallback(engine, engine.take(encoded, [index]), options, [window])[0]
-        results = [window_transcription(engine, job.name, job.samples, window, options)
-                   for job, window in zip(batch, decoded)]
-        if options.word_timestamps:
-            results = with_words(engine, encoded, [(job.name, job.samples) for job in batch], decoded, results)
+        results = window_transcriptions(engine, encoded, [(job.name, job.samples) for job in batch], decoded, options)
         results = [recover_if_cut_short(engine, job.name, job.samples, result, options)
                    for job, result in zip(batch, results)]
         self._observe(len(batch), encoded_at - start, time.perf_counter() - encoded_at, audio_seconds)

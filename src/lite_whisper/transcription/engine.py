@@ -158,7 +158,12 @@ def transcribe_batch(engine: Engine, batch: Sequence[tuple[str, np.ndarray]],
     if not batch:
         return []
     encoded = engine.encode(engine.features([samples for _, samples in batch]))
-    decoded = decode_with_fallback(engine, encoded, options)
+    return window_transcriptions(engine, encoded, batch, decode_with_fallback(engine, encoded, options), options)
+
+
+def window_transcriptions(engine: Engine, encoded: Any, batch: Sequence[tuple[str, np.ndarray]],
+                          decoded: list[Decoded], options: DecodingOptions) -> list[Transcription]:
+    """The decoded windows of `batch` as transcriptions, their words timed with `options.word_timestamps`."""
     results = [window_transcription(engine, name, samples, window, options)
                for (name, samples), window in zip(batch, decoded)]
     return with_words(engine, encoded, batch, decoded, results) if options.word_timestamps else results
