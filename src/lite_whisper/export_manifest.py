@@ -10,6 +10,7 @@ from pathlib import Path
 
 MANIFEST_FILE = "lite_whisper_export.json"
 FORMAT = "lite-whisper-export"
+OPTIMUM_FORMAT = "optimum-onnx"  # `export --format optimum`: read by optimum and transformers.js, not by lite-whisper
 VERSION = 1
 
 
@@ -31,6 +32,10 @@ def read_manifest(folder: str | Path) -> dict:
         raise ExportedFolderError(f"{folder}: no {MANIFEST_FILE}; not a folder written by `lite-whisper export`") from None
     except (OSError, ValueError) as error:
         raise ExportedFolderError(f"{path}: unreadable ({error}); export the model again") from None
+    if isinstance(manifest, dict) and manifest.get("format") == OPTIMUM_FORMAT:
+        raise ExportedFolderError(f"{folder}: an optimum / transformers.js folder (export --format optimum); run it "
+                                  "with optimum or transformers.js (its README.md says how), or give lite-whisper "
+                                  "the model it was exported from")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ExportedFolderError(f"{path}: not a lite-whisper export manifest")
     if manifest.get("version", 0) > VERSION:

@@ -63,6 +63,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["lite-whisper", *(sys.argv[1:] if argv is None else argv)]  # what a result records
     debug = args.debug or os.environ.get("LITE_WHISPER_DEBUG", "").lower() in ("1", "true", "yes")
     _quiet_transformers(debug)
     try:

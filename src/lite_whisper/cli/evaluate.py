@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from lite_whisper.cli.common import (
     MODEL_HELP,
+    CLIError,
     add_decoding_options,
     add_model_options,
     backend_of,
@@ -40,6 +42,9 @@ def add_parser(commands) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--output", type=Path, help="write the full result (per-utterance rows too) as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--record", action="store_true",
+                   help="MODEL is a folder: add the WER on each dataset, with this command, to its "
+                   "lite_whisper_results.json and to the measured table of its model card (README.md)")
     p.add_argument("--timestamps", action="store_true",
                    help="decode with timestamp tokens (Whisper's own default; the leaderboard convention is without)")
     add_decoding_options(p, language_default="en")
@@ -57,6 +62,8 @@ def run(args) -> int:
     positive(args.batch_size, "--batch-size")
     positive(args.threads, "--threads")
     check_output_file(args.output, "result.json")
+    if args.record and not Path(args.model).is_dir():
+        raise CLIError(f"--record writes into the model's folder, and {args.model} is not a folder")
     options = decoding_options(args)
     check_device(args.device)
     datasets = open_datasets(args.data, args.limit, "evaluation", "dev.txt")
@@ -89,6 +96,13 @@ def run(args) -> int:
                 {"label": label, **result.to_dict()} for label, result in results]})
     if args.output is not None:
         print(f"wrote {args.output}")
+    if args.record:
+        from lite_whisper.compression.model_card import RESULTS_FILE, record_results
+
+        command = shlex.join(args.command_line)
+        record_results(args.model, [{"data": label, "clips": result.clips, "wer_percent": round(result.wer, 2),
+                                     "command": command} for label, result in results])
+        print(f"recorded in {Path(args.model) / RESULTS_FILE} and the folder's model card")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`lite-whisper export`: a folder for ONNX Runtime / OpenVINO (encoder) + CTranslate2 (decoder), parity-checked."""
+"""`lite-whisper export`: a folder for ONNX Runtime / OpenVINO (encoder) + CTranslate2 (decoder), or optimum's
+ONNX layout (optimum, transformers.js); parity-checked either way."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ EPILOG = """examples:
   lite-whisper export efficient-speech/lite-whisper-large-v3-turbo -o lwt-export --int8   # the authors' checkpoints
   lite-whisper export --random-weights large-v3-turbo --rank-fraction 0.6 -o turbo-60-export --int8  # timing only
 
+The layout optimum and transformers.js read (float32 and int8 "q8" ONNX; see the folder's README.md):
+  lite-whisper export runs/tiny.en-lite -o tiny.en-lite-onnx --format optimum
+
 In Python, with faster-whisper's pipeline (VAD, timestamps, batching) around the export:
   from lite_whisper.runtime.faster_whisper import LiteWhisperModel
   segments, info = LiteWhisperModel("tiny.en-lite-export", cpu_threads=2).transcribe("talk.flac", beam_size=1)
@@ -35,6 +39,10 @@ def add_parser(commands) -> None:
     )
     p.add_argument("model", nargs="?", help=f"{MODEL_HELP} (omit with --random-weights)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--format", default="lite-whisper", choices=["lite-whisper", "optimum"],
+                   help="lite-whisper (default): ONNX encoder + CTranslate2 decoder, run by lite-whisper and "
+                   "faster-whisper; optimum: onnx/encoder_model.onnx + onnx/decoder_model_merged.onnx and their int8 "
+                   "*_quantized.onnx, the layout optimum's ORTModelForSpeechSeq2Seq and transformers.js load")
     p.add_argument("--random-weights", metavar="ARCH", choices=sorted(ARCHITECTURES),
                    help="export a model of this architecture with random weights instead (%(choices)s): for time and "
                    "memory measurements only, its text means nothing; no transcript parity check")
@@ -61,7 +69,7 @@ def add_parser(commands) -> None:
                    "2 for encoders over 100M parameters; default: the calibration split)")
     p.add_argument("--int8-min-inner", type=int, default=0, metavar="K",
                    help="with --int8: leave MatMuls whose inner dimension is below K in float32 (default: 0, none)")
-    p.add_argument("--decoder", default="int8", choices=["int8", "int8_float32", "float32", "int16"],
+    p.add_argument("--decoder", choices=["int8", "int8_float32", "float32", "int16"],
                    help="CTranslate2 weight type of the decoder (default: int8)")
     p.add_argument("--threads", type=int, help="cores the runtime uses by default (recorded in the manifest)")
     p.add_argument("--data", help="clips for the transcript parity check (default: the dev split)")
@@ -87,6 +95,13 @@ def run(args) -> int:
     smoothing = _optional_number(args.int8_smoothing, "--int8-smoothing", "0.5")
     if smoothing is not None and not 0 <= smoothing <= 1:
         raise CLIError(f"--int8-smoothing must be within 0..1 or 'none', got {smoothing:g}")
+    if args.format == "optimum":
+        refused = [option for option, given in (("--int8", args.int8), ("--decoder", args.decoder is not None),
+                                                ("--threads", args.threads is not None)) if given]
+        if refused:
+            raise CLIError(f"--format optimum does not take {', '.join(refused)}: its folder always holds float32 and "
+                           "int8 (*_quantized.onnx) graphs, both ONNX (no CTranslate2 decoder), and the runtime that "
+                           "loads it picks its threads")
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output}: already exists; choose another output folder or pass --overwrite")
     for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript"),
@@ -98,8 +113,9 @@ def run(args) -> int:
     dataset = open_dataset(args.data, args.parity_clips, "evaluation", "dev.txt") if args.random_weights is None else []
     from lite_whisper.deploy.export import INT8_CALIBRATION_CLIPS, export  # imports torch: after the cheap checks
 
+    optimum = args.format == "optimum"
     calibration = (open_dataset(args.calibration, INT8_CALIBRATION_CLIPS, "calibration", "calibration.txt")
-                   if args.int8 else None)
+                   if args.int8 or optimum else None)
     from lite_whisper.files import output_lock
     from lite_whisper.models.loading import load_pytorch_model
 
@@ -115,8 +131,10 @@ def run(args) -> int:
             model, processor = load_pytorch_model(args.model, dtype="float32", processor=args.processor)
         clips = [(clip.id, clip.audio) for clip in dataset]
         calibration_clips = [(clip.id, clip.audio) for clip in calibration] if calibration is not None else ()
+        if optimum:
+            return _export_optimum(args, model, processor, clips, calibration_clips, max_error, smoothing)
         manifest = export(model, processor, args.output, source=args.model or model.config.name_or_path, int8=args.int8,
-                          decoder_quantization=args.decoder, threads=args.threads, parity_audio=clips,
+                          decoder_quantization=args.decoder or "int8", threads=args.threads, parity_audio=clips,
                           calibration_audio=calibration_clips, overwrite=args.overwrite,
                           min_int8_inner=args.int8_min_inner, int8_max_error=max_error, int8_smoothing=smoothing,
                           log=lambda message: print(message, file=sys.stderr, flush=True))
@@ -131,6 +149,29 @@ def run(args) -> int:
               f"(as it runs here: {parity['transcripts_shipped_encoder']} encoder, {manifest['decoder']['compute_type']} decoder)")
     print(f"wrote {args.output} in {manifest['export_seconds']:.0f} s, peak memory {manifest['export_peak_rss_mb'] / 1024:.1f} GB "
           f"({json.dumps(manifest['versions'])})")
+    return 0
+
+
+def _export_optimum(args, model, processor, clips, calibration_clips, max_error, smoothing) -> int:
+    from lite_whisper.deploy.optimum_layout import check_exportable, export_optimum
+
+    try:
+        check_exportable(model)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    manifest = export_optimum(model, processor, args.output, source=args.model or model.config.name_or_path,
+                              parity_audio=clips, calibration_audio=calibration_clips, overwrite=args.overwrite,
+                              min_int8_inner=args.int8_min_inner, int8_max_error=max_error, int8_smoothing=smoothing,
+                              log=lambda message: print(message, file=sys.stderr, flush=True))
+    parity = manifest["parity"]
+    print(f"encoder relative error vs PyTorch: float32 {parity['encoder_relative_error_float32']:.2e}, "
+          f"int8 {parity['encoder_relative_error_int8']:.2e}")
+    if "transcripts_lite_whisper" in parity:
+        count = len(parity["transcripts_lite_whisper"])
+        print(f"greedy transcripts identical to lite-whisper's: {parity['transcripts_identical_float32']}/{count} "
+              f"(float32), {parity['transcripts_identical_int8']}/{count} (int8, *_quantized.onnx)")
+    print(f"wrote {args.output} ({', '.join(manifest['files'])}) in {manifest['export_seconds']:.0f} s, "
+          f"peak memory {manifest['export_peak_rss_mb'] / 1024:.1f} GB")
     return 0
 
 

@@ -15,6 +15,7 @@ from lite_whisper.calibration.statistics import CalibrationStatistics
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig, distill
+from lite_whisper.compression.model_card import CARD_FILE, model_card
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.data.features import first_clips_features
@@ -121,8 +122,10 @@ def compress_and_save(
     if started is not None:
         report = dataclasses.replace(report, wall_seconds=time.perf_counter() - started)
     report = dataclasses.replace(report, calibration_seconds=loaded.seconds)
+    card = model_card(lite, source=model_name or str(model.config._name_or_path), folder=output,
+                      report=report.to_dict())
     save_lite_whisper(lite, processor, output, dtype=dtype, overwrite=overwrite,
-                      extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2) + "\n"},
+                      extra_files={REPORT_FILE: json.dumps(report.to_dict(), indent=2) + "\n", CARD_FILE: card},
                       compression=report.config)
     return report
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lite_whisper import __version__
+from lite_whisper.compression.model_card import write_model_card
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
@@ -92,13 +93,14 @@ def export(
     with atomic_folder(folder, overwrite=overwrite) as staging:
         log("exporting the encoder to ONNX ...")
         export_encoder(model, staging / "encoder.onnx", external_data_bytes)
-        features = _features(processor, parity_audio, 3)
+        features = parity_features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
         excluded, int8_report = None, {}
         if int8:
-            excluded, int8_report = _quantize(model, processor, staging, calibration_audio or parity_audio,
-                                              int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log)
+            excluded, int8_report = quantize_exported_encoder(
+                model, processor, staging / "encoder.onnx", staging / "encoder.int8.onnx", calibration_audio or parity_audio,
+                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log)
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
         dense_config(model.config).save_pretrained(staging)
@@ -117,7 +119,7 @@ def export(
                               f"(relative; tolerance {FP32_TOLERANCE:g}); not exporting")
         manifest = {
             "format": FORMAT, "version": VERSION, "source_model": source or str(model.config._name_or_path),
-            "versions": _versions(),
+            "versions": package_versions(),
             "encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None,
                         "default": "int8" if int8 else "float32", "int8_float32_matmuls": excluded,
                         "int8_max_error": int8_max_error if int8 else None, **int8_report,
@@ -135,19 +137,19 @@ def export(
         manifest["export_seconds"] = round(time.perf_counter() - start, 1)
         manifest["export_peak_rss_mb"] = round(peak_rss_mb())  # this process's, the model's own memory included
         _write_manifest(staging, manifest)
+        write_model_card(staging, model, source=manifest["source_model"], export=manifest, final=folder)
     return manifest
 
 
-def _quantize(model, processor, staging: Path, audio, max_error, smoothing, min_inner, external_data_bytes,
-              log) -> tuple[list[str], dict]:
-    """Write staging/encoder.int8.onnx; return the MatMuls left float32 and what the manifest records."""
+def quantize_exported_encoder(model, processor, source: Path, target: Path, audio, max_error, smoothing, min_inner,
+                              external_data_bytes, log) -> tuple[list[str], dict]:
+    """Write the int8 copy of the exported encoder `source` to `target` (smoothed, within `max_error` on
+    `audio`); return the MatMuls left float32 and what the manifest records."""
     encoder = encoder_of(model)
     large = encoder_params(model) > LARGE_ENCODER_PARAMS
-    features = _features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
+    features = parity_features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
     report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing}
-    target = staging / "encoder.int8.onnx"
     with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
-        source = staging / "encoder.onnx"
 
         def quantised():  # the PyTorch encoder that source was exported from
             return encoder if smoothing is None else smoothed(encoder, torch.from_numpy(features), smoothing)
@@ -174,7 +176,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _features(processor, audio, limit: int) -> np.ndarray:
+def parity_features(processor, audio, limit: int) -> np.ndarray:
     """Log-mel features of the first `limit` clips, or of random audio when none are given."""
     clips = [samples for _, samples in list(audio)[:limit]]
     if not clips:
@@ -215,7 +217,7 @@ def _placeholder_params(config, ffn: int) -> int:
     return stem + layer
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     versions = {"lite_whisper": __version__}
     for package in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "ctranslate2", "faster-whisper"):
         try:
