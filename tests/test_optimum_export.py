@@ -148,26 +148,33 @@ def test_model_cards_say_what_the_folder_holds(tmp_path):
               "rank_multiple": 16, "calibration_clips": 334, "calibration_data": "calibration.txt",
               "distillation": {"steps": 32}, "lite_whisper_version": "0.1.0", "wall_seconds": 285.0}
     card = model_card(model, source="tiny.en", folder=tmp_path / "tiny.en-lite", report=report,
-                      results=[{"data": "dev", "clips": 155, "wer_percent": 6.5, "command": "lite-whisper eval x --data dev"}])
+                      results=[{"measure": "WER %", "on": "dev (155 clips)", "value": "6.50",
+                                "command": "lite-whisper eval x --data dev"}])
     assert "license: apache-2.0" in card and "| encoder parameters | 0.00M | 0.00M | 0.75 |" in card
     assert "| encoder FLOPs (30 s window) | 4.0 G | 3.2 G | 0.80 |" in card and "distillation: 32 steps" in card
-    assert "| dev | 155 | 6.50 | `lite-whisper eval x --data dev` |" in card
-    assert "No accuracy measured" in model_card(model, source="tiny.en", folder=tmp_path / "x")
+    assert "| WER % | dev (155 clips) | 6.50 | `lite-whisper eval x --data dev` |" in card
+    assert "Nothing measured" in model_card(model, source="tiny.en", folder=tmp_path / "x")
 
 
-def test_eval_record_puts_its_results_on_the_card(tmp_path, capsys, calibration_folder):
+def test_eval_and_bench_record_their_results_on_the_card(tmp_path, capsys, calibration_folder):
     folder = save_model(tiny_english_model(), tiny_processor(), tmp_path / "model")
     (folder / "README.md").write_text(model_card(tiny_english_model(), source="tiny.en", folder=folder))
     (calibration_folder / "transcripts.tsv").write_text("path\ttext\n" + "".join(f"clip{i}.wav\tsome words\n" for i in range(6)))
     assert main(["eval", str(folder), "--data", str(calibration_folder), "--record", "--no-progress",
                  "--max-new-tokens", "4"]) == 0
     recorded = json.loads((folder / "lite_whisper_results.json").read_text())
-    assert [r["clips"] for r in recorded] == [6] and recorded[0]["command"].startswith(f"lite-whisper eval {folder}")
+    assert [r["on"] for r in recorded] == [f"{calibration_folder} (6 clips)"]
+    assert recorded[0]["command"].startswith(f"lite-whisper eval {folder}")
+    assert main(["bench", str(folder), "--baseline", str(folder), "--repeats", "1", "--warmup", "0", "--record"]) == 0
+    recorded = json.loads((folder / "lite_whisper_results.json").read_text())
+    assert [r["measure"] for r in recorded] == ["WER % (greedy)", f"encoder speed-up vs {folder}, batch 1"]
     card = (folder / "README.md").read_text()
-    assert "No accuracy measured" not in card and f"| 6 | {recorded[0]['wer_percent']:.2f} |" in card
-    assert card.index("## Measured accuracy") < card.index("## Use it")
+    assert "Nothing measured" not in card and f"| {recorded[0]['value']} |" in card and "FLOPs predict 1.00x" in card
+    assert card.index("## Measured") < card.index("## Use it")
     assert main(["eval", "tiny.en", "--record"]) == 2
     assert "not a folder" in capsys.readouterr().err
+    assert main(["bench", str(folder), "--calibration-cost", "--record"]) == 2
+    assert "give a MODEL folder" in capsys.readouterr().err
     assert licence_of("openai/whisper-base") == "apache-2.0" and licence_of("someone/model") == "other"
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "README.md").write_text("---\nlicense: mit\n---\n")

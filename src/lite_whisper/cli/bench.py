@@ -118,6 +118,9 @@ def add_parser(commands) -> None:
                    help="with --against: the export's encoder that transcribes (default: auto, see lite-whisper "
                    "transcribe --help); every one this machine can run is timed alone either way")
     p.add_argument("--output", type=Path, help="write the result as JSON")
+    p.add_argument("--record", action="store_true",
+                   help="MODEL is a folder: add the encoder speed-up over the baseline (each batch size), with this "
+                   "command and the CPU, to its lite_whisper_results.json and its model card (README.md)")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float16 on CUDA, else float32)")
     p.set_defaults(run=run)
@@ -153,6 +156,9 @@ def check_options(args, mode: str) -> None:
     if args.warmup < 0:
         raise CLIError(f"--warmup must be 0 or more, got {args.warmup}")
     check_output_file(args.output, "bench.json")
+    if args.record and (mode != LATENCY or args.model is None or not Path(args.model).is_dir()):
+        raise CLIError("--record writes the encoder speed-up into the model's folder: give a MODEL folder, "
+                       "without --calibration-cost, --against or --random-weights")
 
 
 def run(args) -> int:
@@ -246,7 +252,26 @@ def latency(args) -> int:
     if args.output is not None:
         result.save(args.output)
         print(f"wrote {args.output}")
+    if args.record:
+        _record(args, result)
     return 0
+
+
+def _record(args, result) -> None:
+    """The encoder speed-ups of `result` into the model folder's results and card."""
+    import shlex
+
+    from lite_whisper.compression.model_card import RESULTS_FILE, record_results
+
+    env = result.environment
+    entries = [{"measure": f"encoder speed-up vs {result.baseline.name}, batch {r.batch_size}",
+                "on": f"{env['cpu']}, {env['threads']} threads",
+                "value": f"{r.speedup.median:.2f}x ({r.model_ms.median:.0f} vs {r.baseline_ms.median:.0f} ms; "
+                         f"FLOPs predict {result.flops_speedup:.2f}x)",
+                "command": shlex.join(args.command_line)} for r in result.results if r.speedup is not None]
+    if entries:
+        record_results(args.model, entries)
+        print(f"recorded in {Path(args.model) / RESULTS_FILE} and the folder's model card")
 
 
 def default_baseline(model_spec: str) -> str | None:

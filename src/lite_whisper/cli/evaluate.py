@@ -100,8 +100,9 @@ def run(args) -> int:
         from lite_whisper.compression.model_card import RESULTS_FILE, record_results
 
         command = shlex.join(args.command_line)
-        record_results(args.model, [{"data": label, "clips": result.clips, "wer_percent": round(result.wer, 2),
-                                     "command": command} for label, result in results])
+        record_results(args.model, [{"measure": "WER % (greedy)" if options.beam_size == 1 else
+                                     f"WER % (beam {options.beam_size})", "on": f"{label} ({result.clips} clips)",
+                                     "value": f"{result.wer:.2f}", "command": command} for label, result in results])
         print(f"recorded in {Path(args.model) / RESULTS_FILE} and the folder's model card")
     return 0
 

@@ -2,8 +2,8 @@
 
 What the card says comes from the folder itself: the compression report that `compress` writes
 (method, settings, encoder parameters and FLOPs before and after, calibration, distillation), the
-export manifest (files, parity with PyTorch), and measured results that `eval --record` adds
-(`lite_whisper_results.json`, each with the command that produced it). Nothing is claimed that the
+export manifest (files, parity with PyTorch), and measured results that `eval --record` and
+`bench --record` add (`lite_whisper_results.json`, each with the command that produced it). Nothing is claimed that the
 folder does not hold; where nothing was measured the card says how to measure it.
 """
 
@@ -76,25 +76,25 @@ def _compression_section(report: dict | None, model) -> list[str]:
     return lines + [""]
 
 
-MEASURED = "## Measured accuracy"
+MEASURED = "## Measured"
 
 
 def _results_section(results: list[dict]) -> list[str]:
     lines = [MEASURED, ""]
     if results:
-        lines += ["| data | clips | WER % | command |", "|---|---|---|---|"]
-        lines += [f"| {r['data']} | {r['clips']} | {r['wer_percent']:.2f} | `{r['command']}` |" for r in results]
+        lines += ["| measured | on | result | command |", "|---|---|---|---|"]
+        lines += [f"| {r['measure']} | {r['on']} | {r['value']} | `{r['command']}` |" for r in results]
         return lines + [""]
-    return lines + ["No accuracy measured in this folder yet. Measure it (and record it on this card) with", "",
-                    "    lite-whisper eval FOLDER --data DATA --record", ""]
+    return lines + ["Nothing measured in this folder yet. Measure accuracy and speed (and record them on this card) with",
+                    "", "    lite-whisper eval FOLDER --data DATA --record", "    lite-whisper bench FOLDER --record", ""]
 
 
 def record_results(folder: str | Path, entries: list[dict]) -> None:
-    """Add measured results (`data`, `clips`, `wer_percent`, `command`) to FOLDER's results file, replacing
-    earlier ones on the same data, and to its card's table when it has a card."""
+    """Add measured results (`measure`, `on`, `value`, `command`) to FOLDER's results file, replacing earlier
+    ones of the same measure on the same data, and to its card's table when it has a card."""
     folder = Path(folder)
-    kept = [r for r in read_results(folder) if r.get("data") not in {e["data"] for e in entries}]
-    results = kept + list(entries)
+    new = {(e["measure"], e["on"]) for e in entries}
+    results = [r for r in read_results(folder) if (r.get("measure"), r.get("on")) not in new] + list(entries)
     (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     card = folder / CARD_FILE
     if card.is_file() and MEASURED in card.read_text():

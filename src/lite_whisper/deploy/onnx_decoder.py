@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import warnings
 from pathlib import Path
 
 import onnx
@@ -31,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lite_whisper.deploy.int8 import quantize_encoder
-from lite_whisper.deploy.onnx_graph import _quiet_logger
+from lite_whisper.deploy.int8 import quantize_decoder
+from lite_whisper.deploy.onnx_graph import quiet_export
+from lite_whisper.runtime.optimum_onnx import ENCODER_STATES, INPUT_IDS, LOGITS, USE_CACHE
 
-INPUT_IDS, ENCODER_STATES, USE_CACHE = "input_ids", "encoder_hidden_states", "use_cache_branch"
-LOGITS = "logits"
 KINDS = ("decoder.key", "decoder.value", "encoder.key", "encoder.value")
 
 
@@ -130,16 +128,14 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Parameter]:
 
 def _export(module: nn.Module, args: tuple, names_in: list[str], names_out: list[str], dynamic: dict,
             path: Path) -> None:
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
-            _quiet_logger("torch.onnx._internal.exporter._registration"):
-        warnings.simplefilter("ignore")
+    with quiet_export(), torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out,
                           dynamic_shapes=dynamic, dynamo=True, verbose=False)
 
 
 def export_decoder(model: nn.Module, path: str | Path, int8_path: str | Path | None = None) -> Path:
     """Write `model`'s decoder (float32) to `path` as optimum's merged decoder, and to `int8_path` (when
-    given) with int8 MatMul weights; return `path`.
+    given) with 8-bit weights (`int8.quantize_decoder`); return `path`.
 
     Each branch is quantised before the merge: ONNX Runtime's quantiser does not reach weights that
     live outside an `If`'s subgraphs.
@@ -184,7 +180,7 @@ def export_decoder(model: nn.Module, path: str | Path, int8_path: str | Path | N
             quantised = []
             for branch in branches(Path(scratch) / "int8", untied=True):
                 quantised.append(branch.with_suffix(".int8.onnx"))
-                quantize_encoder(branch, quantised[-1], gather=True)
+                quantize_decoder(branch, quantised[-1])
             merge(*quantised, Path(int8_path))
     return Path(path)
 

@@ -155,6 +155,15 @@ def _quiet_logger(name: str):
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def quiet_export():
+    """torch's ONNX exporter without its deprecation chatter and its "torchvision is not installed" lines
+    (Whisper has no torchvision operator): not the user's concern."""
+    with warnings.catch_warnings(), _quiet_logger("torch.onnx._internal.exporter._registration"):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> Path:
     """Write the encoder of `model` (a Whisper model or the encoder itself) to `path` as float32 ONNX,
     batch dimension dynamic; weights in `<path>.data` when they pass `external_data_bytes`.
@@ -169,11 +178,8 @@ def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int 
     example = torch.zeros(2, encoder.conv1.in_channels, 2 * encoder.config.max_source_positions)
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = Path(path)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), plain_modules(encoder), \
-            _fused_attention(encoder), _quiet_logger("torch.onnx._internal.exporter._registration"):
-        # the exporter's deprecation chatter, and its "torchvision is not installed" lines (Whisper has no
-        # torchvision operator), are not the user's concern
-        warnings.simplefilter("ignore")
+    with quiet_export(), torch.inference_mode(False), torch.no_grad(), plain_modules(encoder), \
+            _fused_attention(encoder):
         torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes={"input_features": {0: batch}}, dynamo=True,
                           external_data=weight_bytes(encoder) > external_data_bytes,

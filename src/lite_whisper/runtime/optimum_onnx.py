@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from lite_whisper.deploy.onnx_decoder import ENCODER_STATES, INPUT_IDS, LOGITS, USE_CACHE
-
+# optimum's names for the merged decoder's inputs and outputs (deploy.onnx_decoder writes them)
+INPUT_IDS, ENCODER_STATES, USE_CACHE = "input_ids", "encoder_hidden_states", "use_cache_branch"
+LOGITS = "logits"
 ONNX_FOLDER = "onnx"
 ENCODER_FILE, DECODER_FILE = "encoder_model", "decoder_model_merged"
 QUANTIZED_SUFFIX = "_quantized"  # transformers.js's name for its q8 variant
