@@ -1,9 +1,9 @@
 """Transcribe clips with optimum's ORTModelForSpeechSeq2Seq (a consumer check of `export --format optimum`).
 
 Runs in its own environment (optimum-onnx pins transformers < 4.58; scripts/setup_consumers.sh makes it):
-    python optimum_transcribe.py FOLDER CLIPS.npz  ->  JSON {"generate": [...], "pipeline": [...]} on stdout
+    python optimum_transcribe.py FOLDER CLIPS.npz [pipeline]  ->  JSON {"generate": [...], "pipeline": [...]}
 CLIPS.npz holds 16 kHz float32 arrays, in the order to transcribe. "generate": the processor's 30 s
-features and `model.generate`, as optimum documents it; "pipeline": transformers' ASR pipeline, which
+features and `model.generate`, as optimum documents it; "pipeline" (when asked): transformers' ASR pipeline, which
 in transformers 4.x pads the features of a short clip instead of its audio (other text on a few clips).
 """
 
@@ -23,7 +23,9 @@ generated = []
 for samples in audio:
     features = processor(samples, sampling_rate=16000, return_tensors="pt").input_features
     generated.append(processor.batch_decode(model.generate(features), skip_special_tokens=True)[0])
-asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-               feature_extractor=processor.feature_extractor)
-piped = [asr({"raw": samples, "sampling_rate": 16000})["text"] for samples in audio]
+piped = []
+if "pipeline" in sys.argv[3:]:
+    asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
+                   feature_extractor=processor.feature_extractor)
+    piped = [asr({"raw": samples, "sampling_rate": 16000})["text"] for samples in audio]
 print(json.dumps({"generate": generated, "pipeline": piped}))

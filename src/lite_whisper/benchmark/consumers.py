@@ -43,15 +43,16 @@ def _run(command: list[str], cwd: Path, timeout: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_optimum(folder: str | Path, audio: Sequence[np.ndarray], timeout: int = 1200) -> dict:
-    """optimum's ORTModelForSpeechSeq2Seq on `audio` (16 kHz): {"generate": texts, "pipeline": texts}."""
+def run_optimum(folder: str | Path, audio: Sequence[np.ndarray], pipeline: bool = False, timeout: int = 1200) -> dict:
+    """optimum's ORTModelForSpeechSeq2Seq on `audio` (16 kHz): {"generate": texts, "pipeline": texts (through
+    transformers' ASR pipeline too when `pipeline`, else empty)}."""
     if not OPTIMUM_PYTHON.exists():
         raise ConsumerMissing(f"{OPTIMUM_PYTHON} is missing: run scripts/setup_consumers.sh")
     with tempfile.TemporaryDirectory(prefix="lite-whisper-optimum-") as scratch:
         clips = Path(scratch) / "clips.npz"
         np.savez(clips, **{f"clip{i:04d}": a.astype(np.float32) for i, a in enumerate(audio)})
         return _run([str(OPTIMUM_PYTHON), str(CONSUMERS / "optimum_transcribe.py"), str(Path(folder).resolve()),
-                     str(clips)], CONSUMERS, timeout)
+                     str(clips), *(["pipeline"] if pipeline else [])], CONSUMERS, timeout)
 
 
 def run_transformers_js(folder: str | Path, audio: Sequence[np.ndarray], dtype: str = "fp32", encoder_runs: int = 0,
