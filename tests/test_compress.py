@@ -149,7 +149,11 @@ def test_cli_compress_stats_reuse_and_inspect(tmp_path, calibration_folder, caps
     out_b = tmp_path / "lite-b"
     assert main(["compress", str(dense), "--calibration", str(tmp_path / "nowhere"), "--threshold", "0.5",
                  "--stats", str(stats), "--no-progress", "-o", str(out_b)]) == 0
-    assert json.loads((out_b / "compression_report.json").read_text())["calibration_clips"] == 12
+    report_b = json.loads((out_b / "compression_report.json").read_text())
+    assert report_b["calibration_clips"] == 12
+    card = (out_b / "README.md").read_text()  # the model card, from the report
+    after = report_b["encoder_params_after"] / report_b["encoder_params_before"]
+    assert "| encoder parameters |" in card and f"| {after:.2f} |" in card and "calibration: 12 clips" in card
     # --augment 0: the clean clips alone
     assert main(["compress", str(dense), "--calibration", str(calibration_folder), "--threshold", "0.5", "--augment", "0",
                  "--no-progress", "-o", str(tmp_path / "lite-clean")]) == 0

@@ -14,7 +14,7 @@ from conftest import clips, lite_english_model, tiny_english_model, tiny_process
 
 from lite_whisper.api import load_model
 from lite_whisper.cli import main
-from lite_whisper.compression.model_card import licence_of, model_card
+from lite_whisper.models.model_card import licence_of, model_card
 from lite_whisper.deploy.onnx_decoder import cache_names, decoder_step
 from lite_whisper.deploy.optimum_layout import export_optimum
 from lite_whisper.export_manifest import ExportedFolderError
@@ -154,6 +154,8 @@ def test_model_cards_say_what_the_folder_holds(tmp_path):
     assert "| encoder FLOPs (30 s window) | 4.0 G | 3.2 G | 0.80 |" in card and "distillation: 32 steps" in card
     assert "| WER % | dev (155 clips) | 6.50 | `lite-whisper eval x --data dev` |" in card
     assert "Nothing measured" in model_card(model, source="tiny.en", folder=tmp_path / "x")
+    saved = save_model(tiny_english_model(), tiny_processor(), tmp_path / "saved")  # every saved folder has one
+    assert "no compression report came with it" in (saved / "README.md").read_text()
 
 
 def test_eval_and_bench_record_their_results_on_the_card(tmp_path, capsys, calibration_folder):

@@ -261,7 +261,7 @@ def _record(args, result) -> None:
     """The encoder speed-ups of `result` into the model folder's results and card."""
     import shlex
 
-    from lite_whisper.compression.model_card import RESULTS_FILE, record_results
+    from lite_whisper.models.model_card import RESULTS_FILE, record_results
 
     env = result.environment
     entries = [{"measure": f"encoder speed-up vs {result.baseline.name}, batch {r.batch_size}",

@@ -97,7 +97,7 @@ def run(args) -> int:
     if args.output is not None:
         print(f"wrote {args.output}")
     if args.record:
-        from lite_whisper.compression.model_card import RESULTS_FILE, record_results
+        from lite_whisper.models.model_card import RESULTS_FILE, record_results
 
         command = shlex.join(args.command_line)
         record_results(args.model, [{"measure": "WER % (greedy)" if options.beam_size == 1 else

@@ -15,7 +15,7 @@ from lite_whisper.calibration.statistics import CalibrationStatistics
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.compression.distill import DistillConfig, distill
-from lite_whisper.compression.model_card import CARD_FILE, model_card
+from lite_whisper.models.model_card import CARD_FILE, model_card
 from lite_whisper.compression.report import REPORT_FILE, CompressionReport
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
 from lite_whisper.data.features import first_clips_features

@@ -14,8 +14,8 @@ from lite_whisper.files import write_json_atomic
 from lite_whisper.lowrank.convert import dense_config
 from lite_whisper.lowrank.cost import encoder_flops, encoder_of, encoder_params, is_low_rank, reduced_attention_layers
 from lite_whisper.lowrank.targets import LOW_RANK_TARGETS
+from lite_whisper.models.model_card import REPORT_FILE  # noqa: F401 (where callers find it)
 
-REPORT_FILE = "compression_report.json"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lite_whisper import __version__
-from lite_whisper.compression.model_card import write_model_card
+from lite_whisper.models.model_card import write_model_card
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within

@@ -36,7 +36,7 @@ from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 from lite_whisper.lowrank.cost import decoder_params, encoder_of, encoder_params
 from lite_whisper.memory import peak_rss_mb
-from lite_whisper.compression.model_card import write_model_card
+from lite_whisper.models.model_card import write_model_card
 from lite_whisper.runtime.optimum_onnx import (DECODER_FILE, ENCODER_FILE, ONNX_FOLDER, OptimumOnnxWhisper,
                                                onnx_file)
 from lite_whisper.runtime.pytorch import PyTorchEngine

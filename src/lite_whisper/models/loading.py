@@ -22,6 +22,7 @@ from lite_whisper.export_manifest import is_exported_folder
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.checkpoint import PROCESSOR_FILES, is_lite_whisper_model, load_lite_whisper, save_lite_whisper
 from lite_whisper.models import ctranslate2
+from lite_whisper.models.model_card import CARD_FILE, model_card
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -219,12 +220,15 @@ def complete_generation_config(model, processor, source: str | Path | None):
 def save_model(model, processor, folder: str | Path, overwrite: bool = False) -> Path:
     """Write a standard Hugging Face folder (weights, config, generation config, processor).
 
-    Low-rank models are written in the lite-whisper format instead; either way the write is
-    atomic and an existing folder is replaced only with `overwrite=True`.
+    Low-rank models are written in the lite-whisper format instead; either way with a model card
+    (README.md), atomically, and an existing folder is replaced only with `overwrite=True`.
     """
+    source = str(getattr(model.config, "_name_or_path", "") or "unknown")
+    card = {CARD_FILE: model_card(model, source=source, folder=folder)}
     if is_lite_whisper_model(model):
-        return save_lite_whisper(model, processor, folder, dtype=model.dtype, overwrite=overwrite)
+        return save_lite_whisper(model, processor, folder, dtype=model.dtype, overwrite=overwrite, extra_files=card)
     with atomic_folder(folder, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        (staging / CARD_FILE).write_text(card[CARD_FILE])
     return Path(folder)

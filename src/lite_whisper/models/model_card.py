@@ -13,10 +13,10 @@ import json
 import re
 from pathlib import Path
 
-from lite_whisper.compression.report import REPORT_FILE
 from lite_whisper.lowrank.cost import encoder_flops, encoder_params
 
 CARD_FILE = "README.md"
+REPORT_FILE = "compression_report.json"  # what `compress` writes beside the model (compression.report)
 RESULTS_FILE = "lite_whisper_results.json"
 OPENAI_LICENCE = "apache-2.0"  # what the openai/whisper-* hub cards declare
 
