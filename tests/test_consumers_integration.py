@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lite_whisper import load_model
-from lite_whisper.benchmark.consumers import corpus_wer, run_optimum, run_transformers_js
+from lite_whisper.benchmark.consumers import corpus_wer, optimum_declaration, run_optimum, run_transformers_js
 from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
@@ -42,6 +42,16 @@ def compressed_export(speech_dir, tmp_path_factory):
 def _identical(theirs: list[str], ours: list[str]) -> int:
     assert len(theirs) == len(ours)
     return sum(a.strip() == b for a, b in zip(theirs, ours))
+
+
+def test_the_folder_holds_what_optimum_declares_for_whisper(compressed_export):
+    folder, _, _ = compressed_export
+    sides = optimum_declaration(folder)
+    for part in ("encoder", "decoder_merged"):
+        declared, held = sides["declared"][part], sides["folder"][part]
+        assert declared["outputs"] == held["outputs"], part
+        # the merged graph adds its branch switch; every other input as declared, names and dynamic axes
+        assert declared["inputs"] == {k: v for k, v in held["inputs"].items() if k != "use_cache_branch"}, part
 
 
 def test_optimum_transcribes_the_folder_as_lite_whisper_does(compressed_export):

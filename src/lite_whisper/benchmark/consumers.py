@@ -55,6 +55,15 @@ def run_optimum(folder: str | Path, audio: Sequence[np.ndarray], pipeline: bool 
                      str(clips), *(["pipeline"] if pipeline else [])], CONSUMERS, timeout)
 
 
+def optimum_declaration(folder: str | Path, timeout: int = 300) -> dict:
+    """What optimum's WhisperOnnxConfig declares (names and dynamic axes of the encoder and the merged
+    decoder), beside what the folder's ONNX files hold: {"declared": ..., "folder": ...}."""
+    if not OPTIMUM_PYTHON.exists():
+        raise ConsumerMissing(f"{OPTIMUM_PYTHON} is missing: run scripts/setup_consumers.sh")
+    return _run([str(OPTIMUM_PYTHON), str(CONSUMERS / "optimum_declares.py"), str(Path(folder).resolve())],
+                CONSUMERS, timeout)
+
+
 def run_transformers_js(folder: str | Path, audio: Sequence[np.ndarray], dtype: str = "fp32", encoder_runs: int = 0,
                         timeout: int = 1200) -> dict:
     """transformers.js in Node on `audio` (16 kHz), `dtype` fp32 or q8: {"texts", "seconds" (per clip),

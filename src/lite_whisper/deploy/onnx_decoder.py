@@ -270,7 +270,7 @@ def _inputs(layers: int, heads: int, head_dim: int) -> list[onnx.ValueInfoProto]
               onnx.helper.make_tensor_value_info(ENCODER_STATES, onnx.TensorProto.FLOAT,
                                                  ["batch_size", "encoder_sequence_length", heads * head_dim])]
     for name in cache_names(layers, "past_key_values"):
-        length = "past_decoder_sequence_length" if ".decoder." in name else "encoder_sequence_length_out"
+        length = "past_decoder_sequence_length" if ".decoder." in name else "encoder_sequence_length"
         inputs.append(_cache_info(name, heads, head_dim, length))
     inputs.append(onnx.helper.make_tensor_value_info(USE_CACHE, onnx.TensorProto.BOOL, [1]))
     return inputs
@@ -281,6 +281,6 @@ def _outputs(layers: int, heads: int, head_dim: int, vocabulary: int) -> list[on
                                                   ["batch_size", "decoder_sequence_length", vocabulary])]
     for name in cache_names(layers, "present"):
         length = ("past_decoder_sequence_length + decoder_sequence_length" if ".decoder." in name
-                  else "encoder_sequence_length_out")
+                  else "encoder_sequence_length")
         outputs.append(_cache_info(name, heads, head_dim, length))
     return outputs

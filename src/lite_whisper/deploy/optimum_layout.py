@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from lite_whisper.deploy.export import (FP32_TOLERANCE, ParityError, package_versions, parity_features,
@@ -85,6 +86,8 @@ def export_optimum(
         excluded, int8_report = quantize_exported_encoder(
             model, processor, encoder_path, onnx_file(staging, ENCODER_FILE, quantized=True),
             calibration_audio or parity_audio, int8_max_error, int8_smoothing, min_int8_inner, MAX_PART_BYTES, log)
+        for quantized in (False, True):
+            _rename_axes(onnx_file(staging, ENCODER_FILE, quantized), {"batch": "batch_size"})
         log("exporting the decoder (optimum's merged graph, float32 and int8) ...")
         export_decoder(model, onnx_file(staging, DECODER_FILE), onnx_file(staging, DECODER_FILE, quantized=True))
         dense_config(model.config).save_pretrained(staging)
@@ -112,6 +115,17 @@ def export_optimum(
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         write_model_card(staging, model, source=manifest["source_model"], export=manifest, final=folder)
     return manifest
+
+
+def _rename_axes(path: Path, names: dict[str, str]) -> None:
+    """Rename symbolic axes of a graph's inputs, outputs and intermediate values (optimum's axis names)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+    onnx.save(model, str(path))
 
 
 def _portable_tokenizer_config(path: Path) -> None:
