@@ -144,16 +144,15 @@ lite-whisper serve FOLDER
 from lite_whisper.runtime.faster_whisper import LiteWhisperModel   # faster-whisper's pipeline around it
 segments, info = LiteWhisperModel("FOLDER", cpu_threads=2).transcribe("talk.flac", beam_size=1)
 ```""",
-    "optimum-onnx": """Python, optimum (`pip install "optimum-onnx[onnxruntime]"`):
+    "optimum-onnx": """Python, optimum (`pip install "optimum-onnx[onnxruntime]"`; it pins transformers < 4.58):
 
 ```python
 from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
-from transformers import AutoProcessor, pipeline
+from transformers import AutoProcessor
 model = ORTModelForSpeechSeq2Seq.from_pretrained("FOLDER", subfolder="onnx")
 processor = AutoProcessor.from_pretrained("FOLDER")
-asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-               feature_extractor=processor.feature_extractor)
-print(asr("talk.flac")["text"])
+features = processor(samples, sampling_rate=16000, return_tensors="pt").input_features  # 16 kHz float32
+print(processor.batch_decode(model.generate(features), skip_special_tokens=True)[0])
 ```
 
 JavaScript, transformers.js (`npm install @huggingface/transformers`; Node or the browser):
