@@ -131,6 +131,9 @@ def test_cli_exports_the_optimum_layout_and_refuses_what_it_does_not_take(tmp_pa
         assert main(["export", str(dense), "-o", str(tmp_path / "never"), "--format", "optimum", *option]) == 2
         assert f"--format optimum does not take {option[0]}" in capsys.readouterr().err
         assert not (tmp_path / "never").exists()
+    # too big for single-file graphs: refused before any weight is made
+    assert main(["export", "--random-weights", "large-v3", "--format", "optimum", "-o", str(tmp_path / "never")]) == 2
+    assert "635M parameters" in capsys.readouterr().err and not (tmp_path / "never").exists()
     out = tmp_path / "dense-onnx"
     assert main(["export", str(dense), "-o", str(out), "--format", "optimum", "--data", str(calibration_folder),
                  "--calibration", str(calibration_folder), "--parity-clips", "2"]) == 0

@@ -119,6 +119,14 @@ def run(args) -> int:
     from lite_whisper.files import output_lock
     from lite_whisper.models.loading import load_pytorch_model
 
+    if optimum and args.random_weights is not None:  # refused before the weights are made (meta tensors only)
+        from lite_whisper.deploy.optimum_layout import check_exportable
+        from lite_whisper.models.random import meta_model
+
+        try:
+            check_exportable(meta_model(args.random_weights, args.rank_fraction))
+        except ValueError as error:
+            raise CLIError(str(error)) from None
     with output_lock(args.output):
         if args.random_weights is not None:
             from lite_whisper.models.random import random_whisper

@@ -120,7 +120,7 @@ def random_model(
     every encoder layer have rank `fraction_rank(d_in, d_out, rank_fraction)`.
     The decoder is left on the meta device: parameters countable, no memory, not runnable.
     """
-    model = _meta_model(arch, rank_fraction, attn_implementation)
+    model = meta_model(arch, rank_fraction, attn_implementation)
     encoder = model.model.encoder
     encoder.to_empty(device="cpu")
     encoder.to(dtype)
@@ -132,7 +132,7 @@ def random_model(
     return model.eval()
 
 
-def _meta_model(arch: str, rank_fraction: float | None, attn_implementation: str = "sdpa", **shape):
+def meta_model(arch: str, rank_fraction: float | None, attn_implementation: str = "sdpa", **shape):
     """The model of `arch` (WhisperConfig fields changed by `shape`) on the meta device: dense for `rank_fraction`
     None, else lite-whisper with every encoder linear at that fraction of its break-even rank; named random:ARCH[@F]."""
     config = whisper_config(arch)
@@ -166,7 +166,7 @@ def random_whisper(arch: str, rank_fraction: float | None = None, *, seed: int =
     it for time and memory only. `shape`: WhisperConfig fields to change (a miniature of a layout in
     tests: `d_model=256, encoder_layers=4`).
     """
-    model = _meta_model(arch, rank_fraction, **shape)
+    model = meta_model(arch, rank_fraction, **shape)
     model.to_empty(device="cpu")
     init_random_(model, seed=seed)
     with torch.no_grad():
