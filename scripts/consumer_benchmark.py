@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from lite_whisper import load_model
-from lite_whisper.benchmark.consumers import corpus_wer, run_optimum, run_transformers_js
+from lite_whisper.benchmark.consumers import corpus_wer, identical, run_optimum, run_transformers_js
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.deploy.optimum_layout import export_optimum
@@ -58,12 +58,12 @@ def main() -> None:
                "encoder_flops": encoder_flops(model), "wer_lite_whisper": corpus_wer(references, ours)}
         optimum = run_optimum(folder, audio, pipeline=True)
         for way in ("generate", "pipeline"):
-            row[f"optimum_{way}_identical"] = sum(a.strip() == b for a, b in zip(optimum[way], ours))
+            row[f"optimum_{way}_identical"] = identical(optimum[way], ours)
             row[f"optimum_{way}_wer"] = corpus_wer(references, optimum[way])
         for dtype in ("fp32", "q8"):
             js = run_transformers_js(folder, audio, dtype, args.encoder_runs)
             row[f"transformers_js_{dtype}"] = {
-                "identical": sum(a.strip() == b for a, b in zip(js["texts"], ours)),
+                "identical": identical(js["texts"], ours),
                 "wer": corpus_wer(references, js["texts"]),
                 "median_clip_seconds": statistics.median(js["seconds"]),
                 "total_seconds": sum(js["seconds"]),

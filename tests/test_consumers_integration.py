@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from lite_whisper import load_model
-from lite_whisper.benchmark.consumers import corpus_wer, optimum_declaration, run_optimum, run_transformers_js
+from lite_whisper.benchmark.consumers import (corpus_wer, identical, optimum_declaration, run_optimum,
+                                              run_transformers_js)
 from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
@@ -39,11 +40,6 @@ def compressed_export(speech_dir, tmp_path_factory):
     return folder, dev, ours
 
 
-def _identical(theirs: list[str], ours: list[str]) -> int:
-    assert len(theirs) == len(ours)
-    return sum(a.strip() == b for a, b in zip(theirs, ours))
-
-
 def test_the_folder_holds_what_optimum_declares_for_whisper(compressed_export):
     folder, _, _ = compressed_export
     sides = optimum_declaration(folder)
@@ -57,13 +53,13 @@ def test_the_folder_holds_what_optimum_declares_for_whisper(compressed_export):
 def test_optimum_transcribes_the_folder_as_lite_whisper_does(compressed_export):
     folder, dev, ours = compressed_export
     result = run_optimum(folder, [c.audio for c in dev])
-    assert _identical(result["generate"], ours) >= 0.95 * CLIPS, list(zip(result["generate"], ours))
+    assert identical(result["generate"], ours) >= 0.95 * CLIPS, list(zip(result["generate"], ours))
 
 
 def test_transformers_js_transcribes_the_folder_as_lite_whisper_does(compressed_export):
     folder, dev, ours = compressed_export
     float32 = run_transformers_js(folder, [c.audio for c in dev], "fp32")
-    assert _identical(float32["texts"], ours) >= 0.95 * CLIPS, list(zip(float32["texts"], ours))
+    assert identical(float32["texts"], ours) >= 0.95 * CLIPS, list(zip(float32["texts"], ours))
     quantized = run_transformers_js(folder, [c.audio for c in dev], "q8")
     references = [c.reference for c in dev]
     wer_ours, wer_q8 = corpus_wer(references, ours), corpus_wer(references, quantized["texts"])

@@ -30,7 +30,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
-from lite_whisper.evaluation.wer import NO_ERRORS, normalize, word_errors
+from lite_whisper.evaluation.wer import corpus_errors
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
 from lite_whisper.transcription.engine import transcribe_clips
@@ -78,9 +78,7 @@ class DeploymentBench:
 
 
 def _score(name: str, hypotheses: list[str], references: list[str], audio_seconds: float, wall: float):
-    totals = NO_ERRORS
-    for hypothesis, reference in zip(hypotheses, references):
-        totals = totals + word_errors(normalize(reference), normalize(hypothesis))
+    totals = corpus_errors(references, hypotheses)
     return ContenderResult(name, audio_seconds / wall, wall, 100.0 * totals.errors / max(totals.reference_words, 1),
                            totals.errors, totals.reference_words, hypotheses)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -259,8 +260,6 @@ def latency(args) -> int:
 
 def _record(args, result) -> None:
     """The encoder speed-ups of `result` into the model folder's results and card."""
-    import shlex
-
     from lite_whisper.models.model_card import RESULTS_FILE, record_results
 
     env = result.environment

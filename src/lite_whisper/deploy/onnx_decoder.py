@@ -201,10 +201,7 @@ def merge_decoders(first: onnx.ModelProto, following: onnx.ModelProto, layers: i
             small = len(tensor.dims) == 0 or (len(tensor.dims) == 1 and tensor.data_type in (6, 7))
             if small:  # scalars and shape vectors stay in their branch (ONNX Runtime prefers it; optimum does the same)
                 rename[tensor.name] = f"{tag}/{tensor.name}"
-                copy = onnx.TensorProto()
-                copy.CopyFrom(tensor)
-                copy.name = rename[tensor.name]
-                local.append(copy)
+                local.append(_renamed(tensor, rename[tensor.name]))
                 continue
             content = (tensor.data_type, tuple(tensor.dims), hashlib.sha1(_renamed(tensor, "").SerializeToString()).digest())
             if content not in by_content:

@@ -42,6 +42,7 @@ from lite_whisper.runtime.optimum_onnx import (DECODER_FILE, ENCODER_FILE, ONNX_
                                                onnx_file)
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.engine import transcribe_clips
+from lite_whisper.transcription.policy import decoder_prompt
 from lite_whisper.transcription.types import DecodingOptions
 
 # one ONNX file each, no external data: protobuf's 2 GB limit, with room for the graph (medium fits;
@@ -139,34 +140,27 @@ def _portable_tokenizer_config(path: Path) -> None:
 
 def _parity(model, processor, folder: Path, parity_audio, max_new_tokens) -> dict:
     """The encoder's relative error against PyTorch, and greedy transcripts through the folder (float32 and
-    int8) against lite-whisper's own (greedy, text mode, no silence rule or recovery: the same loop)."""
-    features = parity_features(processor, parity_audio, 3)
+    int8) against lite-whisper's own (greedy, text mode, English, no silence rule or recovery: the same loop)."""
+    clips = list(parity_audio)
+    features = parity_features(processor, clips, max(len(clips), 3))  # random audio when no clips are given
     with torch.inference_mode():
-        reference = encoder_of(model)(torch.from_numpy(features)).last_hidden_state.numpy()
-    parity = {"clips": features.shape[0]}
+        reference = encoder_of(model)(torch.from_numpy(features[:3])).last_hidden_state.numpy()
+    parity = {"clips": reference.shape[0]}
     runs = {"float32": OptimumOnnxWhisper(folder), "int8": OptimumOnnxWhisper(folder, quantized=True)}
     for kind, run in runs.items():
         parity[f"encoder_relative_error_{kind}"] = relative_error(
-            run.encoder.run(None, {"input_features": features})[0], reference)
-    clips = list(parity_audio)
+            run.encoder.run(None, {"input_features": features[:3]})[0], reference)
     if not clips:
         return parity
-    multilingual = getattr(model.generation_config, "is_multilingual", False)
-    options = DecodingOptions(language="en" if not multilingual else None, max_new_tokens=max_new_tokens,
-                              no_speech_threshold=None, recover_early_end=False)
+    options = DecodingOptions(language="en", max_new_tokens=max_new_tokens, no_speech_threshold=None,
+                              recover_early_end=False)
     expected = [t.text for t in transcribe_clips(PyTorchEngine(model, processor), clips, options=options)]
     parity["transcripts_lite_whisper"] = expected
-    tokenizer = processor.tokenizer
-    prompt = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>"])
-    if multilingual:
-        prompt += tokenizer.convert_tokens_to_ids(["<|en|>", "<|transcribe|>"])
-    prompt += tokenizer.convert_tokens_to_ids(["<|notimestamps|>"])
-    all_features = processor.feature_extractor([a for _, a in clips], sampling_rate=16000,
-                                               return_tensors="np").input_features
+    prompt = decoder_prompt(model.generation_config, options)
     for kind, run in runs.items():
-        texts = [tokenizer.decode(ids, skip_special_tokens=True).strip()
+        texts = [processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
                  for i in range(0, len(clips), 4)
-                 for ids in run.generate(all_features[i: i + 4], prompt, max_new_tokens)]
+                 for ids in run.generate(features[i: i + 4], prompt, max_new_tokens)]
         parity[f"transcripts_{kind}"] = texts
         parity[f"transcripts_identical_{kind}"] = sum(a.strip() == b for a, b in zip(expected, texts))
     return parity

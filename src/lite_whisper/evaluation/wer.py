@@ -79,3 +79,11 @@ def word_errors(reference: str, hypothesis: str) -> WordErrors:
     last = out.alignments[0][-1]
     trailing = last.ref_end_idx - last.ref_start_idx if last.type == "delete" else 0
     return WordErrors(out.substitutions, out.deletions, out.insertions, len(ref_words), trailing)
+
+
+def corpus_errors(references, hypotheses, language: str | None = "en") -> WordErrors:
+    """Word errors summed over clips (corpus WER: `.wer`), both sides normalised as `eval` normalises them."""
+    total = NO_ERRORS
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        total = total + word_errors(normalize(reference, language), normalize(hypothesis, language))
+    return total

@@ -97,8 +97,8 @@ def record_results(folder: str | Path, entries: list[dict]) -> None:
     results = [r for r in read_results(folder) if (r.get("measure"), r.get("on")) not in new] + list(entries)
     (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     card = folder / CARD_FILE
-    if card.is_file() and MEASURED in card.read_text():
-        text = card.read_text()
+    text = card.read_text() if card.is_file() else ""
+    if MEASURED in text:
         start = text.index(MEASURED)
         end = text.find("\n## ", start + len(MEASURED))
         section = "\n".join(_results_section(results)).replace("FOLDER", str(folder))
