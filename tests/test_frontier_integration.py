@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from lite_whisper import evaluate, load_model
-from lite_whisper.calibration.calibrate import calibrate
 from lite_whisper.compression.compress import compress
 from lite_whisper.compression.config import CompressionConfig
 from lite_whisper.data.datasets import load_dataset
@@ -16,10 +15,10 @@ from lite_whisper.transcription.types import DecodingOptions
 pytestmark = pytest.mark.integration
 
 
-def test_allocation_at_75_percent_beats_the_paper_rule(speech_dir):
+def test_allocation_at_75_percent_beats_the_paper_rule(speech_dir, tiny_en_statistics):
     model, processor = load_model("tiny.en")
     calibration = load_dataset(speech_dir / "splits" / "calibration.txt", limit=32)
-    statistics = calibrate(model, processor, calibration, progress=False)
+    statistics = tiny_en_statistics  # of these 32 clips
     probe = first_clips_features(calibration, processor, 4)
     allocated, report = compress(model, statistics, CompressionConfig.parse("1", target_params=0.75),
                                  probe_features=probe)
@@ -35,14 +34,13 @@ def test_allocation_at_75_percent_beats_the_paper_rule(speech_dir):
     assert wer["allocate"] < wer["paper"], wer
 
 
-def test_distillation_lowers_the_held_out_error_on_real_speech(speech_dir):
+def test_distillation_lowers_the_held_out_error_on_real_speech(speech_dir, tiny_en_statistics):
     from lite_whisper.compression.distill import DistillConfig, distill
 
     model, processor = load_model("tiny.en")
     calibration = load_dataset(speech_dir / "splits" / "calibration.txt", limit=16)
-    statistics = calibrate(model, processor, calibration, progress=False)
-    features = first_clips_features(calibration, processor, 16)
-    lite, _ = compress(model, statistics, CompressionConfig.parse("1", target_params=0.6), probe_features=features[:4])
+    features = first_clips_features(calibration, processor, 16)  # the first 16 of the statistics' 32 clips
+    lite, _ = compress(model, tiny_en_statistics, CompressionConfig.parse("1", target_params=0.6), probe_features=features[:4])
     report = distill(lite, model, features, DistillConfig(steps=12, batch_size=2, holdout_clips=4, evaluations=2))
     assert report.train_clips == 12 and report.holdout_clips == 4
     # clips never trained on: the kept factors are better there than PCA's own
