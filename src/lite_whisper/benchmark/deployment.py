@@ -8,8 +8,8 @@ Contenders (greedy, no timestamps, temperature 0, no previous-text conditioning)
                             `deploy.encoders`; CTranslate2 decoder), clips batched `batch_size` at a time
   lite-whisper export b1    the same, one clip at a time (what batching adds, apart)
 
-Each is warmed up on one clip, then times the whole set (features, encoder, decoding; audio is
-decoded beforehand for all alike). RTFx = audio seconds / wall seconds; WER with the project's
+They take turns batch by batch after a warm-up (`harness.run_interleaved`), timing features, encoder
+and decoding (audio is decoded beforehand for all alike); one that fails is reported and the others go on. RTFx = audio seconds / wall seconds; WER with the project's
 normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against every
 encoder of the export this machine runs (ONNX Runtime float32 and int8, OpenVINO bfloat16), 30 s
 input, batch 1, interleaved, medians.
@@ -28,6 +28,7 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from lite_whisper.benchmark.environment import environment
+from lite_whisper.benchmark.harness import Contender, Timing, run_interleaved
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 from lite_whisper.evaluation.wer import corpus_errors
@@ -40,12 +41,13 @@ from lite_whisper.transcription.types import DecodingOptions
 @dataclass
 class ContenderResult:
     name: str
-    rtfx: float
+    rtfx: float | None
     wall_seconds: float
-    wer: float
+    wer: float | None
     errors: int
     words: int
     hypotheses: list[str] = field(default_factory=list)
+    failure: str = ""  # what stopped it (then rtfx and WER are None)
 
 
 @dataclass
@@ -71,16 +73,23 @@ class DeploymentBench:
                  f"greedy; export {self.export} ({self.encoder} encoder), dense {self.dense}",
                  f"{'contender':<26} {'RTFx':>7} {'vs fw':>6} {'WER %':>7}"]
         for result in self.contenders:
-            lines.append(f"{result.name:<26} {result.rtfx:7.1f} {result.rtfx / base.rtfx:6.2f} {result.wer:7.2f}")
+            if result.failure:
+                lines.append(f"{result.name:<26} failed: {result.failure}")
+            else:
+                ratio = f"{result.rtfx / base.rtfx:6.2f}" if base.rtfx else f"{'-':>6}"  # no ratio to a failed base
+                lines.append(f"{result.name:<26} {result.rtfx:7.1f} {ratio} {result.wer:7.2f}")
         lines.append("encoder, batch 1, 30 s (median ms): " + ", ".join(
             f"{name} {timing['median']:.0f}" for name, timing in self.encoder_ms.items()))
         return "\n".join(lines)
 
 
-def _score(name: str, hypotheses: list[str], references: list[str], audio_seconds: float, wall: float):
-    totals = corpus_errors(references, hypotheses)
-    return ContenderResult(name, audio_seconds / wall, wall, 100.0 * totals.errors / max(totals.reference_words, 1),
-                           totals.errors, totals.reference_words, hypotheses)
+def _score(timing: Timing, references: list[str], audio_seconds: float) -> ContenderResult:
+    if timing.failed:
+        return ContenderResult(timing.name, None, timing.wall_seconds, None, 0, 0, timing.hypotheses, timing.failure)
+    totals = corpus_errors(references, timing.hypotheses)
+    return ContenderResult(timing.name, audio_seconds / timing.wall_seconds, timing.wall_seconds,
+                           100.0 * totals.errors / max(totals.reference_words, 1), totals.errors,
+                           totals.reference_words, timing.hypotheses)
 
 
 def bench_deployment(export_folder: str | Path, dense_model, processor, dataset, *, dense_name: str = "",
@@ -111,28 +120,23 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
 
         def faster_whisper_run(items):
             return [" ".join(s.text.strip() for s in fw.transcribe(audio, **fw_options)[0]).strip()
-                    for _, audio, _ in items]
+                    for _, audio in items]
 
         def batched_run(items):
             return [" ".join(s.text.strip() for s in batched.transcribe(audio, batch_size=batch_size,
                                                                         **fw_options)[0]).strip()
-                    for _, audio, _ in items]
+                    for _, audio in items]
 
         def ours_run(items, size):
-            return [t.text for t in transcribe_clips(ours, [(name, audio) for name, audio, _ in items],
-                                                     batch_size=size, options=ours_options)]
+            return [t.text for t in transcribe_clips(ours, items, batch_size=size, options=ours_options)]
 
-        runs = [("faster-whisper int8", faster_whisper_run),
-                (f"faster-whisper batched b{batch_size}", batched_run),
-                (f"lite-whisper export b{batch_size}", lambda items: ours_run(items, batch_size)),
-                ("lite-whisper export b1", lambda items: ours_run(items, 1))]
-        contenders = []
-        for name, run in runs:
-            log(f"transcribing {len(clips)} clips with {name} ...")
-            run(clips[:1])  # warm-up
-            start = time.perf_counter()
-            hypotheses = run(clips)
-            contenders.append(_score(name, hypotheses, references, audio_seconds, time.perf_counter() - start))
+        runs = [Contender("faster-whisper int8", faster_whisper_run),
+                Contender(f"faster-whisper batched b{batch_size}", batched_run),
+                Contender(f"lite-whisper export b{batch_size}", lambda items: ours_run(items, batch_size)),
+                Contender("lite-whisper export b1", lambda items: ours_run(items, 1))]
+        log(f"transcribing {len(clips)} clips with {', '.join(run.name for run in runs)}, taking turns ...")
+        timings = run_interleaved(runs, [(name, audio) for name, audio, _ in clips], chunk_size=batch_size, log=log)
+        contenders = [_score(timing, references, audio_seconds) for timing in timings]
 
         log("timing the encoders alone ...")
         features = processor.feature_extractor(clips[0][1], sampling_rate=SAMPLE_RATE,

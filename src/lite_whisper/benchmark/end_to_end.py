@@ -1,9 +1,10 @@
-"""End-to-end speed: the same clips transcribed by several engines, taking turns; RTFx and encoder share."""
+"""End-to-end speed: the same clips transcribed by several engines, taking turns (`harness`); RTFx and encoder share."""
 
 from __future__ import annotations
 
 import time
 
+from lite_whisper.benchmark.harness import Contender, run_interleaved
 from lite_whisper.benchmark.results import EndToEndResult
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.data.datasets import SpeechDataset, load_dataset
@@ -36,10 +37,9 @@ def end_to_end_timing(engines: list[tuple[str, Engine]], data, *, limit: int | N
                       options: DecodingOptions | None = None, log=None) -> dict[str, EndToEndResult]:
     """Transcribe the same clips with each `(name, engine)`; RTFx and encoder share.
 
-    Audio is decoded once beforehand, so file reading is not timed. Each engine first
-    transcribes one clip as a warm-up; then the engines take turns batch by batch
-    (A B A B ...), like the encoder timings, so background load hits them alike.
-    `options`: default greedy English.
+    Audio is decoded once beforehand, so file reading is not timed. The engines take turns batch by
+    batch after a warm-up (`harness.run_interleaved`), so background load hits them alike.
+    `options`: default greedy English. Raises RuntimeError naming the engines that failed.
     """
     log = log or (lambda message: None)
     dataset = data if isinstance(data, SpeechDataset) else load_dataset(data, limit=limit)
@@ -51,24 +51,29 @@ def end_to_end_timing(engines: list[tuple[str, Engine]], data, *, limit: int | N
     log(f"end to end: {', '.join(name for name, _ in engines)} transcribe {len(clips)} clips "
         f"({audio_seconds:.0f} s of audio)")
     timed = {name: EncoderTimed(engine) for name, engine in engines}
-    wall = dict.fromkeys(timed, 0.0)
-    for engine in timed.values():
-        list(transcribe_clips(engine.engine, clips[:1], batch_size=1, options=options))  # warm-up
-    for first in range(0, len(clips), batch_size):
-        chunk = clips[first:first + batch_size]
-        for name, engine in timed.items():
-            start = time.perf_counter()
-            for _ in transcribe_clips(engine, chunk, batch_size=batch_size, options=options):
-                pass
-            wall[name] += time.perf_counter() - start
+
+    def contender(name: str, engine: EncoderTimed) -> Contender:
+        def transcribe(items):
+            return [t.text for t in transcribe_clips(engine, items, batch_size=batch_size, options=options)]
+
+        def after_warmup():
+            engine.seconds, engine.calls = 0.0, 0
+
+        return Contender(name, transcribe, after_warmup)
+
+    timings = run_interleaved([contender(name, engine) for name, engine in timed.items()], clips,
+                              chunk_size=batch_size, log=log)
+    failed = [f"{timing.name}: {timing.failure}" for timing in timings if timing.failed]
+    if failed:
+        raise RuntimeError("end-to-end timing failed for " + "; ".join(failed))
     return {
-        name: EndToEndResult(
+        timing.name: EndToEndResult(
             clips=len(clips),
             audio_seconds=audio_seconds,
-            wall_seconds=wall[name],
-            rtfx=audio_seconds / wall[name],
-            encoder_seconds=engine.seconds,
-            encoder_share=engine.seconds / wall[name],
+            wall_seconds=timing.wall_seconds,
+            rtfx=audio_seconds / timing.wall_seconds,
+            encoder_seconds=timed[timing.name].seconds,
+            encoder_share=timed[timing.name].seconds / timing.wall_seconds,
         )
-        for name, engine in timed.items()
+        for timing in timings
     }
