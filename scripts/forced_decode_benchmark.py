@@ -8,9 +8,11 @@
 Random weights time like the real ones; their text means nothing, hence the forced tokens (see
 lite_whisper.benchmark.forced_decode). Each export runs one window at a time (sequential) and
 --batch at a time; faster-whisper runs `transcribe()` window by window and its batched pipeline.
+They take turns window chunk by window chunk after a warm-up (`benchmark.harness`), each in a
+process of its own; one that fails or runs out of memory is reported and the others finish.
 `--faster-whisper-random ARCH` converts the same dense random model `export --random-weights ARCH`
 writes (seed 0) with CTranslate2's converter to int8, as faster-whisper users' models are made.
-Every contender runs in a process of its own; JSON and a markdown table are written.
+JSON and a markdown table are written.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from lite_whisper.benchmark.environment import environment
-from lite_whisper.benchmark.forced_decode import Contender, run_in_subprocess, speech_windows
+from lite_whisper.benchmark.forced_decode import ForcedContender, run_forced, speech_windows
 from lite_whisper.data.datasets import default_speech_dir, load_dataset
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export", action="append", default=[], metavar="NAME=FOLDER", help="an exported folder")
     parser.add_argument("--faster-whisper", metavar="FOLDER", help="a CTranslate2 folder for faster-whisper")
@@ -41,8 +42,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", help="clips whose audio fills the windows (default: the dev split)")
-    parser.add_argument("--reverse", action="store_true", help="run the contenders in reverse order (a second "
-                        "round in the other order shows what running first or last does)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -52,14 +51,14 @@ def main() -> None:
     contenders = []
     for spec in args.export:
         name, _, folder = spec.partition("=")
-        contenders += [Contender(f"{name} export", "export", folder, 1), Contender(f"{name} export b{args.batch}", "export",
-                                                                                     folder, args.batch)]
+        contenders += [ForcedContender(f"{name} export", "export", folder, 1),
+                       ForcedContender(f"{name} export b{args.batch}", "export", folder, args.batch)]
     if fw_folder:
-        contenders += [Contender("faster-whisper int8", "faster-whisper", fw_folder, 1),
-                       Contender(f"faster-whisper int8 batched b{args.batch}", "faster-whisper-batched", fw_folder,
-                                 args.batch)]
-    if args.reverse:
-        contenders.reverse()
+        contenders += [ForcedContender("faster-whisper int8", "faster-whisper", fw_folder, 1),
+                       ForcedContender(f"faster-whisper int8 batched b{args.batch}", "faster-whisper-batched",
+                                       fw_folder, args.batch)]
+    if not contenders:
+        parser.error("nothing to time: give --export NAME=FOLDER and/or --faster-whisper(-random)")
     dataset = load_dataset(args.data or default_speech_dir() / "splits" / "dev.txt")
     clips, needed = [], args.windows * 30 * 16000
     for clip in dataset:
@@ -67,24 +66,18 @@ def main() -> None:
         if sum(len(c) for c in clips) >= needed:
             break
     windows = speech_windows(clips, args.windows)
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        windows_file = Path(scratch) / "windows.npy"
-        np.save(windows_file, np.stack(windows))
-        for contender in contenders:
-            print(f"{contender.name} ...", file=sys.stderr, flush=True)
-            result = run_in_subprocess(contender, windows_file, args.tokens, args.threads)
-            if set(result.token_counts) != {args.tokens}:
-                raise SystemExit(f"{contender.name} decoded {result.token_counts} tokens, not {args.tokens} a window")
-            print(f"  RTFx {result.rtfx:.3f}, encoder {result.encoder_ms_per_window:.0f} ms/window, decoder "
-                  f"{result.decoder_ms_per_token:.1f} ms/token, peak {result.peak_rss_mb / 1024:.2f} GB",
-                  file=sys.stderr, flush=True)
-            results.append(result)
+    print(f"{len(contenders)} contenders, {args.windows} windows of {args.tokens} tokens, taking turns ...",
+          file=sys.stderr, flush=True)
+    results = run_forced(contenders, windows, args.tokens, args.threads,
+                         log=lambda message: print(message, file=sys.stderr, flush=True))
     report = {"windows": args.windows, "tokens_per_window": args.tokens, "threads": args.threads,
               "environment": environment(), "results": [asdict(r) for r in results]}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results))
+    if any(result.failure for result in results):
+        return 1
+    return 0
 
 
 def convert_random(arch: str, cache: Path) -> Path:
@@ -104,10 +97,13 @@ def table(results) -> str:
     lines = ["| contender | encoder | RTFx | encoder ms / window | decoder ms / token | peak RSS GB | weights GB |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
+        if r.failure:
+            lines.append(f"| {r.name} | failed: {r.failure} | | | | | |")
+            continue
         lines.append(f"| {r.name} | {r.encoder} | {r.rtfx:.3f} | {r.encoder_ms_per_window:.0f} | "
                      f"{r.decoder_ms_per_token:.1f} | {r.peak_rss_mb / 1024:.2f} | {r.weight_mb / 1024:.2f} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lite_whisper.benchmark.harness import Contender, describe_failure, run_interleaved
+from lite_whisper.benchmark.harness import Contender, describe_failure, in_own_process, run_interleaved
 
 
 class FakeClock:
@@ -110,3 +110,69 @@ def test_bad_arguments_are_refused():
         run_interleaved([contender], [])
     with pytest.raises(ValueError, match="chunk_size"):
         run_interleaved([contender], clips(1), chunk_size=0)
+
+
+class Echo:
+    """Built in a contender's own process (importable: this module travels by name): transcripts name the
+    process, clip and sample count; `fail_on` raises, `die_on` kills the process as the kernel's OOM killer would."""
+
+    def __init__(self, tag: str, fail_on: str | None = None, die_on: str | None = None, ballast_mb: int = 0):
+        import os
+
+        self.tag, self.fail_on, self.die_on, self.pid, self.calls = tag, fail_on, die_on, os.getpid(), 0
+        self.ballast = bytearray(ballast_mb * 2**20)  # resident: its peak memory is this process's, not the parent's
+        self.ballast[::4096] = b"x" * len(self.ballast[::4096])
+
+    def __call__(self, items):
+        import os
+        import signal
+
+        self.calls += 1
+        for clip_id, samples in items:
+            if clip_id == self.fail_on:
+                raise MemoryError("could not allocate 12 GB")
+            if clip_id == self.die_on:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return [f"{self.tag} {self.pid} {clip_id} {len(samples)}" for clip_id, samples in items]
+
+    def after_warmup(self):
+        self.calls = 0
+
+    def details(self):
+        return {"calls_after_warmup": self.calls, "pid": self.pid}
+
+
+def refuse_to_build(tag: str):
+    raise FileNotFoundError(f"{tag}: no such model folder")
+
+
+def test_contenders_in_their_own_processes_take_turns_and_report_their_own_memory():
+    import os
+
+    data = clips(5)
+    timings = run_interleaved([in_own_process("A", Echo, data, "A", ballast_mb=64), in_own_process("B", Echo, data, "B"),
+                               Contender("here", lambda items: [f"here {clip_id}" for clip_id, _ in items])],
+                              data, chunk_size=2)
+    a, b, here = timings
+    assert not a.failed and not b.failed and not here.failed
+    pids = {a.hypotheses[0].split()[1], b.hypotheses[0].split()[1]}
+    assert len(pids) == 2 and str(os.getpid()) not in pids  # each in a process of its own
+    assert a.hypotheses == [f"A {a.details['pid']} c{i} 16000" for i in range(5)]  # the clips' audio reached it
+    assert a.details["calls_after_warmup"] == 3  # chunks of 2, 2, 1 after the warm-up was reset
+    assert a.details["peak_rss_mb"] > b.details["peak_rss_mb"] + 48  # A's 64 MB ballast is A's alone
+    assert here.details == {}
+
+
+def test_a_process_contender_that_fails_to_build_raises_or_dies_is_reported_and_the_others_finish():
+    data = clips(4)
+    timings = run_interleaved([in_own_process("unbuilt", refuse_to_build, data, "large-v9"),
+                               in_own_process("raises", Echo, data, "R", fail_on="c2"),
+                               in_own_process("dies", Echo, data, "D", die_on="c3"),
+                               in_own_process("fine", Echo, data, "F")], data, chunk_size=2)
+    unbuilt, raises, dies, fine = timings
+    assert unbuilt.failure == "FileNotFoundError: large-v9: no such model folder" and unbuilt.warmup_runs == 0
+    assert raises.failure == "out of memory: MemoryError: could not allocate 12 GB"
+    assert len(raises.hypotheses) == 2
+    assert dies.failure == "its process ended with exit code -9 (killed: out of memory?)"
+    assert len(dies.hypotheses) == 2
+    assert not fine.failed and len(fine.hypotheses) == 4

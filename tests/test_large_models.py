@@ -181,16 +181,22 @@ def test_a_folder_in_the_authors_layout_exports_and_transcribes(tmp_path, capsys
 
 
 def test_the_forced_decode_benchmark_makes_exactly_n_tokens_a_window_in_every_contender(miniature_export):
-    """The benchmark's contenders on the miniature export: the export (batched) and faster-whisper's two pipelines
-    (on the export's decoder folder, a CTranslate2 model whose placeholder encoder runs: enough to count tokens)."""
-    from lite_whisper.benchmark.forced_decode import Contender, run_contender, speech_windows
+    """The benchmark's contenders on the miniature export, taking turns: the export (batched) and faster-whisper's two
+    pipelines (on the export's decoder folder, a CTranslate2 model whose placeholder encoder runs: enough to count
+    tokens); the export once more in a process of its own, as the script runs every contender."""
+    from lite_whisper.benchmark.forced_decode import ForcedContender, run_forced, speech_windows
 
     _, _, folder, _ = miniature_export
     windows = speech_windows([audio(7.0, seed=s) for s in range(3)], 2)  # 21 s of clips, reused to fill 60 s
     assert [len(w) for w in windows] == [480000, 480000]
-    for contender in (Contender("export", "export", str(folder), 2),
-                      Contender("fw", "faster-whisper", str(folder / "decoder")),
-                      Contender("fw batched", "faster-whisper-batched", str(folder / "decoder"), 2)):
-        result = run_contender(contender, windows, 12, threads=1)
-        assert result.token_counts == [12, 12], contender.name
+    contenders = [ForcedContender("export", "export", str(folder), 2),
+                  ForcedContender("fw", "faster-whisper", str(folder / "decoder")),
+                  ForcedContender("fw batched", "faster-whisper-batched", str(folder / "decoder"), 2)]
+    results = run_forced(contenders, windows, 12, threads=1, own_process=False)
+    for result in results:
+        assert result.failure == "" and result.token_counts == [12, 12], result.name
         assert result.rtfx > 0 and result.encoder_seconds > 0 and result.weight_mb > 0 and result.peak_rss_mb > 0
+    apart, missing = run_forced([contenders[0], ForcedContender("gone", "export", str(folder / "missing"))],
+                                windows, 12, threads=1)
+    assert apart.failure == "" and apart.token_counts == [12, 12] and apart.peak_rss_mb > 0
+    assert missing.failure and missing.rtfx is None  # reported; the other contender finished
