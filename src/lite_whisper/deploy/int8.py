@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from lite_whisper.deploy.int8_writer import Int8Writer
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 
 
@@ -53,6 +54,7 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
     `guided_exclusion`'s few trials.
     """
     candidates = int8_candidates(source)
+    writer = Int8Writer(source)  # every trial reuses its int8 weights: each is quantised once
     with tempfile.TemporaryDirectory(prefix="lite-whisper-int8-") as scratch:
         trial = Path(scratch) / "trial.onnx"
         last: dict = {}  # the trial on disk: its float32 set, what quantize_encoder kept, its error
@@ -62,7 +64,7 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
 
         def error(quantised: set[str]) -> float:
             excluded = [name for name in candidates if name not in quantised]
-            kept = quantize_encoder(source, trial, min_inner, exclude=excluded)
+            kept = quantize_encoder(source, trial, min_inner, exclude=excluded, writer=writer)
             measured = measure(trial)
             last.update(excluded=set(excluded), kept=kept, error=measured)
             return measured
@@ -98,7 +100,7 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
             move_onnx(trial, target)
             kept, final = last["kept"], last["error"]
         else:
-            kept = quantize_encoder(source, target, min_inner, exclude=excluded)
+            kept = quantize_encoder(source, target, min_inner, exclude=excluded, writer=writer)
             final = measure(target)
     quantised = sum(name not in kept for name in candidates)
     float_share = sum(candidates[name] for name in kept if name in candidates) / sum(candidates.values())
@@ -155,38 +157,28 @@ def move_onnx(source: Path, target: Path) -> None:
 
 
 def quantize_encoder(source: str | Path, target: str | Path, min_inner: int = 0,
-                     exclude: list[str] | None = None) -> list[str]:
+                     exclude: list[str] | None = None, writer: Int8Writer | None = None) -> list[str]:
     """Write an int8-weight copy of the ONNX encoder `source` to `target` (dynamic quantisation).
 
     Per-channel int8 weights for every MatMul with a constant 2-D weight, activations quantised
-    on the fly. Weights use 7 of the 8 bits (`reduce_range`): CPUs without VNNI (AVX2 only, e.g.
+    on the fly (ONNX Runtime's dynamic quantisation, written tensor by tensor: `int8_writer`). Weights
+    use 7 of the 8 bits (`reduce_range`): CPUs without VNNI (AVX2 only, e.g.
     AMD Zen 2/3) multiply uint8 activations by int8 weights with VPMADDUBSW, which saturates the
     sum of two full-range products at 16 bits; 7-bit weights cannot overflow it, so a folder
     exported anywhere is right everywhere (measured on an AVX2-only CPU, tiny.en with every MatMul
-    int8: relative output error 0.183 with 8-bit weights, 0.081 with 7-bit; docs/RESULTS.md §8). MatMuls whose inner dimension is below `min_inner` stay float32 (the quantise
-    step in front of a thin low-rank MatMul can cost more than it saves), as do those named in
-    `exclude`. Returns the MatMuls with constant weights left in float32.
+    int8: relative output error 0.183 with 8-bit weights, 0.081 with 7-bit; docs/RESULTS.md §8). MatMuls whose
+    inner dimension is below `min_inner` stay float32 (the quantise step in front of a thin low-rank MatMul can
+    cost more than it saves), as do those named in `exclude` and the per-head matrices of reduced-dimension
+    attention (3-D constants: per-channel int8 takes 2-D weights only). Returns the MatMuls with constant
+    weights left in float32. `writer`: one already made for `source` (the search's trials share its int8 weights).
     """
-    graph = onnx.load(str(source), load_external_data=False).graph
-    weights = {init.name: list(init.dims) for init in graph.initializer}
-
-    def keep_float(node) -> bool:
-        shape = weights.get(node.input[1])
-        # per-channel int8 takes 2-D weights only: the per-head matrices of reduced-dimension
-        # attention (3-D constants) stay float32, as do thin MatMuls below min_inner
-        return shape is not None and (len(shape) != 2 or shape[0] < min_inner)
-
+    writer = writer or Int8Writer(source)
+    graph = writer.model.graph
     named = set(exclude or ())
-    excluded = [node.name for node in graph.node if node.op_type == "MatMul" and (keep_float(node) or node.name in named)]
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # the quantiser's advice to pre-process, once per call, is not for our users
-    try:
-        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                         reduce_range=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
-                         use_external_data_format=any(init.data_location == onnx.TensorProto.EXTERNAL
-                                                      for init in graph.initializer))
-    finally:
-        logging.disable(previous)
+    excluded = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in writer.initializers
+                and (node.name not in writer.candidates or writer.weight_shape(node.name)[0] < min_inner
+                     or node.name in named)]
+    writer.write(target, [name for name in writer.candidates if name not in excluded])
     return excluded
 
 
