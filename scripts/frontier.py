@@ -40,6 +40,9 @@ def main() -> int:
     parser.add_argument("--variants", type=Path, help="a `lite-whisper variants` root: every folder is evaluated too")
     parser.add_argument("--only", help="comma-separated variant names (default: every folder of --variants)")
     parser.add_argument("--eval-limit", type=int, help="evaluate only the first N clips of each set")
+    parser.add_argument("--encoder", default="int8", choices=["int8", "bfloat16", "float32"],
+                        help="the exports' encoder for evaluation and timing (default: int8, what every CPU runs; "
+                        "bfloat16 where OpenVINO and the CPU have it): results kept apart per encoder")
     parser.add_argument("--threads", type=int, default=2, help="threads for every command and the timing (default: 2)")
     parser.add_argument("--speed-clips", type=int, default=24, help="clean clips the timing transcribes (default: 24)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch in the timing (default: 8)")
@@ -62,8 +65,9 @@ def main() -> int:
         datasets += [(name, str(folder)) for name, folder in variant_folders(args.variants)
                      if only is None or name in only]
     out = args.output
-    for folder in ("stats", "models", "exports", "eval"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    evaluations = out / ("eval" if args.encoder == "int8" else f"eval-{args.encoder}")
+    for folder in (out / "stats", out / "models", out / "exports", evaluations):
+        folder.mkdir(parents=True, exist_ok=True)
     threads = ["--threads", str(args.threads)]
 
     rows = []
@@ -83,10 +87,10 @@ def main() -> int:
                   *(["--overwrite"] if export_folder.exists() else [])])
         wers = {}
         for name, spec in datasets:
-            result = out / "eval" / point.label / f"{name}.json"
+            result = evaluations / point.label / f"{name}.json"
             if not result.exists():
                 result.parent.mkdir(parents=True, exist_ok=True)
-                _run(["eval", str(export_folder), "--data", spec, "--encoder", "int8", *threads, "--no-progress",
+                _run(["eval", str(export_folder), "--data", spec, "--encoder", args.encoder, *threads, "--no-progress",
                       "--output", str(result), *(["--limit", str(args.eval_limit)] if args.eval_limit else [])])
             wers[name] = json.loads(result.read_text())["wer"]
         rows.append((point, wers))
@@ -96,16 +100,17 @@ def main() -> int:
     speed = measure_speed(out, [point for point, _ in rows], data, args)
     summary = with_ratios([summarise(point, wers, speed["rtfx"].get(point.label, {})) for point, wers in rows])
     speed_key = f"b{args.batch_size}"
-    (out / "frontier.json").write_text(json.dumps({"points": summary, "speed": speed,
-                                                   "datasets": [name for name, _ in datasets]}, indent=2) + "\n")
+    stem = out / ("frontier" if args.encoder == "int8" else f"frontier-{args.encoder}")
+    Path(f"{stem}.json").write_text(json.dumps({"points": summary, "speed": speed, "encoder": args.encoder,
+                                                "datasets": [name for name, _ in datasets]}, indent=2) + "\n")
     text = table(summary, speed_key)
-    (out / "frontier.md").write_text(text + "\n")
+    Path(f"{stem}.md").write_text(text + "\n")
     print(text)
     cpu = speed["environment"].get("cpu", "")
-    plot_frontier(summary, out / "frontier.png", speed_key,
-                  title=f"int8 exports, {args.threads} threads{', ' + cpu if cpu else ''}; "
+    plot_frontier(summary, f"{stem}.png", speed_key,
+                  title=f"exports, {args.encoder} encoder, {args.threads} threads{', ' + cpu if cpu else ''}; "
                         f"WER on {speed['eval_clips']} clips per set")
-    print(f"wrote {out / 'frontier.json'}, {out / 'frontier.md'}, {out / 'frontier.png'}")
+    print(f"wrote {stem}.json, {stem}.md, {stem}.png")
     return 0
 
 
@@ -120,8 +125,8 @@ def measure_speed(out: Path, points: list[FrontierPoint], data: str, args) -> di
     from lite_whisper.transcription.types import DecodingOptions
 
     key = {"labels": sorted(point.label for point in points), "clips": args.speed_clips, "threads": args.threads,
-           "batch_size": args.batch_size, "data": data}
-    cache = out / "speed.json"
+           "batch_size": args.batch_size, "data": data, "encoder": args.encoder}
+    cache = out / ("speed.json" if args.encoder == "int8" else f"speed-{args.encoder}.json")
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
     clips = [(clip.id, clip.audio) for clip in load_dataset(data, limit=args.speed_clips)]
@@ -129,7 +134,7 @@ def measure_speed(out: Path, points: list[FrontierPoint], data: str, args) -> di
     options = DecodingOptions(language="en")
     contenders = []
     for point in points:
-        engine = ExportedWhisper(out / "exports" / point.label, encoder="int8", threads=args.threads)
+        engine = ExportedWhisper(out / "exports" / point.label, encoder=args.encoder, threads=args.threads)
         for size in sorted({1, args.batch_size}):
             contenders.append(Contender(f"{point.label} b{size}", lambda items, engine=engine, size=size: [
                 t.text for t in transcribe_clips(engine, items, batch_size=size, options=options)]))

@@ -156,7 +156,7 @@ def plot_frontier(rows: list[dict], path: str | Path, speed_key: str, title: str
                     text = "dense" if row["fraction"] is None else f"{round(100 * row['fraction'])}%"
                     axis.annotate(text, (row["rtfx"][speed_key], row[key]), textcoords="offset points",
                                   xytext=(4, 4), fontsize=7, color=colours[model])
-        axis.set_xlabel(f"end-to-end speed, int8 export (RTFx, {speed_key}; right is faster)")
+        axis.set_xlabel(f"end-to-end speed of the export (RTFx, {speed_key}; right is faster)")
         axis.set_ylabel("WER % (lower is better)")
         axis.set_title(name, fontsize=10)
         axis.grid(alpha=0.3)
