@@ -25,7 +25,6 @@ from pathlib import Path
 
 import ctranslate2
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.benchmark.harness import Contender, Timing, run_interleaved
@@ -34,6 +33,7 @@ from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 from lite_whisper.evaluation.wer import corpus_errors
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.runtime.faster_whisper_engine import FasterWhisperPipelines
 from lite_whisper.transcription.engine import transcribe_clips
 from lite_whisper.transcription.types import DecodingOptions
 
@@ -107,25 +107,18 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
     references = [reference for _, _, reference in clips]
     audio_seconds = sum(len(audio) for _, audio, _ in clips) / SAMPLE_RATE
     language = "en"  # the dev split is English; English-only and multilingual models alike
-    cores = threads or 0
     with tempfile.TemporaryDirectory(prefix="lite-whisper-fw-") as scratch:
         log("converting the dense model to CTranslate2 int8 (faster-whisper's format) ...")
         fw_folder = convert_to_ctranslate2(dense_model, processor, Path(scratch) / "ct2", quantization="int8")
-        fw = WhisperModel(str(fw_folder), device="cpu", compute_type="int8", cpu_threads=cores)
-        fw_options = dict(language=language, beam_size=1, temperature=0.0, without_timestamps=True,
-                          condition_on_previous_text=False)
-        batched = BatchedInferencePipeline(model=fw)
+        fw = FasterWhisperPipelines(fw_folder, options=DecodingOptions(language=language), threads=threads)
         ours = ExportedWhisper(export_folder, encoder=encoder, threads=threads)
         ours_options = DecodingOptions(language=language)
 
         def faster_whisper_run(items):
-            return [" ".join(s.text.strip() for s in fw.transcribe(audio, **fw_options)[0]).strip()
-                    for _, audio in items]
+            return [text for text, _ in fw.sequential([audio for _, audio in items])]
 
         def batched_run(items):
-            return [" ".join(s.text.strip() for s in batched.transcribe(audio, batch_size=batch_size,
-                                                                        **fw_options)[0]).strip()
-                    for _, audio in items]
+            return [text for text, _ in fw.batched_vad([audio for _, audio in items], batch_size)]
 
         def ours_run(items, size):
             return [t.text for t in transcribe_clips(ours, items, batch_size=size, options=ours_options)]
@@ -142,7 +135,7 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
         features = processor.feature_extractor(clips[0][1], sampling_rate=SAMPLE_RATE,
                                                return_tensors="np").input_features.astype(np.float32)
         states = ctranslate2.StorageView.from_array(np.ascontiguousarray(features))
-        engines = {"ctranslate2 int8 (dense)": lambda: fw.model.encode(states, to_cpu=True)}
+        engines = {"ctranslate2 int8 (dense)": lambda: fw.model.model.encode(states, to_cpu=True)}
         for kind, engine in runnable_encoders(ours.manifest).items():
             run_encoder = open_encoder(export_folder, ours.manifest, kind, threads=threads)
             engines[f"{engine} {kind} (export)"] = lambda run_encoder=run_encoder: run_encoder(features)

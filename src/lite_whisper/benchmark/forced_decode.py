@@ -26,14 +26,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
-from transformers import GenerationConfig
 
 from lite_whisper.benchmark.end_to_end import EncoderTimed
 from lite_whisper.benchmark.harness import Contender, Timing, in_own_process, run_interleaved
 from lite_whisper.data.audio import SAMPLE_RATE, WINDOW_SECONDS
 from lite_whisper.memory import peak_rss_mb
-from lite_whisper.runtime.exported import ExportedWhisper, pipeline_limits
+from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.runtime.faster_whisper_engine import FasterWhisperPipelines
 from lite_whisper.transcription.types import DecodingOptions
 
 KINDS = ("export", "faster-whisper", "faster-whisper-batched")
@@ -154,26 +153,16 @@ def _export_runner(contender: ForcedContender, tokens: int, threads: int | None)
 
 
 def _faster_whisper_runner(contender: ForcedContender, tokens: int, threads: int | None):
-    model = WhisperModel(contender.folder, device="cpu", compute_type="int8", cpu_threads=threads or 0)
-    # CTranslate2 on the CPU: synchronous, nothing to wait for
-    timed = EncoderTimed(SimpleNamespace(encode=model.encode, synchronize=lambda: None))
-    model.encode = timed.encode  # both pipelines encode through the model's encode
-    generation = GenerationConfig(is_multilingual=model.model.is_multilingual,
-                                  eos_token_id=model.hf_tokenizer.token_to_id("<|endoftext|>"),
-                                  no_timestamps_token_id=model.hf_tokenizer.token_to_id("<|notimestamps|>"))
     options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
-    settings = dict(language="en" if model.model.is_multilingual else None, beam_size=1, temperature=[0.0],
-                    without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                    **pipeline_limits(generation, options))
+    pipelines = FasterWhisperPipelines(contender.folder, options=options, threads=threads)
+    # CTranslate2 on the CPU: synchronous, nothing to wait for
+    timed = EncoderTimed(SimpleNamespace(encode=pipelines.model.encode, synchronize=lambda: None))
+    pipelines.model.encode = timed.encode  # both pipelines encode through the model's encode
 
     def transcribe(windows: list[np.ndarray]) -> list[int]:
         if contender.kind == "faster-whisper":
-            return [sum(len(s.tokens) for s in model.transcribe(window, **settings)[0]) for window in windows]
-        audio = np.concatenate(windows)
-        clips = [{"start": i * WINDOW_SECONDS, "end": (i + 1) * WINDOW_SECONDS} for i in range(len(windows))]
-        segments, _ = BatchedInferencePipeline(model=model).transcribe(audio, batch_size=contender.batch,
-                                                                      clip_timestamps=clips, **settings)
-        return [len(s.tokens) for s in segments]
+            return [count for _, count in pipelines.sequential(windows)]
+        return [count for _, count in pipelines.batched(windows, contender.batch)]
 
     return transcribe, timed, "ctranslate2 int8", _bytes([], Path(contender.folder) / "model.bin")
 

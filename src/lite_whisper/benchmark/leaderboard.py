@@ -80,26 +80,15 @@ class FasterWhisperRunner(Runner):
 
     def __init__(self, folder: str, *, device: str, compute_type: str, options: DecodingOptions,
                  generation_config, batch_size: int):
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from lite_whisper.runtime.faster_whisper_engine import FasterWhisperPipelines
 
-        from lite_whisper.runtime.exported import pipeline_limits
-
-        self.model = WhisperModel(folder, device=device, compute_type=compute_type)
-        self.pipeline = BatchedInferencePipeline(model=self.model)
+        self.pipelines = FasterWhisperPipelines(folder, options=options, device=device, compute_type=compute_type,
+                                                generation_config=generation_config)
         self.batch_size = batch_size
-        multilingual = self.model.model.is_multilingual
-        self.settings = dict(language=(options.language or "en") if multilingual else None, beam_size=options.beam_size,
-                             temperature=list(options.temperatures), without_timestamps=True,
-                             condition_on_previous_text=False, vad_filter=False,
-                             **pipeline_limits(generation_config, options))
 
     def transcribe(self, audio):
-        joined = np.concatenate([np.asarray(a, dtype=np.float32) for a in audio])
-        edges = np.cumsum([0] + [len(a) for a in audio]) / SAMPLE_RATE
-        clips = [{"start": float(start), "end": float(end)} for start, end in zip(edges, edges[1:])]
-        segments = list(self.pipeline.transcribe(joined, batch_size=self.batch_size, clip_timestamps=clips,
-                                                 **self.settings)[0])
-        return [segment.text.strip() for segment in segments], [len(segment.tokens) for segment in segments]
+        results = self.pipelines.batched(audio, self.batch_size)
+        return [text for text, _ in results], [count for _, count in results]
 
 
 def run_leaderboard(contenders: Sequence[tuple[str, Callable[[int], Runner]]], clips: Sequence[np.ndarray],

@@ -1,4 +1,8 @@
-"""faster-whisper on a CTranslate2 folder, behind the engine protocol: the reference users run today.
+"""faster-whisper on a CTranslate2 folder: the reference users run today, called here and nowhere else.
+
+`FasterWhisperPipelines` is faster-whisper as its users call it (`transcribe()` clip by clip, or
+`BatchedInferencePipeline` with its VAD or with every clip its own segment), with decoding settings
+made from lite-whisper's `DecodingOptions`: the benchmarks' baseline contenders are built on it.
 
 `load_engine(MODEL, backend="faster-whisper")` (`lite-whisper serve MODEL --faster-whisper`) converts MODEL
 (dense) to CTranslate2 int8 with CTranslate2's own converter and runs it through faster-whisper's
@@ -15,13 +19,66 @@ from pathlib import Path
 
 import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from transformers import GenerationConfig
 
 from lite_whisper.lowrank.cost import has_low_rank
 from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 from lite_whisper.models.loading import ModelLoadError
-from lite_whisper.runtime.exported import ExportedWhisper
+from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.runtime.exported import ExportedWhisper, pipeline_limits
 from lite_whisper.transcription.types import DecodingOptions
+
+
+class FasterWhisperPipelines:
+    """faster-whisper's two pipelines on one CTranslate2 folder, decoding as `options` say (greedy or beam, the
+    temperature fallback, the silence rule, forced tokens) without timestamps or previous-text conditioning.
+
+    Each method takes clips (16 kHz float32 arrays) and returns (text, token count) per clip:
+      sequential   `WhisperModel.transcribe()` clip by clip (VAD off)
+      batched      `BatchedInferencePipeline`, every clip its own segment (`clip_timestamps`), `batch_size` at a time
+      batched_vad  `BatchedInferencePipeline` clip by clip with its own Silero VAD, as its users run it on files
+    `generation_config`: the source model's (token ids for forced decoding); made from the tokenizer when None.
+    """
+
+    def __init__(self, folder: str | Path, *, options: DecodingOptions, device: str = "cpu", compute_type: str = "int8",
+                 threads: int | None = None, generation_config=None):
+        self.model = WhisperModel(str(folder), device=device, compute_type=compute_type, cpu_threads=threads or 0)
+        self.pipeline = BatchedInferencePipeline(model=self.model)
+        tokenizer = self.model.hf_tokenizer
+        generation_config = generation_config or GenerationConfig(
+            is_multilingual=self.model.model.is_multilingual, eos_token_id=tokenizer.token_to_id("<|endoftext|>"),
+            no_timestamps_token_id=tokenizer.token_to_id("<|notimestamps|>"))
+        self.settings = dict(language=(options.language or "en") if self.model.model.is_multilingual else None,
+                             beam_size=options.beam_size, temperature=list(options.temperatures),
+                             without_timestamps=True, condition_on_previous_text=False,
+                             **pipeline_limits(generation_config, options))
+
+    def sequential(self, clips) -> list[tuple[str, int]]:
+        results = []
+        for audio in clips:
+            segments = list(self.model.transcribe(audio, vad_filter=False, **self.settings)[0])
+            results.append((_joined(segments), sum(len(segment.tokens) for segment in segments)))
+        return results
+
+    def batched(self, clips, batch_size: int) -> list[tuple[str, int]]:
+        clips = [np.asarray(audio, dtype=np.float32) for audio in clips]
+        edges = np.cumsum([0] + [len(audio) for audio in clips]) / SAMPLE_RATE
+        spans = [{"start": float(start), "end": float(end)} for start, end in zip(edges, edges[1:])]
+        segments = list(self.pipeline.transcribe(np.concatenate(clips), batch_size=batch_size, clip_timestamps=spans,
+                                                 vad_filter=False, **self.settings)[0])
+        return [(segment.text.strip(), len(segment.tokens)) for segment in segments]
+
+    def batched_vad(self, clips, batch_size: int) -> list[tuple[str, int]]:
+        results = []
+        for audio in clips:
+            segments = list(self.pipeline.transcribe(audio, batch_size=batch_size, vad_filter=True, **self.settings)[0])
+            results.append((_joined(segments), sum(len(segment.tokens) for segment in segments)))
+        return results
+
+
+def _joined(segments) -> str:
+    return " ".join(segment.text.strip() for segment in segments).strip()
 
 
 class FasterWhisperEngine(ExportedWhisper):
@@ -34,7 +91,9 @@ class FasterWhisperEngine(ExportedWhisper):
                  compute_type: str = "int8", name: str | None = None):
         self.folder = Path(folder)
         self.manifest = {}
-        self.pipeline = WhisperModel(str(folder), device="cpu", compute_type=compute_type, cpu_threads=threads or 0)
+        # the one place faster-whisper is built; this engine decodes with its own settings (ExportedWhisper's)
+        self.pipeline = FasterWhisperPipelines(folder, options=DecodingOptions(), compute_type=compute_type,
+                                               threads=threads, generation_config=generation_config).model
         self.decoder = self.pipeline.model
         self.encoder = self._encode_ct2
         self.encoder_kind = f"ctranslate2 {compute_type}"
