@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lite_whisper.memory import peak_rss_mb
+
 Clip = tuple[str, np.ndarray]  # (id, 16 kHz mono float32 samples)
 
 
@@ -191,8 +193,6 @@ def _answer(message: tuple[str, Any]) -> Any:
 
 def _serve(connection, factory, args, kwargs, clips: list[Clip]) -> None:
     """The child's side of `in_own_process`: build, then answer requests until told to close."""
-    from lite_whisper.memory import peak_rss_mb
-
     try:
         transcribe = factory(*args, **kwargs)
     except Exception as error:
