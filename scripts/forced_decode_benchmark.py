@@ -23,7 +23,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.benchmark.forced_decode import ForcedContender, run_forced, speech_windows
 from lite_whisper.data.datasets import default_speech_dir, load_dataset

@@ -9,8 +9,8 @@ Contenders (greedy, no timestamps, temperature 0, no previous-text conditioning)
   lite-whisper export b1    the same, one clip at a time (what batching adds, apart)
 
 They take turns batch by batch after a warm-up (`harness.run_interleaved`), timing features, encoder
-and decoding (audio is decoded beforehand for all alike); one that fails is reported and the others go on. RTFx = audio seconds / wall seconds; WER with the project's
-normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against every
+and decoding (audio is decoded beforehand for all alike); one that fails is reported and the others
+go on. RTFx = audio seconds / wall seconds; WER with the project's normaliser. Encoder-only latency: CTranslate2's `encode()` of the dense int8 model against every
 encoder of the export this machine runs (ONNX Runtime float32 and int8, OpenVINO bfloat16), 30 s
 input, batch 1, interleaved, medians.
 """

@@ -136,10 +136,15 @@ def _result(contender: ForcedContender, timing: Timing, windows: int, tokens: in
         peak_rss_mb=round(timing.details["peak_rss_mb"]), weight_mb=round(timing.details["weight_bytes"] / 2**20, 1))
 
 
+def forced_options(tokens: int) -> DecodingOptions:
+    """Exactly `tokens` tokens a window, end of text suppressed, no silence rule: what every contender decodes."""
+    return DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
+
+
 def _export_runner(contender: ForcedContender, tokens: int, threads: int | None):
     engine = ExportedWhisper(contender.folder, encoder=contender.encoder, threads=threads)
     timed = EncoderTimed(engine)
-    options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
+    options = forced_options(tokens)
 
     def transcribe(windows: list[np.ndarray]) -> list[int]:
         counts = []
@@ -153,7 +158,7 @@ def _export_runner(contender: ForcedContender, tokens: int, threads: int | None)
 
 
 def _faster_whisper_runner(contender: ForcedContender, tokens: int, threads: int | None):
-    options = DecodingOptions(language="en", forced_tokens=tokens, no_speech_threshold=None)
+    options = forced_options(tokens)
     pipelines = FasterWhisperPipelines(contender.folder, options=options, threads=threads)
     # CTranslate2 on the CPU: synchronous, nothing to wait for
     timed = EncoderTimed(SimpleNamespace(encode=pipelines.model.encode, synchronize=lambda: None))

@@ -24,8 +24,8 @@ from transformers import GenerationConfig
 
 from lite_whisper.lowrank.cost import has_low_rank
 from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
-from lite_whisper.models.loading import ModelLoadError
 from lite_whisper.data.audio import SAMPLE_RATE
+from lite_whisper.models.loading import ModelLoadError
 from lite_whisper.runtime.exported import ExportedWhisper, pipeline_limits
 from lite_whisper.transcription.types import DecodingOptions
 
@@ -43,7 +43,7 @@ class FasterWhisperPipelines:
 
     def __init__(self, folder: str | Path, *, options: DecodingOptions, device: str = "cpu", compute_type: str = "int8",
                  threads: int | None = None, generation_config=None):
-        self.model = WhisperModel(str(folder), device=device, compute_type=compute_type, cpu_threads=threads or 0)
+        self.model = faster_whisper_model(folder, device=device, compute_type=compute_type, threads=threads)
         self.pipeline = BatchedInferencePipeline(model=self.model)
         tokenizer = self.model.hf_tokenizer
         generation_config = generation_config or GenerationConfig(
@@ -55,11 +55,7 @@ class FasterWhisperPipelines:
                              **pipeline_limits(generation_config, options))
 
     def sequential(self, clips) -> list[tuple[str, int]]:
-        results = []
-        for audio in clips:
-            segments = list(self.model.transcribe(audio, vad_filter=False, **self.settings)[0])
-            results.append((_joined(segments), sum(len(segment.tokens) for segment in segments)))
-        return results
+        return _per_clip(lambda audio: self.model.transcribe(audio, vad_filter=False, **self.settings)[0], clips)
 
     def batched(self, clips, batch_size: int) -> list[tuple[str, int]]:
         clips = [np.asarray(audio, dtype=np.float32) for audio in clips]
@@ -70,15 +66,24 @@ class FasterWhisperPipelines:
         return [(segment.text.strip(), len(segment.tokens)) for segment in segments]
 
     def batched_vad(self, clips, batch_size: int) -> list[tuple[str, int]]:
-        results = []
-        for audio in clips:
-            segments = list(self.pipeline.transcribe(audio, batch_size=batch_size, vad_filter=True, **self.settings)[0])
-            results.append((_joined(segments), sum(len(segment.tokens) for segment in segments)))
-        return results
+        return _per_clip(lambda audio: self.pipeline.transcribe(audio, batch_size=batch_size, vad_filter=True,
+                                                                **self.settings)[0], clips)
 
 
-def _joined(segments) -> str:
-    return " ".join(segment.text.strip() for segment in segments).strip()
+def faster_whisper_model(folder: str | Path, *, device: str = "cpu", compute_type: str = "int8",
+                         threads: int | None = None) -> WhisperModel:
+    """faster-whisper's `WhisperModel` on a CTranslate2 folder (`threads` None: CTranslate2's default)."""
+    return WhisperModel(str(folder), device=device, compute_type=compute_type, cpu_threads=threads or 0)
+
+
+def _per_clip(segments_of, clips) -> list[tuple[str, int]]:
+    """(the segments' texts joined, their token count) for each clip, `segments_of(audio)` giving its segments."""
+    results = []
+    for audio in clips:
+        segments = list(segments_of(audio))
+        results.append((" ".join(segment.text.strip() for segment in segments).strip(),
+                        sum(len(segment.tokens) for segment in segments)))
+    return results
 
 
 class FasterWhisperEngine(ExportedWhisper):
@@ -91,9 +96,7 @@ class FasterWhisperEngine(ExportedWhisper):
                  compute_type: str = "int8", name: str | None = None):
         self.folder = Path(folder)
         self.manifest = {}
-        # the one place faster-whisper is built; this engine decodes with its own settings (ExportedWhisper's)
-        self.pipeline = FasterWhisperPipelines(folder, options=DecodingOptions(), compute_type=compute_type,
-                                               threads=threads, generation_config=generation_config).model
+        self.pipeline = faster_whisper_model(folder, compute_type=compute_type, threads=threads)
         self.decoder = self.pipeline.model
         self.encoder = self._encode_ct2
         self.encoder_kind = f"ctranslate2 {compute_type}"
