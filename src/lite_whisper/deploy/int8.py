@@ -23,13 +23,11 @@ from lite_whisper.deploy.int8_writer import Int8Writer
 from lite_whisper.runtime.onnx_encoder import OnnxEncoder
 
 
-def int8_candidates(source: str | Path) -> dict[str, int]:
+def int8_candidates(source: str | Path | Int8Writer) -> dict[str, int]:
     """The MatMul nodes with constant 2-D weights, in graph order, with their weight sizes (MACs per
     row of input): what int8 quantisation can take, and what leaving each in float32 costs."""
-    graph = onnx.load(str(source), load_external_data=False).graph
-    weights = {init.name: list(init.dims) for init in graph.initializer}
-    return {node.name: int(np.prod(weights[node.input[1]])) for node in graph.node
-            if node.op_type == "MatMul" and len(weights.get(node.input[1], ())) == 2}
+    writer = source if isinstance(source, Int8Writer) else Int8Writer(source)
+    return {name: int(np.prod(writer.weight_shape(name))) for name in writer.candidates}
 
 
 # up to this many candidates each is tried quantised alone (one trial each: tiny.en and base have 26-74)
@@ -53,8 +51,8 @@ def quantize_within(source: str | Path, target: str | Path, features: np.ndarray
     `int8_sensitivity.output_sensitivity`), the solo trials are replaced by it and by
     `guided_exclusion`'s few trials.
     """
-    candidates = int8_candidates(source)
-    writer = Int8Writer(source)  # every trial reuses its int8 weights: each is quantised once
+    writer = Int8Writer(source)  # the graph read once; every trial reuses its int8 weights, each quantised once
+    candidates = int8_candidates(writer)
     with tempfile.TemporaryDirectory(prefix="lite-whisper-int8-") as scratch:
         trial = Path(scratch) / "trial.onnx"
         last: dict = {}  # the trial on disk: its float32 set, what quantize_encoder kept, its error
