@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from lite_whisper.experiments.frontier import FrontierPoint, plot_frontier, summarise, table, with_ratios
+from lite_whisper.data.datasets import default_speech_dir
+from lite_whisper.experiments.frontier import CLEAN, FrontierPoint, plot_frontier, summarise, table, with_ratios
 
 
 def main() -> int:
@@ -44,7 +44,9 @@ def main() -> int:
                         help="the exports' encoder for evaluation and timing (default: int8, what every CPU runs; "
                         "bfloat16 where OpenVINO and the CPU have it): results kept apart per encoder")
     parser.add_argument("--threads", type=int, default=2, help="threads for every command and the timing (default: 2)")
-    parser.add_argument("--speed-clips", type=int, default=24, help="clean clips the timing transcribes (default: 24)")
+    parser.add_argument("--speed-clips", type=int, default=64,
+                        help="clean clips the timing transcribes (default: 64; 24 left differences of 10-15%% "
+                        "unresolved, docs/RESULTS.md §19)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch in the timing (default: 8)")
     parser.add_argument("--build-only", action="store_true", help="compress, export and evaluate; no timing, no plot")
     args = parser.parse_args()
@@ -54,8 +56,8 @@ def main() -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    data = args.data or str(Path(os.environ.get("LITE_WHISPER_SPEECH", "../shared/speech")) / "splits" / "dev.txt")
-    datasets = [("clean", data)]
+    data = args.data or str(default_speech_dir() / "splits" / "dev.txt")
+    datasets = [(CLEAN, data)]
     if args.variants is not None:
         from lite_whisper.data.variants import is_variants_root, variant_folders
         if not is_variants_root(args.variants):
@@ -109,7 +111,7 @@ def main() -> int:
     cpu = speed["environment"].get("cpu", "")
     plot_frontier(summary, f"{stem}.png", speed_key,
                   title=f"exports, {args.encoder} encoder, {args.threads} threads{', ' + cpu if cpu else ''}; "
-                        f"WER on {speed['eval_clips']} clips per set")
+                        f"WER on {args.eval_limit or 'all'} clips per set")
     print(f"wrote {stem}.json, {stem}.md, {stem}.png")
     return 0
 
@@ -150,9 +152,8 @@ def measure_speed(out: Path, points: list[FrontierPoint], data: str, args) -> di
             failures[timing.name] = timing.failure
         else:
             rtfx.setdefault(label, {})[size] = audio_seconds / timing.wall_seconds
-    eval_clips = args.eval_limit or "all"
     speed = {"key": key, "audio_seconds": audio_seconds, "rtfx": rtfx, "failures": failures,
-             "eval_clips": eval_clips, "environment": environment()}
+             "environment": environment()}
     cache.write_text(json.dumps(speed, indent=2) + "\n")
     return speed
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lite_whisper.experiments.plots import _pyplot
 
+CLEAN = "clean"  # the clean evaluation set's name; every other dataset is a variant
 _POINT = re.compile(r"^(?P<model>[^@]+?)(?:@(?P<fraction>[0-9.]+)(?:/d(?P<steps>[0-9]+))?)?$")
 
 
@@ -77,11 +78,11 @@ def geometric_mean(values) -> float:
     return float(math.exp(sum(math.log(v) for v in values) / len(values)))
 
 
-def summarise(point: FrontierPoint, wers: dict[str, float], rtfx: dict[str, float], clean: str = "clean") -> dict:
+def summarise(point: FrontierPoint, wers: dict[str, float], rtfx: dict[str, float]) -> dict:
     """One row of frontier.json: WER per dataset, the variants' geometric mean, end-to-end speed."""
-    variants = [wer for name, wer in wers.items() if name != clean]
+    variants = [wer for name, wer in wers.items() if name != CLEAN]
     return {"label": point.label, "model": point.model, "fraction": point.fraction, "recipe": point.recipe,
-            "wer": wers, "clean_wer": wers.get(clean),
+            "wer": wers, "clean_wer": wers.get(CLEAN),
             "variants_geo_mean_wer": geometric_mean(variants) if variants and min(variants) > 0 else None,
             "rtfx": rtfx}
 
@@ -95,7 +96,7 @@ def with_ratios(rows: list[dict]) -> list[dict]:
             continue
         ratios = {name: wer / reference["wer"][name] for name, wer in row["wer"].items()
                   if reference["wer"].get(name)}
-        variants = [ratio for name, ratio in ratios.items() if name != "clean"]
+        variants = [ratio for name, ratio in ratios.items() if name != CLEAN]
         row["ratios"] = ratios
         row["variants_geo_mean_ratio"] = geometric_mean(variants) if variants else None
         row["worst_variant_ratio"] = max(variants) if variants else None
@@ -143,7 +144,7 @@ def plot_frontier(rows: list[dict], path: str | Path, speed_key: str, title: str
                 line = dense + sorted((row for row in rows if row["model"] == model and row["recipe"] == recipe
                                        and row["fraction"] is not None), key=lambda row: -row["fraction"])
                 line = [row for row in line if row[key] is not None and row["rtfx"].get(speed_key)]
-                if len(line) - len(dense) <= 0:
+                if all(row["fraction"] is None for row in line):  # no compressed point of this recipe to draw
                     continue
                 axis.plot([row["rtfx"][speed_key] for row in line], [row[key] for row in line], styles[recipe],
                           marker="o", color=colours[model], label=f"{model}, {recipe}")
