@@ -4,7 +4,8 @@
       lite_whisper_export.json   manifest: source, versions, quantisation, parity figures
       encoder.onnx               float32, low-rank linears as two MatMuls, batch dynamic (OpenVINO
                                  runs it in bfloat16 where the CPU has it: deploy.encoders)
-      encoder.int8.onnx          int8 weights (--int8), quantised from an activation-smoothed copy
+      encoder.int8.onnx          int8 weights (--int8), quantised from a copy with smoothed activations and
+                                 turned low-rank middles
       decoder/                   CTranslate2 Whisper (int8) with a placeholder encoder; also a faster-whisper folder
       config.json, generation_config.json, tokenizer and preprocessor files
 
@@ -84,8 +85,8 @@ def export(
 
     `int8`: also an int8-weight encoder, with the MatMuls that would push the encoder's relative
     output error past `int8_max_error` left in float32 (`quantize_within`; None: quantise all).
-    It is quantised from a copy of the encoder whose activations are smoothed first (alpha
-    `int8_smoothing`, None: not smoothed; `smoothing.smoothed`). Smoothing ranges and the error
+    It is quantised from a copy of the encoder whose low-rank middles are turned and whose activations are
+    smoothed first (alpha `int8_smoothing`, None: neither; `smoothing.smoothed`). Smoothing ranges and the error
     bound are measured on `calibration_audio` (the parity clips when none are given; with their own
     clips, the parity figures check the int8 encoder on speech its quantisation did not see).
     """
