@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,7 @@ def test_export_writes_a_complete_parity_checked_folder(exported):
     model, folder, manifest = exported
     assert read_manifest(folder) == manifest
     assert manifest["encoder"]["default"] == "int8" and manifest["encoder"]["low_rank"]
+    assert manifest["encoder"]["int8_rotated_middles"]  # its int8 copy was quantised from turned middles
     parity = manifest["parity"]
     assert parity["encoder_relative_error_float32"] < 1e-4
     assert 0 < parity["encoder_relative_error_int8"] < 0.2  # int8 really quantised, within a stated bound
@@ -350,6 +352,7 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     out = tmp_path / "export"
     assert main(["export", str(dense), "-o", str(out), "--int8", "--data", str(calibration_folder),
                  "--calibration", str(calibration_folder), "--parity-clips", "1"]) == 0
+    assert not json.loads((out / MANIFEST_FILE).read_text())["encoder"]["int8_rotated_middles"]  # dense: no middles
     result_file = tmp_path / "deploy.json"
     assert main(["bench", str(out), "--against", "faster-whisper", "--data", str(calibration_folder), "--limit", "3",
                  "--threads", "1", "--repeats", "2", "--decode-batch-size", "2", "--output", str(result_file)]) == 0
@@ -369,3 +372,29 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     assert "only applies with --against" in capsys.readouterr().err
     assert main(["bench", str(dense), "--against", "faster-whisper"]) == 2  # not an exported folder
     assert "not an exported folder" in capsys.readouterr().err
+
+
+def test_the_export_encoder_timing_script_times_every_folder_in_turns(exported, tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    _, folder, _ = exported
+    script = Path(__file__).parent.parent / "scripts" / "export_encoder_timing.py"
+    output = tmp_path / "timing.json"
+    monkeypatch.setattr(sys, "argv", ["export_encoder_timing.py", str(folder), str(folder), "--threads", "1",
+                                      "--repeats", "2", "--warmup", "1", "--json", str(output)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [row["folder"] for row in rows] == [str(folder)] * 2 and rows[0]["gain"] == 1.0
+    assert all(row["median_ms"] > 0 for row in rows)
+    float32_only = tmp_path / "float32-only"
+    shutil.copytree(folder, float32_only)
+    manifest = json.loads((float32_only / MANIFEST_FILE).read_text())
+    manifest["encoder"]["int8"] = None
+    (float32_only / MANIFEST_FILE).write_text(json.dumps(manifest))
+    monkeypatch.setattr(sys, "argv", ["export_encoder_timing.py", str(float32_only)])
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_path(str(script), run_name="__main__")
+    assert refused.value.code == 2 and "has no int8 encoder" in capsys.readouterr().err

@@ -37,8 +37,7 @@ from lite_whisper.deploy.smoothing import smoothed
 from lite_whisper.export_manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
-from lite_whisper.lowrank.cost import encoder_of, encoder_params
-from lite_whisper.lowrank.modeling_lite_whisper import LowRankLinear
+from lite_whisper.lowrank.cost import encoder_of, encoder_params, has_low_rank
 from lite_whisper.memory import peak_rss_mb
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
@@ -150,8 +149,8 @@ def quantize_exported_encoder(model, processor, source: Path, target: Path, audi
     encoder = encoder_of(model)
     large = encoder_params(model) > LARGE_ENCODER_PARAMS
     features = parity_features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
-    rotated = smoothing is not None and any(isinstance(m, LowRankLinear) for m in encoder.modules())
-    report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing, "int8_rotated_middles": rotated}
+    report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing,
+              "int8_rotated_middles": smoothing is not None and has_low_rank(model)}  # what `smoothed` turns
     with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
 
         def quantised():  # the PyTorch encoder that source was exported from

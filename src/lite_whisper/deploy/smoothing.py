@@ -19,8 +19,8 @@ Q^T, up's columns by Q: the product is unchanged). PCA factors make the middle's
 principal directions, their variances falling from the first to the last, so one per-tensor
 scale set by the first leaves the last few steps wide; after the turn every channel carries
 about the average variance (QuaRot's and QuIP's incoherence, where it costs nothing: inside a
-factor pair). Measured on base at 75% (docs/RESULTS.md §12): the int8 search left 15 MatMuls
-float32 instead of 21 within the same error bound.
+factor pair). Measured on base at 75% (docs/RESULTS.md §19, "int8 for low-rank encoders"): the
+int8 search left 12 MatMuls float32 instead of 21 within the same error bound.
 """
 
 from __future__ import annotations
@@ -88,17 +88,16 @@ def rotate_middles(encoder: nn.Module, seed: int = 0) -> None:
 
 
 @torch.no_grad()
-def smoothed(encoder: nn.Module, features: torch.Tensor, alpha: float = 0.5, rotate: bool = True) -> nn.Module:
-    """A copy of `encoder` computing the same function with int8-friendlier MatMul inputs.
+def smoothed(encoder: nn.Module, features: torch.Tensor, alpha: float = 0.5) -> nn.Module:
+    """A copy of `encoder` computing the same function with int8-friendlier MatMul inputs: low-rank middles
+    turned (`rotate_middles`), then activations smoothed.
 
-    `features`: calibration log-mel features (a few clips) that set the activation ranges; `rotate`:
-    turn the low-rank middles first (`rotate_middles`).
+    `features`: calibration log-mel features (a few clips) that set the activation ranges.
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"smoothing alpha must be within [0, 1], got {alpha}")
     encoder = copy.deepcopy(encoder)
-    if rotate:
-        rotate_middles(encoder)
+    rotate_middles(encoder)
     ranges = input_ranges(encoder, features)
     for layer in encoder.layers:
         attention = layer.self_attn
