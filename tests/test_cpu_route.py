@@ -1,6 +1,7 @@
-"""The fast CPU route as a one-time transform: the same numbers as the plain modules, applied and removed
-when it should be, hooks fire (the route steps aside by construction), autograd and tracing see plain
-modules, the self-test guards the private op, and the host work per layer call is counted."""
+"""The fast CPU route as a one-time module swap: the same numbers as the plain modules, routed layers that are
+plain modules (copies, pickles, state_dict, .to(), training), hooks fire (the route steps aside for a hooked
+layer), autograd, tracing and export see the plain forward, the self-test guards the private op, and the host
+work per layer call is counted."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import lite_whisper.runtime.cpu_route as cpu_route
 from lite_whisper.benchmark.bench import on_fast_route
 from lite_whisper.benchmark.host_work import FIVE_LOW_RANK, compare
 from lite_whisper.lowrank.convert import to_lite_whisper
-from lite_whisper.runtime.cpu_route import CpuRouted, apply_cpu_route, plain_modules, remove_cpu_route, routed_layers
+from lite_whisper.runtime.cpu_route import CpuRouted, apply_cpu_route, remove_cpu_route, routed_layers
 
 needs_onednn = pytest.mark.skipif(not cpu_route.onednn_usable(), reason="oneDNN's fused linear is not usable here")
 
@@ -36,6 +37,12 @@ def mixed_lite_model():
 def encode(model, x):
     with torch.inference_mode():
         return model.model.encoder(x).last_hidden_state
+
+
+def encode_plain(model, x):
+    """The layers' own forward: with gradients on, the route steps aside."""
+    with torch.enable_grad():
+        return model.model.encoder(x).last_hidden_state.detach()
 
 
 def features(seed: int, batch: int = 1):
@@ -76,9 +83,7 @@ def test_the_plan_follows_weights_changed_in_place_or_replaced():
     attention = lite.model.encoder.layers[0].self_attn
 
     def check():
-        routed = encode(lite, x)
-        with plain_modules(lite):
-            torch.testing.assert_close(routed, encode(lite, x), rtol=0, atol=2e-5)
+        torch.testing.assert_close(encode(lite, x), encode_plain(lite, x), rtol=0, atol=2e-5)
 
     with torch.no_grad():
         attention.k_proj.down.weight.mul_(2.0)  # in place
@@ -108,31 +113,43 @@ def test_where_the_route_is_not_applied():
 
 
 @needs_onednn
-def test_training_another_dtype_or_an_explicit_call_removes_it_and_copies_are_plain():
+def test_routed_layers_are_plain_modules_in_copies_state_dicts_training_and_other_dtypes(monkeypatch):
     lite = mixed_lite_model()
+    keys = list(lite.state_dict())
     apply_cpu_route(lite)
-    layer = lite.model.encoder.layers[0]
-    assert type(layer).__name__ == "CpuRoutedLiteWhisperEncoderLayer"
+    assert [type(layer).__name__ for layer in lite.model.encoder.layers] == ["CpuRoutedLiteWhisperEncoderLayer"] * 2
+    assert list(lite.state_dict()) == keys  # the same names: a routed model saves and loads as the plain one
+    x = features(8)
+    expected = encode(lite, x)
+    calls = count_onednn_calls(monkeypatch)
     for copied in (copy.deepcopy(lite), pickle.loads(pickle.dumps(lite))):
-        assert routed_layers(copied) == 0 and type(copied.model.encoder.layers[0]).__name__ == "LiteWhisperEncoderLayer"
-        assert all(type(m._forward_hooks) is not cpu_route._WatchedHooks for m in copied.modules())
-    assert routed_layers(lite) == 2  # the original is untouched by copying
-    lite.train()
-    assert routed_layers(lite) == 0 and type(layer).__name__ == "LiteWhisperEncoderLayer"
+        assert routed_layers(copied) == 2
+        del calls[:]
+        torch.testing.assert_close(encode(copied, x), expected, rtol=0, atol=0)
+        assert len(calls) == 8 + 3  # the copy plans from its own tensors
+    other = mixed_lite_model()
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(0.9)
+    lite.load_state_dict(other.state_dict())  # copied in place: the plans follow
+    torch.testing.assert_close(encode(lite, x), encode(other, x), rtol=0, atol=2e-5)
+    lite.train()  # the route steps aside while training: no flag, no swap
+    assert routed_layers(lite) == 0 and isinstance(lite.model.encoder.layers[0], CpuRouted)
+    del calls[:]
+    lite.model.encoder(x)
+    assert not calls
     lite.eval()
-    assert routed_layers(lite) == 0  # eval() does not put it back: only apply_cpu_route does
-    apply_cpu_route(lite)
-    lite.to("cpu")  # still where the route applies: planned again from the (same) tensors
     assert routed_layers(lite) == 2
-    lite.to(torch.float64)
+    lite.to(torch.float64)  # the route is float32: a float64 model runs its own forward, in float64
     assert routed_layers(lite) == 0
+    del calls[:]
+    assert encode(lite, x.double()).dtype == torch.float64 and not calls
     lite.float()
-    assert routed_layers(lite) == 0  # moving back does not put it back either
-    apply_cpu_route(lite)
+    assert routed_layers(lite) == 2
+    torch.testing.assert_close(encode(lite, x), encode(other, x), rtol=0, atol=2e-5)
     remove_cpu_route(lite)
     assert routed_layers(lite) == 0
-    assert all(m._forward_hooks._layer is None for m in lite.modules()
-               if isinstance(m._forward_hooks, cpu_route._WatchedHooks))  # silent from now on
+    assert [type(layer).__name__ for layer in lite.model.encoder.layers] == ["LiteWhisperEncoderLayer"] * 2
 
 
 @needs_onednn
@@ -243,7 +260,9 @@ def test_hooks_from_before_the_route_or_after_it_are_removed_by_their_handles(mo
 
 
 @needs_onednn
-def test_a_global_hook_turns_the_route_off(monkeypatch):
+def test_a_global_hook_sees_a_routed_layer_as_one_module(monkeypatch):
+    """What the module docstring says: a global module hook is called for the routed layer, not for the linears
+    inside it (the route does not call them as modules)."""
     lite = mixed_lite_model()
     apply_cpu_route(lite)
     calls = count_onednn_calls(monkeypatch)
@@ -253,7 +272,7 @@ def test_a_global_hook_turns_the_route_off(monkeypatch):
         encode(lite, features(6))
     finally:
         handle.remove()
-    assert not calls and names.count("Linear") >= 2 * 6  # every linear (or factor) was called as a module
+    assert len(calls) == 8 + 3 and names.count("CpuRoutedLiteWhisperEncoderLayer") == 2 and "Linear" not in names
 
 
 def test_the_self_test_keeps_a_broken_op_off(monkeypatch):
@@ -291,9 +310,9 @@ def test_the_route_and_the_plain_modules_generate_the_same_tokens():
 def test_host_work_per_layer_call_is_close_to_the_dense_layer():
     """The issue's measure: layer 0 of tiny.en (its shapes; weights do not change the count) with five low-rank
     linears, on a 1 x 8 x 384 input. Before this layout (measured with the same count): the lite layer made 1.74x
-    the dense layer's calls with the route off (what a GPU runs) and 5.9x with it on. Goals: 1.4x and 2x."""
+    the dense layer's calls with the route off (what a GPU runs) and 5.9x with it on; with the route as a class
+    swap 1.39x and 0.78x; as a module swap the route makes 0.48x (issue 35 item 3: no worse than 1.39x, 0.78x)."""
     counts = compare(tokens=8)
     dense, plain, routed = (counts[name] for name in ("dense", "lite, plain modules", "lite, fast CPU route"))
-    assert plain["calls"] <= 1.4 * dense["calls"], counts
-    assert routed["calls"] <= 2.0 * dense["calls"], counts
+    assert plain["calls_vs_dense"] <= 1.39 and routed["calls_vs_dense"] <= 0.78, counts  # rounded to 2 places
     assert routed["ops"] < dense["ops"] and plain["ops"] == dense["ops"] + len(FIVE_LOW_RANK), counts  # a matmul more each

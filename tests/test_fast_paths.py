@@ -114,8 +114,8 @@ def test_leaderboard_harness_times_every_contender_on_the_same_clips(engines, tm
 
 
 def test_compiled_static_cache_decoder_picks_the_eager_tokens(engines):
-    """decoder_mode "compiled" (static cache, torch.compile'd forward; CUDA graphs on a GPU) decodes what eager
-    transformers decodes, and leaves the model's own forward in place afterwards."""
+    """decoder_mode "compiled" (static cache, transformers' compiled decode step; CUDA graphs on a GPU) decodes what
+    eager transformers decodes, and never replaces the model's own forward."""
     pytorch, _ = engines
     compiled = PyTorchEngine(pytorch.model, pytorch.processor, decoder_mode="compiled")
     audio = [samples for _, samples in clips(2)]
@@ -124,6 +124,7 @@ def test_compiled_static_cache_decoder_picks_the_eager_tokens(engines):
     theirs = pytorch.decode(pytorch.encode(pytorch.features(audio)), options)
     assert [window.tokens for window in ours] == [window.tokens for window in theirs]
     assert "forward" not in vars(pytorch.model)
+    assert hasattr(pytorch.model, "_compiled_call")  # transformers' compiled step did run (cached on the model)
     with pytest.raises(ValueError, match="unknown decoder mode"):
         PyTorchEngine(pytorch.model, pytorch.processor, decoder_mode="fast")
 

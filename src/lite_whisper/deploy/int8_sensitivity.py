@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from lite_whisper.deploy.onnx_graph import _ConvAsMatMul, _EncoderForOnnx
-from lite_whisper.runtime.cpu_route import plain_modules
 
 
 def output_sensitivity(encoder: nn.Module, features: torch.Tensor, onnx_path: str | Path, probes: int = 2,
@@ -45,7 +44,7 @@ def output_sensitivity(encoder: nn.Module, features: torch.Tensor, onnx_path: st
     # without the fused attention op of the export (it has no backward): the same function. Only the
     # MatMuls' outputs get gradients (autograd.grad): no weight gradients, nothing retained between probes.
     trainable = [parameter for parameter in wrapper.parameters() if parameter.requires_grad]
-    with torch.enable_grad(), plain_modules(encoder):
+    with torch.enable_grad():  # the fast CPU route steps aside: gradients, hooks
         for parameter in trainable:
             parameter.requires_grad_(False)
         matmuls = {name: module for name, module in wrapper.named_modules()

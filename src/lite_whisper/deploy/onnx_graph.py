@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lite_whisper.lowrank.cost import encoder_of, weight_bytes
-from lite_whisper.runtime.cpu_route import plain_modules
 from lite_whisper.runtime.onnx_encoder import INPUT_NAME, OUTPUT_NAME
 
 # Weights above this many bytes go to an external data file: well below protobuf's 2 GB limit, since
@@ -168,8 +167,8 @@ def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int 
     """Write the encoder of `model` (a Whisper model or the encoder itself) to `path` as float32 ONNX,
     batch dimension dynamic; weights in `<path>.data` when they pass `external_data_bytes`.
 
-    Low-rank linears are exported as their plain modules (the fast CPU route is lifted for the
-    export), so each stays two MatMuls. The model is left as it was.
+    Low-rank linears are exported as their plain modules (the fast CPU route steps aside while
+    torch exports), so each stays two MatMuls. The model is left as it was.
     """
     encoder = encoder_of(model)
     if next(encoder.parameters()).dtype != torch.float32:
@@ -178,8 +177,7 @@ def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int 
     example = torch.zeros(2, encoder.conv1.in_channels, 2 * encoder.config.max_source_positions)
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = Path(path)
-    with quiet_export(), torch.inference_mode(False), torch.no_grad(), plain_modules(encoder), \
-            _fused_attention(encoder):
+    with quiet_export(), torch.inference_mode(False), torch.no_grad(), _fused_attention(encoder):
         torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes={"input_features": {0: batch}}, dynamo=True,
                           external_data=weight_bytes(encoder) > external_data_bytes,

@@ -6,16 +6,19 @@ oneDNN also fuses GELU and a residual add into the matmul. So on the CPU in floa
 layer runs better as one function over its weights: the q/k/v first stages in one matmul, no
 layout copies around attention, the activation and the residual adds inside the linears.
 
-`apply_cpu_route(model)` makes that switch once, the way torchao's `quantize_` swaps modules:
-each encoder layer's class becomes a routed subclass and gets a plan (its weights, fused and
-laid out for the route). What is fixed for a model's life is checked then, not per call: the
-CPU, float32, inference mode, oneDNN's op passing its self-test, and hooks — the hook
-dictionaries of every module in a layer are watched, so registering a forward (pre-)hook
-turns the layer's route off until the hook is removed, and the hooked modules run as
-themselves. `remove_cpu_route(model)`, `.train()` and moving the model to another device or
-dtype put the plain layers back. Per call the routed layer checks only what can change between
-calls without touching the model (grad mode, autocast, tracing and torch.compile, the input's
-type, a weight replaced or changed in place) — C-level checks and one loop over its tensors.
+`apply_cpu_route(model)` swaps modules once, the way torchao's `quantize_` does: each encoder
+layer is replaced in its list by an instance of a routed subclass (`CpuRoutedWhisperEncoderLayer`,
+`CpuRoutedLiteWhisperEncoderLayer`) holding the very same submodules, parameters and hooks, so
+`state_dict`, `.to()`, copies, pickles and autograd are those of a plain module. Its `forward`
+runs the route where the route computes the same thing — inference (no grad, not training),
+float32 on the CPU, no attention mask, no hook on a module inside the layer, not traced, compiled
+or exported — and the layer's own forward everywhere else: the route steps aside by itself, with
+no global switch. The fused weights (the plan) are built on the first call and again whenever a
+weight is replaced, changed in place, moved or converted. `remove_cpu_route(model)` puts the plain
+classes back.
+
+A global module hook (`torch.nn.modules.module.register_module_forward_hook`) sees a routed layer
+as one module: the route does not call its linears as modules.
 
 The route calls the private op `torch.ops.mkldnn._linear_pointwise`, checked once against
 `F.linear` before first use; if it is missing, raises or disagrees, the route is never applied
@@ -24,18 +27,16 @@ The route calls the private op `torch.ops.mkldnn._linear_pointwise`, checked onc
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-import weakref
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as module_state
+from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
 
 from lite_whisper.lowrank.cost import encoder_of
+from lite_whisper.lowrank.modeling_lite_whisper import LiteWhisperEncoderLayer
 
 _FAST_CPU = os.environ.get("LITE_WHISPER_FAST_CPU", "1").lower() not in ("0", "false", "no", "off")
 _ONEDNN: bool | None = None  # None: not checked yet (see onednn_usable)
@@ -106,7 +107,8 @@ def _self_test() -> bool:
 
 
 def apply_cpu_route(model: nn.Module) -> int:
-    """Put every encoder layer of `model` (a Whisper model or its encoder) on the route; return how many are.
+    """Swap every encoder layer of `model` (a Whisper model or its encoder) for its routed twin; return how
+    many layers run on the route now.
 
     0 when the model cannot take it: not on the CPU in float32, in training mode, oneDNN's op
     unusable here, or the route switched off (LITE_WHISPER_FAST_CPU=0). Idempotent.
@@ -116,63 +118,83 @@ def apply_cpu_route(model: nn.Module) -> int:
     if not (_FAST_CPU and not encoder.training and parameter.device.type == "cpu"
             and parameter.dtype == torch.float32 and onednn_usable()):
         return 0
-    for layer in encoder.layers:
-        _route(layer)
+    for index, layer in enumerate(encoder.layers):
+        routed = _ROUTED.get(type(layer))
+        if routed is not None:
+            encoder.layers[index] = _swapped(layer, routed)
     return routed_layers(encoder)
 
 
 def remove_cpu_route(model: nn.Module) -> None:
-    """Put the plain layers back (the weights are untouched; nothing else changes)."""
-    for layer in encoder_of(model).layers:
-        _unroute(layer)
+    """Put the plain layers back (the same submodules and weights; nothing else changes)."""
+    layers = encoder_of(model).layers
+    for index, layer in enumerate(layers):
+        if isinstance(layer, CpuRouted):
+            layers[index] = _swapped(layer, layer._cpu_route_base)
 
 
 def routed_layers(model: nn.Module) -> int:
-    """How many encoder layers run on the route now (a hooked layer does not)."""
-    return sum(isinstance(layer, CpuRouted) and layer._cpu_plan is not None for layer in encoder_of(model).layers)
+    """How many encoder layers would run on the route now (not a hooked, training or float64 one)."""
+    return sum(isinstance(layer, CpuRouted) and layer.on_route() for layer in encoder_of(model).layers)
 
 
-@contextlib.contextmanager
-def plain_modules(model: nn.Module):
-    """The plain layers inside the block (to trace, export or train), the route as it was after it."""
-    layers = [layer for layer in encoder_of(model).layers if isinstance(layer, CpuRouted)]
-    for layer in layers:
-        _unroute(layer)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            _route(layer)
+def _swapped(layer: nn.Module, cls: type) -> nn.Module:
+    """An instance of `cls` holding `layer`'s state: the same submodules, parameters, buffers and hook
+    dictionaries (a hook's handle still finds its hook), without a plan."""
+    swapped = cls.__new__(cls)
+    swapped.__dict__.update(layer.__dict__)
+    swapped.__dict__.pop("_cpu_plan", None)
+    return swapped
 
 
-_ROUTED_CLASSES: dict[type, type] = {}
+class CpuRouted:
+    """Mixin of a routed encoder layer class: the route where it computes the same thing, else the base's forward."""
+
+    _cpu_route_base: type
+    _cpu_plan: _LayerPlan | None = None
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        # what the call asks for first (a plan is never made while training, tracing or exporting), then the plan
+        if (self.training or attention_mask is not None or torch.is_grad_enabled()
+                or type(hidden_states) is not torch.Tensor or hidden_states.dtype is not torch.float32
+                or kwargs.get("output_attentions") or torch.is_autocast_enabled("cpu")
+                or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            return super().forward(hidden_states, attention_mask, **kwargs)
+        plan = self._cpu_plan
+        if plan is None or not plan.current():
+            plan = self._plan()
+        if not plan.runnable or plan.hooked():
+            return super().forward(hidden_states, attention_mask, **kwargs)
+        return plan.run(hidden_states)
+
+    def on_route(self) -> bool:
+        """Whether an inference call would take the route now."""
+        plan = self._cpu_plan
+        if plan is None or not plan.current():
+            plan = self._plan()
+        return plan.runnable and not self.training and not plan.hooked()
+
+    def _plan(self) -> _LayerPlan:
+        plan = _LayerPlan.of(self)
+        self.__dict__["_cpu_plan"] = plan  # not a module attribute: never in state_dict
+        return plan
+
+    def __getstate__(self):  # copies and pickles plan again from their own tensors
+        state = self.__dict__.copy()
+        state.pop("_cpu_plan", None)
+        return state
 
 
-def _routed_class(base: type) -> type:
-    if base not in _ROUTED_CLASSES:
-        _ROUTED_CLASSES[base] = type(f"CpuRouted{base.__name__}", (CpuRouted, base),
-                                     {"_cpu_route_base": base, "__module__": __name__})
-    return _ROUTED_CLASSES[base]
+class CpuRoutedWhisperEncoderLayer(CpuRouted, WhisperEncoderLayer):
+    _cpu_route_base = WhisperEncoderLayer
 
 
-def _route(layer: nn.Module) -> None:
-    if not isinstance(layer, CpuRouted):
-        layer.__class__ = _routed_class(type(layer))
-    layer._cpu_plan = None
-    layer._refresh_cpu_route()
+class CpuRoutedLiteWhisperEncoderLayer(CpuRouted, LiteWhisperEncoderLayer):
+    _cpu_route_base = LiteWhisperEncoderLayer
 
 
-def _unroute(layer: nn.Module) -> None:
-    if not isinstance(layer, CpuRouted):
-        return
-    for module in layer.modules():
-        for name in _WATCHED:
-            hooks = module.__dict__.get(name)
-            if isinstance(hooks, _WatchedHooks):
-                hooks.watch(None)  # kept (handles refer to this very dictionary), but silent from now on
-    for name in ("_cpu_plan", "_cpu_hooks_unwatched"):
-        layer.__dict__.pop(name, None)
-    layer.__class__ = layer._cpu_route_base
+# The layer classes the route knows (a saved folder's own remote-code class is not among them: it runs as itself).
+_ROUTED = {WhisperEncoderLayer: CpuRoutedWhisperEncoderLayer, LiteWhisperEncoderLayer: CpuRoutedLiteWhisperEncoderLayer}
 
 
 def _hooked(modules) -> bool:
@@ -181,114 +203,6 @@ def _hooked(modules) -> bool:
         if module._forward_hooks or module._forward_pre_hooks:
             return True
     return False
-
-
-def _rebuild_plain(base: type, state: dict) -> nn.Module:
-    layer = base.__new__(base)
-    layer.__dict__.update(state)
-    return layer
-
-
-_WATCHED = ("_forward_hooks", "_forward_pre_hooks")
-
-
-class _WatchedHooks(OrderedDict):
-    """A module's (empty when installed) hook dictionary that tells its routed layer when hooks come and go.
-
-    It replaces the module's own only while that is empty: a hook's handle removes it from the very
-    dictionary object it was registered in, so a dictionary with hooks in it is never swapped.
-    """
-
-    def __init__(self, layer: nn.Module | None):
-        super().__init__()
-        self.watch(layer)
-
-    def watch(self, layer: nn.Module | None) -> None:
-        self._layer = None if layer is None else weakref.ref(layer)
-
-    def _changed(self) -> None:
-        layer = None if self._layer is None else self._layer()
-        if layer is not None and isinstance(layer, CpuRouted):
-            layer._refresh_cpu_route()
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key):
-        super().__delitem__(key)
-        self._changed()
-
-    def pop(self, *args):
-        value = super().pop(*args)
-        self._changed()
-        return value
-
-    def clear(self):
-        super().clear()
-        self._changed()
-
-    def __reduce_ex__(self, protocol):  # copies and pickles are plain dictionaries
-        return OrderedDict, (list(self.items()),)
-
-
-class CpuRouted:
-    """Mixin of a routed encoder layer class (`CpuRouted<Base>`): the route, or the base's forward."""
-
-    _cpu_route_base: type
-
-    def _refresh_cpu_route(self) -> None:
-        """Watch every module's hooks, then plan the route (None while something is hooked or unsupported).
-
-        Hooks registered before the route was applied sit in dictionaries that cannot be watched (see
-        `_WatchedHooks`); while there are any, the layer looks at each call whether they are gone.
-        """
-        unwatched = False
-        for module in self.modules():
-            for name in _WATCHED:
-                hooks = module.__dict__[name]
-                if isinstance(hooks, _WatchedHooks):
-                    hooks.watch(self)
-                elif not hooks:
-                    module.__dict__[name] = _WatchedHooks(self)
-                else:
-                    unwatched = True
-        self._cpu_hooks_unwatched = unwatched
-        self._cpu_plan = _LayerPlan.of(self)
-
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        plan = self._cpu_plan
-        if plan is not None and not plan.current() or plan is None and self._cpu_hooks_unwatched and not _hooked(self.modules()):
-            self._refresh_cpu_route()
-            plan = self._cpu_plan
-        if (plan is None or attention_mask is not None or kwargs.get("output_attentions")
-                or torch.is_grad_enabled() or type(hidden_states) is not torch.Tensor
-                or hidden_states.dtype is not torch.float32 or torch.is_autocast_enabled("cpu")
-                or torch._C._get_tracing_state() is not None
-                or module_state._global_forward_hooks or module_state._global_forward_pre_hooks
-                or torch.compiler.is_compiling()):
-            return self._cpu_route_base.forward(self, hidden_states, attention_mask, **kwargs)
-        return plan.run(hidden_states)
-
-    def train(self, mode: bool = True):
-        if mode:
-            _unroute(self)  # training needs autograd and the plain modules
-            return self.train(mode)
-        return self._cpu_route_base.train(self, mode)
-
-    def _apply(self, fn, recurse=True):
-        base = self._cpu_route_base
-        _unroute(self)
-        result = base._apply(self, fn, recurse)
-        parameter = next(self.parameters(), None)
-        if parameter is not None and parameter.device.type == "cpu" and parameter.dtype == torch.float32 \
-                and not self.training:
-            _route(self)  # still where the route applies: plan again from the converted tensors
-        return result
-
-    def __reduce_ex__(self, protocol):  # a copy or a pickle is the plain layer: the route is applied, not saved
-        state = {key: value for key, value in self.__dict__.items() if key not in ("_cpu_plan", "_cpu_hooks_unwatched")}
-        return _rebuild_plain, (self._cpu_route_base, state)
 
 
 # --- the plan: one layer's weights as the route uses them ------------------------------------------
@@ -317,12 +231,26 @@ class _Linear:
 class _LayerPlan:
     """What the route needs of one layer, with what to check that it is still the layer's."""
 
+    runnable = False
+
     @classmethod
-    def of(cls, layer: nn.Module) -> _LayerPlan | None:
-        """The plan, or None where the layer must run its own forward (hooks, unsupported modules)."""
+    def of(cls, layer: nn.Module) -> _LayerPlan:
+        """The layer's plan: runnable, or (unsupported modules, weights not float32 on the CPU) a plan that only
+        watches what it was made from, so that it is made again when that changes."""
         modules = list(layer.modules())
-        if _hooked(modules):
-            return None
+        plan = cls()
+        plan._watch(modules)
+        plan.inner = tuple(modules[1:])  # hooks on the layer itself fire around the route; on these they would not
+        supported = plan._supported(layer)
+        if supported is not None:
+            with torch.no_grad():
+                plan._build(layer, *supported)
+            plan.runnable = True
+        return plan
+
+    @staticmethod
+    def _supported(layer: nn.Module):
+        """(attention, linear stages, reduced) where the route computes what the layer does, else None."""
         attention = layer.__dict__["_modules"].get("self_attn")
         if attention is None or not all(hasattr(layer, name) for name in
                                         ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2")):
@@ -343,32 +271,37 @@ class _LayerPlan:
             return None  # eager attention is what the user asked for
         if reduced and not hasattr(attention, "score_maps"):
             return None  # a saved folder's own (older) attention class: its reduced path stays its own
-        plan = cls()
-        plan._watch(modules)
-        with torch.no_grad():
-            plan._build(layer, attention, stages, reduced)
-        return plan
+        return attention, stages, reduced
 
     def _watch(self, modules: list[nn.Module]) -> None:
-        """Every (dictionary, key, value) the plan was built from, and every tensor's version."""
-        watch, versions = [], []
+        """Every (dictionary, key, value) the plan was made from, and every tensor's dtype, device and version
+        (`.to()` and `.double()` change the first two, an in-place change the version; a `.data` assignment
+        of the same dtype and device is not seen)."""
+        watch, tensors = [], []
         for module in modules:
             for container in (module._modules, module._parameters, module._buffers):
                 for key, value in container.items():
                     watch.append((container, key, value))
-                    if isinstance(value, torch.Tensor) and not value.is_inference():
-                        versions.append((value, value._version))
-        self.watch, self.versions = tuple(watch), tuple(versions)
+                    if isinstance(value, torch.Tensor):
+                        tensors.append((value, value.dtype, value.device, -1 if value.is_inference() else value._version))
+        self.watch, self.tensors = tuple(watch), tuple(tensors)
 
     def current(self) -> bool:
         """Whether every module and tensor is still the one planned from, unchanged."""
         for container, key, value in self.watch:
-            if container.get(key) is not value:
+            if key not in container or container[key] is not value:  # subscripts, not calls: the cheapest check
                 return False
-        for tensor, version in self.versions:
-            if tensor._version != version:
+        for tensor, dtype, device, version in self.tensors:
+            if tensor.dtype is not dtype or tensor.device != device or version >= 0 and tensor._version != version:
                 return False
         return True
+
+    def hooked(self) -> bool:
+        """Whether a module inside the layer has a forward (pre-)hook (the route would not call it)."""
+        for module in self.inner:
+            if module._forward_hooks or module._forward_pre_hooks:
+                return True
+        return False
 
     def _build(self, layer, attention, stages, reduced: bool) -> None:
         def linear(stage):

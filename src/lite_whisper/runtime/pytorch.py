@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import CompileConfig
 from transformers.modeling_outputs import BaseModelOutput
 
 from lite_whisper.data.audio import SAMPLE_RATE
@@ -48,9 +49,9 @@ class PyTorchEngine(EngineBase):
 
     `encoder_mode` (`fast_encoder.ENCODER_MODES`): auto replays the encoder from CUDA graphs on a GPU
     (eager passes are launch-bound there) and runs it eagerly elsewhere. `decoder_mode` "compiled":
-    greedy decoding from the encoder's states runs transformers' static cache and a torch.compile'd
-    forward ("reduce-overhead" on CUDA: the decode step replayed from CUDA graphs), compiled once per
-    batch size; "eager" (default): transformers as it is."""
+    greedy decoding from the encoder's states runs transformers' static cache and its own compiled
+    decode step (`generate`'s `compile_config`; "reduce-overhead" on CUDA: the step replayed from CUDA
+    graphs), compiled once per batch size; "eager" (default): transformers as it is."""
 
     def __init__(self, model, processor, name: str | None = None, encoder_mode: str = "auto",
                  decoder_mode: str = "eager"):
@@ -64,7 +65,6 @@ class PyTorchEngine(EngineBase):
         if decoder_mode not in DECODER_MODES:
             raise ValueError(f"unknown decoder mode {decoder_mode!r}; choose one of {', '.join(DECODER_MODES)}")
         self.decoder_mode = decoder_mode
-        self._compiled_forward = None
 
     def __repr__(self) -> str:
         return f"PyTorchEngine({self.name!r}, {self.device}, {self.model.dtype})"
@@ -122,19 +122,15 @@ class PyTorchEngine(EngineBase):
                 for sequence, p, m in zip(tokens, no_speech.tolist(), mean_logprob.tolist())]
 
     def _generate_from_states(self, states: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        """generate() from encoder states; with decoder_mode "compiled" and greedy search, on the static cache and
-        the compiled forward for this call only (the model keeps its own forward for everything else)."""
+        """generate() from encoder states; with decoder_mode "compiled" and greedy search, on the static cache with
+        transformers' compiled decode step (the model's forward is never replaced: calls may overlap)."""
         encoder_outputs = BaseModelOutput(last_hidden_state=states)
         if self.decoder_mode != "compiled" or kwargs.get("num_beams", 1) != 1:
             return self.model.generate(encoder_outputs=encoder_outputs, **kwargs)
-        if self._compiled_forward is None:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._compiled_forward = torch.compile(self.model.forward, mode=mode)
-        self.model.forward = self._compiled_forward
-        try:
-            return self.model.generate(encoder_outputs=encoder_outputs, cache_implementation="static", **kwargs)
-        finally:
-            del self.model.forward  # the class's own forward again
+        compile_config = CompileConfig(mode="reduce-overhead" if self.device.type == "cuda" else "default")
+        compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told (the CPU tests)
+        return self.model.generate(encoder_outputs=encoder_outputs, cache_implementation="static",
+                                   compile_config=compile_config, **kwargs)
 
     @torch.inference_mode()
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
