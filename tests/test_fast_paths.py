@@ -75,8 +75,10 @@ def test_hybrid_engine_transcribes_through_the_one_protocol(engines):
 
 
 def test_leaderboard_harness_times_every_contender_on_the_same_clips(engines, tmp_path):
-    """The GPU benchmark's harness with CPU engines: the hybrid and PyTorch engines and faster-whisper's batched
-    pipeline each make exactly N forced tokens per clip at every batch size; with references, corpus WER."""
+    """The GPU benchmark's leaderboard (the timing harness's leaderboard preset) with CPU engines: the hybrid and
+    PyTorch engines and faster-whisper's batched pipeline each make exactly N forced tokens per clip at every batch
+    size; with references, corpus WER; a contender that cannot be built, makes the wrong count or runs out of
+    memory is reported."""
     from lite_whisper.benchmark.leaderboard import EngineRunner, FasterWhisperRunner, run_leaderboard, table
     from lite_whisper.models.ctranslate2.decoder import convert_to_ctranslate2
 
@@ -111,6 +113,24 @@ def test_leaderboard_harness_times_every_contender_on_the_same_clips(engines, tm
 
     failed = run_leaderboard([("broken", broken)], audio, None, [1], forced_tokens=8, warmup_batches=0)
     assert failed[0].error == "RuntimeError: no CUDA libraries" and failed[0].rtfx is None  # reported, not raised
+
+    class Runs(EngineRunner):  # one token short from its `short`-th call; out of memory on its `oom`-th
+        def __init__(self, short=None, oom=None):
+            super().__init__(pytorch, forced)
+            self.calls, self.short, self.oom = 0, short, oom
+
+        def transcribe(self, audio):
+            self.calls += 1
+            if self.calls == self.oom:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            texts, counts = super().transcribe(audio)
+            return texts, [count - (self.short is not None and self.calls >= self.short) for count in counts]
+
+    # after one warm-up batch: the first timed batch one token short, the second out of memory; both reported
+    runs = run_leaderboard([("short", lambda b: Runs(short=2)), ("oom", lambda b: Runs(oom=3))], audio, None, [1],
+                           forced_tokens=8, warmup_batches=1)
+    assert [run.error for run in runs] == ["RuntimeError: forced decoding made [7] tokens per clip, not 8",
+                                           "out of memory"] and all(run.rtfx is None for run in runs)
 
 
 def test_compiled_static_cache_decoder_picks_the_eager_tokens(engines):

@@ -65,6 +65,16 @@ def test_the_warm_up_runs_until_two_runs_agree_and_no_longer_than_allowed():
     assert timing.wall_seconds == 1.0
 
 
+def test_a_fixed_warm_up_runs_exactly_that_many_times_and_each_chunk_is_timed():
+    """The leaderboard's preset: a fixed count of warm-up runs (0 for none), whether or not the runs agree."""
+    for runs in (0, 3):
+        clock, calls = FakeClock(), []
+        steady = fake("steady", clock, calls)
+        (timing,) = run_interleaved([steady], clips(5), chunk_size=2, warmup_clips=2, warmup_runs=runs, clock=clock)
+        assert timing.warmup_runs == runs and calls[:runs] == [("steady", ["c0", "c1"])] * runs
+        assert timing.chunk_seconds == [2.0, 2.0, 1.0] and timing.wall_seconds == 5.0
+
+
 def test_a_failing_contender_is_reported_and_the_others_finish():
     clock, calls = FakeClock(), []
     broken = fake("broken", clock, calls, fail_on="c3", error=ValueError("bad shape"))

@@ -40,6 +40,7 @@ class Contender:
 class Timing:
     name: str
     wall_seconds: float = 0.0  # the timed chunks only (not the warm-up)
+    chunk_seconds: list[float] = field(default_factory=list)  # each timed chunk's
     hypotheses: list[str] = field(default_factory=list)
     warmup_runs: int = 0
     failure: str = ""  # what stopped it ("out of memory: ...", "ValueError: ..."); empty when it finished
@@ -68,22 +69,24 @@ def describe_failure(error: BaseException) -> str:
 
 def run_interleaved(contenders: Sequence[Contender], clips: Sequence[Clip], *, chunk_size: int = 8,
                     warmup_clips: int = 1, warmup_tolerance: float = 0.1, max_warmup_runs: int = 4,
-                    clock: Callable[[], float] = time.perf_counter, log=lambda message: None) -> list[Timing]:
+                    warmup_runs: int | None = None, clock: Callable[[], float] = time.perf_counter,
+                    log=lambda message: None) -> list[Timing]:
     """Time every contender on `clips`, taking turns chunk by chunk; one Timing each, in `contenders`' order.
 
     Warm-up: the first `warmup_clips` clips, run until a run's time is within `warmup_tolerance` of the
-    one before (at least 2 runs, at most `max_warmup_runs`). Every contender is closed at the end, whatever
-    happened.
+    one before (at least 2 runs, at most `max_warmup_runs`), or exactly `warmup_runs` times when given (a
+    fixed rule such as the leaderboard's; 0 for none). Every contender is closed at the end, whatever happened.
     """
     try:
-        return _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, clock, log)
+        return _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs,
+                           warmup_runs, clock, log)
     finally:
         for contender in contenders:
             contender.close()
 
 
-def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, clock,
-                log) -> list[Timing]:
+def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, warmup_runs,
+                clock, log) -> list[Timing]:
     if not contenders:
         raise ValueError("no contenders to time")
     if len({contender.name for contender in contenders}) != len(contenders):
@@ -112,12 +115,13 @@ def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, m
     warmup = list(clips[:max(warmup_clips, 1)])
     for contender in contenders:
         previous = None
-        for run in range(1, max(max_warmup_runs, 2) + 1):
+        for run in range(1, (max(max_warmup_runs, 2) if warmup_runs is None else warmup_runs) + 1):
             texts, elapsed = attempt(contender, warmup)
             if texts is None:
                 break
             timings[contender.name].warmup_runs = run
-            if previous is not None and abs(elapsed - previous) <= warmup_tolerance * previous:
+            stable = previous is not None and abs(elapsed - previous) <= warmup_tolerance * previous
+            if warmup_runs is None and stable:
                 break
             previous = elapsed
         if not timings[contender.name].failed:
@@ -131,6 +135,7 @@ def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, m
                 live.remove(contender)
                 continue
             timings[contender.name].wall_seconds += elapsed
+            timings[contender.name].chunk_seconds.append(elapsed)
             timings[contender.name].hypotheses += texts
     for contender in live:
         try:

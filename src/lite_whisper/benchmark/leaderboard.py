@@ -14,19 +14,25 @@ tokens with end-of-text suppressed, the counts are checked, and no WER is given.
 runs out of GPU memory is reported as such and the next one runs. Each contender's runner comes from a
 factory when its turn comes and is dropped after (a factory may keep its engine across batch sizes,
 as scripts/gpu_benchmark.py does, so graphs captured per bucket are reused).
+
+The timing is `benchmark.harness`'s with the leaderboard's rules as a preset (`leaderboard_preset`):
+chunks of one batch, a fixed number of warm-up batches, every runner synchronised before the clock
+stops, failures (out of memory included) reported per contender and batch size. One runner holds the
+GPU at a time (large models would not fit side by side), so contenders run one after another here,
+not in turns.
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from lite_whisper.benchmark.harness import Contender, describe_failure, run_interleaved
 from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.evaluation.wer import normalize, word_errors
 from lite_whisper.transcription.engine import decode_with_fallback, window_transcription
@@ -91,6 +97,11 @@ class FasterWhisperRunner(Runner):
         return [text for text, _ in results], [count for _, count in results]
 
 
+def leaderboard_preset(batch_size: int, warmup_batches: int = WARMUP_BATCHES) -> dict:
+    """The harness's settings for the leaderboard's rules: a chunk is a batch, a fixed warm-up of whole batches."""
+    return {"chunk_size": batch_size, "warmup_clips": batch_size, "warmup_runs": warmup_batches}
+
+
 def run_leaderboard(contenders: Sequence[tuple[str, Callable[[int], Runner]]], clips: Sequence[np.ndarray],
                     references: Sequence[str] | None, batch_sizes: Sequence[int], *, forced_tokens: int | None = None,
                     warmup_batches: int = WARMUP_BATCHES, max_batches: int | None = None,
@@ -103,63 +114,71 @@ def run_leaderboard(contenders: Sequence[tuple[str, Callable[[int], Runner]]], c
     for name, factory in contenders:
         for batch_size in batch_sizes:
             count = len(clips) if max_batches is None else min(len(clips), batch_size * max_batches)
-            timed, timed_references = clips[:count], None if references is None else references[:count]
-            audio_seconds = sum(len(clip) for clip in timed) / SAMPLE_RATE
+            timed = [(str(index), clip) for index, clip in enumerate(clips[:count])]
+            audio_seconds = sum(len(clip) for _, clip in timed) / SAMPLE_RATE
             run = LeaderboardRun(name, batch_size)
             runs.append(run)
-            runner = None
             try:
                 runner = factory(batch_size)
-                _time_contender(runner, run, timed, timed_references, batch_size, forced_tokens, warmup_batches,
-                                audio_seconds)
-                log(f"{name} batch {batch_size}: RTFx {run.rtfx:.1f}"
-                    + (f", WER {run.wer:.2f}%" if run.wer is not None else ""))
-            except torch.cuda.OutOfMemoryError:
-                run.error = "out of memory"
-                log(f"{name} batch {batch_size}: out of GPU memory")
-            except Exception as error:  # noqa: BLE001 (one contender failing must not lose the others' results)
-                if "out of memory" in str(error).lower():
-                    run.error = "out of memory"
-                else:
-                    run.error = f"{type(error).__name__}: {error}"[:500]
-                log(f"{name} batch {batch_size}: {run.error}")
-            finally:
-                del runner
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+            except Exception as error:  # noqa: BLE001 (a contender that cannot be built is reported, not raised)
+                run.error = _error(describe_failure(error))
+            else:
+                contender = _contender(name, runner, forced_tokens)
+                timing = run_interleaved([contender], timed, log=log, **leaderboard_preset(batch_size, warmup_batches))[0]
+                _record(run, timing, audio_seconds, None if references is None else references[:count], forced_tokens)
+                del runner, contender
+            log(f"{name} batch {batch_size}: " + (run.error or f"RTFx {run.rtfx:.1f}"
+                                                  + (f", WER {run.wer:.2f}%" if run.wer is not None else "")))
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return runs
 
 
-def _time_contender(runner: Runner, run: LeaderboardRun, clips, references, batch_size: int,
-                    forced_tokens: int | None, warmup_batches: int, audio_seconds: float) -> None:
-    batches = [list(clips[first:first + batch_size]) for first in range(0, len(clips), batch_size)]
-    for index in range(warmup_batches):  # the leaderboard's warm-up, cycling over the batches
-        runner.transcribe(batches[index % len(batches)])
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    texts, counts, seconds = [], [], []
+def _contender(name: str, runner: Runner, forced_tokens: int | None) -> Contender:
+    """`runner` as the harness's contender: synchronised before its clock stops, its token counts checked and
+    kept, its peak GPU memory counted from the end of the warm-up."""
+    counts: list[int] = []
+
+    def transcribe(items):
+        texts, batch_counts = runner.transcribe([samples for _, samples in items])
+        runner.synchronize()  # the GPU's work is inside the timed call
+        if forced_tokens is not None and any(count != forced_tokens for count in batch_counts):
+            raise RuntimeError(f"forced decoding made {sorted(set(batch_counts))} tokens per clip, not {forced_tokens}")
+        counts.extend(batch_counts)
+        return texts
+
+    def after_warmup():
+        counts.clear()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def details():
+        memory = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+        return {"tokens_per_clip": list(counts), "peak_gpu_memory_gb": memory}
+
     runner.synchronize()
-    for batch in batches:
-        start = time.perf_counter()
-        batch_texts, batch_counts = runner.transcribe(batch)  # features, generation, detokenisation
-        runner.synchronize()
-        seconds.append(time.perf_counter() - start)
-        texts += batch_texts
-        counts += batch_counts
-    if len(texts) != len(clips):
-        raise RuntimeError(f"{len(texts)} transcripts for {len(clips)} clips")
-    if forced_tokens is not None and any(count != forced_tokens for count in counts):
-        raise RuntimeError(f"forced decoding made {sorted(set(counts))} tokens per clip, not {forced_tokens}")
-    run.clips, run.audio_seconds = len(clips), round(audio_seconds, 2)
-    run.inference_seconds = round(sum(seconds), 4)
-    run.rtfx = round(audio_seconds / sum(seconds), 2)
-    run.batch_seconds_median = round(statistics.median(seconds), 4)
+    return Contender(name, transcribe, after_warmup=after_warmup, details=details)
+
+
+def _error(failure: str) -> str:
+    return "out of memory" if failure.startswith("out of memory") else failure[:500]
+
+
+def _record(run: LeaderboardRun, timing, audio_seconds: float, references, forced_tokens: int | None) -> None:
+    if timing.failed:
+        run.error = _error(timing.failure)
+        return
+    run.clips, run.audio_seconds = len(timing.hypotheses), round(audio_seconds, 2)
+    run.inference_seconds = round(timing.wall_seconds, 4)
+    run.rtfx = round(audio_seconds / timing.wall_seconds, 2)
+    run.batch_seconds_median = round(statistics.median(timing.chunk_seconds), 4)
+    counts = timing.details["tokens_per_clip"]
     run.tokens_per_clip = counts if forced_tokens is None else [forced_tokens]
-    if torch.cuda.is_available():
-        run.peak_gpu_memory_gb = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    run.peak_gpu_memory_gb = timing.details["peak_gpu_memory_gb"]
     if references is not None and forced_tokens is None:
-        errors = [word_errors(normalize(reference), normalize(text)) for reference, text in zip(references, texts)]
+        errors = [word_errors(normalize(reference), normalize(text))
+                  for reference, text in zip(references, timing.hypotheses)]
         run.wer = round(sum(errors[1:], errors[0]).wer, 2)
 
 
