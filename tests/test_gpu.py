@@ -64,7 +64,7 @@ def test_transcription_and_bench_on_cuda(no_tf32):
 
 
 def test_a_lite_model_on_cuda_runs_the_plain_modules():
-    """The fast CPU route never runs on a GPU: moving a routed model there removes it, and it is not applied there."""
+    """The fast CPU route never runs on a GPU: a routed model moved there steps aside, and the route is not applied there."""
     from test_cpu_route import mixed_lite_model
 
     from lite_whisper.runtime.cpu_route import apply_cpu_route, routed_layers
