@@ -398,3 +398,26 @@ def test_the_export_encoder_timing_script_times_every_folder_in_turns(exported, 
     with pytest.raises(SystemExit) as refused:
         runpy.run_path(str(script), run_name="__main__")
     assert refused.value.code == 2 and "has no int8 encoder" in capsys.readouterr().err
+
+
+def test_the_thin_matmul_script_times_int8_low_rank_pairs_against_dense(tmp_path, monkeypatch, capsys):
+    """scripts/thin_matmul_benchmark.py on a small shape: a row per rank with its dense time and FLOP prediction;
+    malformed shapes and ranks are refused with exit code 2."""
+    import runpy
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "thin_matmul_benchmark.py"
+    output = tmp_path / "thin.json"
+    monkeypatch.setattr(sys, "argv", ["thin_matmul_benchmark.py", "--shape", "64x128", "--ranks", "16-32/16",
+                                      "--threads", "1", "--repeats", "2", "--warmup", "1", "--json", str(output)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["shape"], row["rank"]) for row in rows] == [("64x128", 16), ("64x128", 32)]
+    assert rows[0]["predicted"] == round(64 * 128 / (16 * 192), 3) and all(row["ms"] > 0 for row in rows)
+    for bad in (["--shape", "64by128"], ["--ranks", "0,16"]):
+        monkeypatch.setattr(sys, "argv", ["thin_matmul_benchmark.py", *bad])
+        with pytest.raises(SystemExit) as refused:
+            runpy.run_path(str(script), run_name="__main__")
+        assert refused.value.code == 2 and "error:" in capsys.readouterr().err
