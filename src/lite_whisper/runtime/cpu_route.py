@@ -14,7 +14,9 @@ runs the route where the route computes the same thing — inference (no grad, n
 float32 on the CPU, no attention mask, no hook on a module inside the layer, not traced, compiled
 or exported — and the layer's own forward everywhere else: the route steps aside by itself, with
 no global switch. The fused weights (the plan) are built on the first call and again whenever a
-weight is replaced, changed in place, moved or converted. `remove_cpu_route(model)` puts the plain
+weight is replaced, changed in place, moved or converted. Not seen: a `.data` assignment that keeps
+the dtype and device, and a conversion there and back between two calls (`.half().float()`); after
+either, `remove_cpu_route` and `apply_cpu_route` again. `remove_cpu_route(model)` puts the plain
 classes back.
 
 A global module hook (`torch.nn.modules.module.register_module_forward_hook`) sees a routed layer
