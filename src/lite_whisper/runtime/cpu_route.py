@@ -14,10 +14,8 @@ runs the route where the route computes the same thing — inference (no grad, n
 float32 on the CPU, no attention mask, no hook on a module inside the layer, not traced, compiled
 or exported — and the layer's own forward everywhere else: the route steps aside by itself, with
 no global switch. The fused weights (the plan) are built on the first call and again whenever a
-weight is replaced, changed in place, moved or converted. Not seen: a `.data` assignment that keeps
-the dtype and device, and a conversion there and back between two calls (`.half().float()`); after
-either, `remove_cpu_route` and `apply_cpu_route` again. `remove_cpu_route(model)` puts the plain
-classes back.
+weight is replaced, changed in place, moved, converted or given new data (`.data =`, a conversion
+there and back such as `.half().float()`). `remove_cpu_route(model)` puts the plain classes back.
 
 A global module hook (`torch.nn.modules.module.register_module_forward_hook`) sees a routed layer
 as one module: the route does not call its linears as modules.
@@ -276,16 +274,17 @@ class _LayerPlan:
         return attention, stages, reduced
 
     def _watch(self, modules: list[nn.Module]) -> None:
-        """Every (dictionary, key, value) the plan was made from, and every tensor's dtype, device and version
-        (`.to()` and `.double()` change the first two, an in-place change the version; a `.data` assignment
-        of the same dtype and device is not seen)."""
+        """Every (dictionary, key, value) the plan was made from, and every tensor's data address and version:
+        `.to()`, `.double()` and `.data =` give a tensor new data, an in-place change bumps its version. The plan
+        holds on to the data it was made from (an alias), so a new allocation cannot reuse its address."""
         watch, tensors = [], []
         for module in modules:
             for container in (module._modules, module._parameters, module._buffers):
                 for key, value in container.items():
                     watch.append((container, key, value))
                     if isinstance(value, torch.Tensor):
-                        tensors.append((value, value.dtype, value.device, -1 if value.is_inference() else value._version))
+                        tensors.append((value, value.detach(), value.data_ptr(),
+                                        -1 if value.is_inference() else value._version))
         self.watch, self.tensors = tuple(watch), tuple(tensors)
 
     def current(self) -> bool:
@@ -293,8 +292,8 @@ class _LayerPlan:
         for container, key, value in self.watch:
             if key not in container or container[key] is not value:  # subscripts, not calls: the cheapest check
                 return False
-        for tensor, dtype, device, version in self.tensors:
-            if tensor.dtype is not dtype or tensor.device != device or version >= 0 and tensor._version != version:
+        for tensor, _, pointer, version in self.tensors:
+            if tensor.data_ptr() != pointer or version >= 0 and tensor._version != version:
                 return False
         return True
 
