@@ -15,7 +15,9 @@ float32 on the CPU, no attention mask, no hook on a module inside the layer, not
 or exported — and the layer's own forward everywhere else: the route steps aside by itself, with
 no global switch. The fused weights (the plan) are built on the first call and again whenever a
 weight is replaced, changed in place, moved, converted or given new data (`.data =`, a conversion
-there and back such as `.half().float()`). `remove_cpu_route(model)` puts the plain classes back.
+there and back such as `.half().float()`). A plan holds on to the data it was made from until it is
+made again (the next inference call, `routed_layers` or `remove_cpu_route`), so after moving a routed
+model the old copy lives until then. `remove_cpu_route(model)` puts the plain classes back.
 
 A global module hook (`torch.nn.modules.module.register_module_forward_hook`) sees a routed layer
 as one module: the route does not call its linears as modules.
