@@ -5,10 +5,11 @@
 
 For each shape (d_in x d_out, a 30 s window's 1,500 rows) and rank r, one low-rank linear as `export --int8`
 writes it (x A then B plus bias, both MatMuls int8 with activations quantised on the fly:
-`deploy.int8.quantize_encoder`) and the dense linear it replaces, timed taking turns (A B C ... A B C, medians
-after a warm-up). Prints each pair's time, its speed-up over dense, the FLOP-predicted speed-up
-(d_in d_out / (r (d_in + d_out))) and their ratio, the efficiency: where it dips at ranks that are not
-multiples of 32 or 64, rounding ranks to those would pay. Random weights: speed does not depend on them.
+`deploy.int8.quantize_encoder`) and the dense linear it replaces, timed taking turns (A B C ... A B C,
+medians after a warm-up: `encoder_timing.time_interleaved`, the rule `bench` uses). Prints each pair's
+time, its speed-up over dense, the FLOP-predicted speed-up (d_in d_out / (r (d_in + d_out))) and their
+ratio, the efficiency: where it dips at ranks that are not multiples of 32 or 64, rounding ranks to those
+would pay. Random weights: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from lite_whisper.benchmark.encoder_timing import time_interleaved
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.deploy.int8 import quantize_encoder
 
@@ -41,9 +43,9 @@ def linear_graph(weights: list[np.ndarray], bias: np.ndarray) -> onnx.ModelProto
         current = f"h{index}"
     initializers.append(numpy_helper.from_array(bias, "bias"))
     nodes.append(helper.make_node("Add", [current, "bias"], ["y"], name="bias"))
-    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS, weights[0].shape[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, ROWS, weights[-1].shape[1]])],
-                              initializers)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS, weights[0].shape[0]])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, ROWS, weights[-1].shape[1]])]
+    graph = helper.make_graph(nodes, "linear", inputs, outputs, initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -77,7 +79,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     try:
-        shapes = [tuple(map(int, shape.lower().split("x"))) for shape in args.shape or ["512x512", "512x2048", "2048x512"]]
+        given = args.shape or ["512x512", "512x2048", "2048x512"]
+        shapes = [tuple(map(int, shape.lower().split("x"))) for shape in given]
         ranks = parse_ranks(args.ranks)
     except ValueError:
         print("error: --shape takes d_inxd_out (e.g. 512x2048) and --ranks first-last/step or a comma list",
@@ -90,27 +93,23 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="thin-matmuls-") as scratch:
         for d_in, d_out in shapes:
-            x = generator.standard_normal((1, ROWS, d_in)).astype(np.float32)
+            x = torch.from_numpy(generator.standard_normal((1, ROWS, d_in)).astype(np.float32))
             bias = generator.standard_normal(d_out).astype(np.float32)
-            sessions = {"dense": int8_session([generator.standard_normal((d_in, d_out)).astype(np.float32) / d_in**0.5],
-                                              bias, Path(scratch), f"dense-{d_in}x{d_out}", args.threads)}
+            sessions = [int8_session([generator.standard_normal((d_in, d_out)).astype(np.float32) / d_in**0.5],
+                                     bias, Path(scratch), f"dense-{d_in}x{d_out}", args.threads)]
             for rank in ranks:
                 factors = [generator.standard_normal((d_in, rank)).astype(np.float32) / d_in**0.5,
                            generator.standard_normal((rank, d_out)).astype(np.float32) / rank**0.5]
-                sessions[rank] = int8_session(factors, bias, Path(scratch), f"r{rank}-{d_in}x{d_out}", args.threads)
-            times: dict = {name: [] for name in sessions}
-            for repeat in range(args.warmup + args.repeats):  # taking turns: load drifts hit every contender alike
-                for name, session in sessions.items():
-                    start = time.perf_counter()
-                    session.run(None, {"x": x})
-                    if repeat >= args.warmup:
-                        times[name].append(time.perf_counter() - start)
-            dense_ms = 1000 * statistics.median(times["dense"])
-            for rank in ranks:
-                ms = 1000 * statistics.median(times[rank])
+                sessions.append(int8_session(factors, bias, Path(scratch), f"r{rank}-{d_in}x{d_out}", args.threads))
+            # taking turns: load drifts hit every contender alike
+            samples = time_interleaved([lambda f, s=session: s.run(None, {"x": f.numpy()}) for session in sessions],
+                                       x, args.repeats, args.warmup)
+            dense_ms, *pair_ms = [statistics.median(times) for times in samples]
+            for rank, ms in zip(ranks, pair_ms):
                 predicted = d_in * d_out / (rank * (d_in + d_out))
-                rows.append({"shape": f"{d_in}x{d_out}", "rank": rank, "ms": round(ms, 3), "dense_ms": round(dense_ms, 3),
-                             "speedup": round(dense_ms / ms, 3), "predicted": round(predicted, 3),
+                rows.append({"shape": f"{d_in}x{d_out}", "rank": rank, "ms": round(ms, 3),
+                             "dense_ms": round(dense_ms, 3), "speedup": round(dense_ms / ms, 3),
+                             "predicted": round(predicted, 3),
                              "efficiency": round(dense_ms / ms / predicted, 3)})
                 print(f"{d_in}x{d_out} r={rank:<4} {ms:7.3f} ms (dense {dense_ms:.3f}): {dense_ms / ms:5.2f}x, "
                       f"FLOPs predict {predicted:5.2f}x, efficiency {dense_ms / ms / predicted:.2f}", flush=True)

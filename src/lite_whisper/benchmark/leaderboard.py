@@ -124,7 +124,7 @@ def run_leaderboard(contenders: Sequence[tuple[str, Callable[[int], Runner]]], c
                 run.error = _error(describe_failure(error))
             else:
                 contender = _contender(name, runner, forced_tokens)
-                timing = run_interleaved([contender], timed, log=log, **leaderboard_preset(batch_size, warmup_batches))[0]
+                timing = run_interleaved([contender], timed, **leaderboard_preset(batch_size, warmup_batches))[0]
                 _record(run, timing, audio_seconds, None if references is None else references[:count], forced_tokens)
                 del runner, contender
             log(f"{name} batch {batch_size}: " + (run.error or f"RTFx {run.rtfx:.1f}"
@@ -157,7 +157,6 @@ def _contender(name: str, runner: Runner, forced_tokens: int | None) -> Contende
         memory = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
         return {"tokens_per_clip": list(counts), "peak_gpu_memory_gb": memory}
 
-    runner.synchronize()
     return Contender(name, transcribe, after_warmup=after_warmup, details=details)
 
 

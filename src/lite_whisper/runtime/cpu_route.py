@@ -162,23 +162,22 @@ class CpuRouted:
                 or kwargs.get("output_attentions") or torch.is_autocast_enabled("cpu")
                 or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             return super().forward(hidden_states, attention_mask, **kwargs)
-        plan = self._cpu_plan
-        if plan is None or not plan.current():
-            plan = self._plan()
+        plan = self._current_plan()
         if not plan.runnable or plan.hooked():
             return super().forward(hidden_states, attention_mask, **kwargs)
         return plan.run(hidden_states)
 
     def on_route(self) -> bool:
         """Whether an inference call would take the route now."""
-        plan = self._cpu_plan
-        if plan is None or not plan.current():
-            plan = self._plan()
+        plan = self._current_plan()
         return plan.runnable and not self.training and not plan.hooked()
 
-    def _plan(self) -> _LayerPlan:
-        plan = _LayerPlan.of(self)
-        self.__dict__["_cpu_plan"] = plan  # not a module attribute: never in state_dict
+    def _current_plan(self) -> _LayerPlan:
+        """The plan, made again when what it was made from has changed."""
+        plan = self._cpu_plan
+        if plan is None or not plan.current():
+            plan = _LayerPlan.of(self)
+            self.__dict__["_cpu_plan"] = plan  # not a module attribute: never in state_dict
         return plan
 
     def __getstate__(self):  # copies and pickles plan again from their own tensors
@@ -197,14 +196,6 @@ class CpuRoutedLiteWhisperEncoderLayer(CpuRouted, LiteWhisperEncoderLayer):
 
 # The layer classes the route knows (a saved folder's own remote-code class is not among them: it runs as itself).
 _ROUTED = {WhisperEncoderLayer: CpuRoutedWhisperEncoderLayer, LiteWhisperEncoderLayer: CpuRoutedLiteWhisperEncoderLayer}
-
-
-def _hooked(modules) -> bool:
-    """Whether a forward (pre-)hook is registered on any of `modules`."""
-    for module in modules:
-        if module._forward_hooks or module._forward_pre_hooks:
-            return True
-    return False
 
 
 # --- the plan: one layer's weights as the route uses them ------------------------------------------

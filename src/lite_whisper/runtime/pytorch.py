@@ -65,6 +65,9 @@ class PyTorchEngine(EngineBase):
         if decoder_mode not in DECODER_MODES:
             raise ValueError(f"unknown decoder mode {decoder_mode!r}; choose one of {', '.join(DECODER_MODES)}")
         self.decoder_mode = decoder_mode
+        # transformers' compiled decode step ("reduce-overhead": CUDA graphs); it compiles on CUDA only unless told
+        self._compile_config = CompileConfig(mode="reduce-overhead" if self.device.type == "cuda" else "default")
+        self._compile_config._compile_all_devices = True
 
     def __repr__(self) -> str:
         return f"PyTorchEngine({self.name!r}, {self.device}, {self.model.dtype})"
@@ -127,10 +130,8 @@ class PyTorchEngine(EngineBase):
         encoder_outputs = BaseModelOutput(last_hidden_state=states)
         if self.decoder_mode != "compiled" or kwargs.get("num_beams", 1) != 1:
             return self.model.generate(encoder_outputs=encoder_outputs, **kwargs)
-        compile_config = CompileConfig(mode="reduce-overhead" if self.device.type == "cuda" else "default")
-        compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told (the CPU tests)
         return self.model.generate(encoder_outputs=encoder_outputs, cache_implementation="static",
-                                   compile_config=compile_config, **kwargs)
+                                   compile_config=self._compile_config, **kwargs)
 
     @torch.inference_mode()
     def transcribe_long(self, name: str, samples: np.ndarray, options: DecodingOptions) -> Transcription:
