@@ -374,18 +374,23 @@ def test_bench_against_faster_whisper_runs_every_contender(tmp_path, capsys, cal
     assert "not an exported folder" in capsys.readouterr().err
 
 
-def test_the_export_encoder_timing_script_times_every_folder_in_turns(exported, tmp_path, monkeypatch, capsys):
+def run_script(name: str, args: list[str], monkeypatch) -> int:
+    """scripts/`name` run as `python scripts/name ARGS` would run it, in this process; its exit code."""
     import runpy
     import sys
 
-    _, folder, _ = exported
-    script = Path(__file__).parent.parent / "scripts" / "export_encoder_timing.py"
-    output = tmp_path / "timing.json"
-    monkeypatch.setattr(sys, "argv", ["export_encoder_timing.py", str(folder), str(folder), "--threads", "1",
-                                      "--repeats", "2", "--warmup", "1", "--json", str(output)])
+    script = Path(__file__).parent.parent / "scripts" / name
+    monkeypatch.setattr(sys, "argv", [name, *args])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0
+    return done.value.code
+
+
+def test_the_export_encoder_timing_script_times_every_folder_in_turns(exported, tmp_path, monkeypatch, capsys):
+    _, folder, _ = exported
+    output = tmp_path / "timing.json"
+    assert run_script("export_encoder_timing.py", [str(folder), str(folder), "--threads", "1", "--repeats", "2",
+                                                   "--warmup", "1", "--json", str(output)], monkeypatch) == 0
     rows = json.loads(output.read_text())["rows"]
     assert [row["folder"] for row in rows] == [str(folder)] * 2 and rows[0]["gain"] == 1.0
     assert all(row["median_ms"] > 0 for row in rows)
@@ -394,30 +399,20 @@ def test_the_export_encoder_timing_script_times_every_folder_in_turns(exported, 
     manifest = json.loads((float32_only / MANIFEST_FILE).read_text())
     manifest["encoder"]["int8"] = None
     (float32_only / MANIFEST_FILE).write_text(json.dumps(manifest))
-    monkeypatch.setattr(sys, "argv", ["export_encoder_timing.py", str(float32_only)])
-    with pytest.raises(SystemExit) as refused:
-        runpy.run_path(str(script), run_name="__main__")
-    assert refused.value.code == 2 and "has no int8 encoder" in capsys.readouterr().err
+    assert run_script("export_encoder_timing.py", [str(float32_only)], monkeypatch) == 2
+    assert "has no int8 encoder" in capsys.readouterr().err
 
 
 def test_the_thin_matmul_script_times_int8_low_rank_pairs_against_dense(tmp_path, monkeypatch, capsys):
     """scripts/thin_matmul_benchmark.py on a small shape: a row per rank with its dense time and FLOP prediction;
     malformed shapes and ranks are refused with exit code 2."""
-    import runpy
-    import sys
-
-    script = Path(__file__).parent.parent / "scripts" / "thin_matmul_benchmark.py"
     output = tmp_path / "thin.json"
-    monkeypatch.setattr(sys, "argv", ["thin_matmul_benchmark.py", "--shape", "64x128", "--ranks", "16-32/16",
-                                      "--threads", "1", "--repeats", "2", "--warmup", "1", "--json", str(output)])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0
+    assert run_script("thin_matmul_benchmark.py", ["--shape", "64x128", "--ranks", "16-32/16", "--threads", "1",
+                                                   "--repeats", "2", "--warmup", "1", "--json", str(output)],
+                      monkeypatch) == 0
     rows = json.loads(output.read_text())["rows"]
     assert [(row["shape"], row["rank"]) for row in rows] == [("64x128", 16), ("64x128", 32)]
     assert rows[0]["predicted"] == round(64 * 128 / (16 * 192), 3) and all(row["ms"] > 0 for row in rows)
     for bad in (["--shape", "64by128"], ["--ranks", "0,16"]):
-        monkeypatch.setattr(sys, "argv", ["thin_matmul_benchmark.py", *bad])
-        with pytest.raises(SystemExit) as refused:
-            runpy.run_path(str(script), run_name="__main__")
-        assert refused.value.code == 2 and "error:" in capsys.readouterr().err
+        assert run_script("thin_matmul_benchmark.py", bad, monkeypatch) == 2
+        assert "error:" in capsys.readouterr().err
