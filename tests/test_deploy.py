@@ -111,6 +111,20 @@ def test_export_writes_a_complete_parity_checked_folder(exported):
         assert (folder / name).is_file(), name
 
 
+def test_an_export_that_spends_its_model_writes_the_same_folder_and_frees_the_weights(exported, tmp_path):
+    """`release_model` (the command line's): the encoder smoothed in place, every weight freed before the parity
+    checks; the files and every parity figure are those of the export that copies."""
+    model, folder, manifest = exported
+    spent = lite_english_model()  # the same seed: the same weights as the fixture's model
+    theirs = export(spent, tiny_processor(), tmp_path / "spent", int8=True, decoder_quantization="float32",
+                    parity_audio=clips(2), parity_max_new_tokens=12, release_model=True)
+    assert all(p.is_meta for p in spent.parameters())
+    assert all(not p.is_meta for p in model.parameters())  # the fixture's export left its model whole
+    assert theirs["parity"] == manifest["parity"] and theirs["encoder"] == manifest["encoder"]
+    for name in ("encoder.onnx", "encoder.onnx.data", "encoder.int8.onnx", "encoder.int8.onnx.data", "decoder/model.bin"):
+        if (folder / name).exists() or (tmp_path / "spent" / name).exists():
+            assert (folder / name).read_bytes() == (tmp_path / "spent" / name).read_bytes(), name
+
 def test_an_int8_clip_is_encoded_the_same_whatever_its_batch(exported):
     """Dynamic int8 takes one activation scale per call: the int8 encoder runs clip by clip."""
     _, folder, _ = exported

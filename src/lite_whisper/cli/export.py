@@ -142,6 +142,7 @@ def run(args) -> int:
                           decoder_quantization=args.decoder or "int8", threads=args.threads, parity_audio=clips,
                           calibration_audio=calibration_clips, overwrite=args.overwrite,
                           min_int8_inner=args.int8_min_inner, int8_max_error=max_error, int8_smoothing=smoothing,
+                          release_model=True,  # loaded for this export alone: spent as it goes
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     parity = manifest["parity"]
     print("encoder relative error vs PyTorch: " + ", ".join(

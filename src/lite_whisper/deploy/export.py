@@ -38,7 +38,7 @@ from lite_whisper.export_manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.files import atomic_folder
 from lite_whisper.lowrank.convert import dense_config
 from lite_whisper.lowrank.cost import encoder_of, encoder_params, has_low_rank
-from lite_whisper.memory import peak_rss_mb
+from lite_whisper.memory import peak_rss_mb, return_freed_memory
 from lite_whisper.runtime.encoders import open_encoder, runnable_encoders
 from lite_whisper.runtime.exported import ExportedWhisper
 from lite_whisper.runtime.pytorch import PyTorchEngine
@@ -78,6 +78,7 @@ def export(
     int8_smoothing: float | None = 0.5,
     parity_max_new_tokens: int | None = None,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
+    release_model: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
     """Write the exported folder for `model` (float32, dense or low-rank) atomically; return its manifest.
@@ -88,26 +89,47 @@ def export(
     smoothed first (alpha `int8_smoothing`, None: neither; `smoothing.smoothed`). Smoothing ranges and the error
     bound are measured on `calibration_audio` (the parity clips when none are given; with their own
     clips, the parity figures check the int8 encoder on speech its quantisation did not see).
+
+    Everything PyTorch gives (the float32 graph, reference outputs and transcripts, the decoders, the int8
+    copy) is taken first; the parity checks then open one runtime at a time. `release_model`: the model is
+    the export's to spend (the command line's own): its encoder is smoothed in place instead of copied and
+    every weight is freed (moved to the meta device) before the parity checks, so a large model's export
+    never holds the PyTorch weights beside a runtime's (large-v3-turbo: 3.9 GB of PyTorch weights beside
+    OpenVINO's 5.2 GB). The model is unusable afterwards.
     """
     start = time.perf_counter()
     encoder = encoder_of(model)
-    with atomic_folder(folder, overwrite=overwrite) as staging:
+    params, low_rank = encoder_params(model), getattr(model.config, "low_rank_config", None) is not None
+    options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
+                              max_new_tokens=parity_max_new_tokens)
+    with atomic_folder(folder, overwrite=overwrite) as staging, \
+            tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
         log("exporting the encoder to ONNX ...")
         export_encoder(model, staging / "encoder.onnx", external_data_bytes)
         features = parity_features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
-        excluded, int8_report = None, {}
-        if int8:
-            excluded, int8_report = quantize_exported_encoder(
-                model, processor, staging / "encoder.onnx", staging / "encoder.int8.onnx", calibration_audio or parity_audio,
-                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log)
+        clips = list(parity_audio)
+        if clips:
+            log(f"transcribing {len(clips)} clips through PyTorch ...")
+            pytorch_texts = [t.text for t in transcribe_clips(PyTorchEngine(model, processor), clips, options=options)]
         log(f"converting the decoder to CTranslate2 ({decoder_quantization}) ...")
         write_decoder(model, processor, staging / "decoder", quantization=decoder_quantization)
+        # the parity check's float32 decoder, written now: after this no step needs the decoder's PyTorch weights
+        float32_decoder = write_decoder(model, processor, Path(scratch) / "decoder", quantization="float32") \
+            if clips else None
         dense_config(model.config).save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
         processor.save_pretrained(staging)
         processor.feature_extractor.save_pretrained(staging)
+        excluded, int8_report = None, {}
+        if int8:
+            excluded, int8_report = quantize_exported_encoder(
+                model, processor, staging / "encoder.onnx", staging / "encoder.int8.onnx", calibration_audio or parity_audio,
+                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log, in_place=release_model)
+        if release_model:
+            model.to("meta")  # shapes stay (the model card counts parameters and FLOPs), the memory goes
+            return_freed_memory()
 
         log("checking parity with the PyTorch model ...")
         parity = {"clips": features.shape[0]}
@@ -115,6 +137,7 @@ def export(
         for kind in runnable_encoders(written):
             parity[f"encoder_relative_error_{kind}"] = relative_error(
                 open_encoder(staging, written, kind)(features), reference)
+            return_freed_memory()  # one runtime's session at a time
         if parity["encoder_relative_error_float32"] > FP32_TOLERANCE:
             raise ParityError(f"the float32 ONNX encoder differs from PyTorch by {parity['encoder_relative_error_float32']:.2e} "
                               f"(relative; tolerance {FP32_TOLERANCE:g}); not exporting")
@@ -124,7 +147,7 @@ def export(
             "encoder": {"float32": "encoder.onnx", "int8": "encoder.int8.onnx" if int8 else None,
                         "default": "int8" if int8 else "float32", "int8_float32_matmuls": excluded,
                         "int8_max_error": int8_max_error if int8 else None, **int8_report,
-                        "params": encoder_params(model), "low_rank": getattr(model.config, "low_rank_config", None) is not None},
+                        "params": params, "low_rank": low_rank},
             "decoder": {"folder": "decoder", "compute_type": decoder_quantization,
                         "placeholder_encoder_params": _placeholder_params(model.config, PLACEHOLDER_FFN)},
             "threads": threads,
@@ -132,9 +155,9 @@ def export(
             "export_seconds": None,
         }
         _write_manifest(staging, manifest)
-        if parity_audio:
-            log(f"transcribing {len(parity_audio)} clips through the export and through PyTorch ...")
-            parity.update(_transcript_parity(model, processor, staging, parity_audio, threads, parity_max_new_tokens))
+        if clips:
+            log(f"transcribing {len(clips)} clips through the export ...")
+            parity.update(_transcript_parity(staging, clips, pytorch_texts, float32_decoder, threads, options))
         manifest["export_seconds"] = round(time.perf_counter() - start, 1)
         manifest["export_peak_rss_mb"] = round(peak_rss_mb())  # this process's, the model's own memory included
         _write_manifest(staging, manifest)
@@ -143,30 +166,36 @@ def export(
 
 
 def quantize_exported_encoder(model, processor, source: Path, target: Path, audio, max_error, smoothing, min_inner,
-                              external_data_bytes, log) -> tuple[list[str], dict]:
+                              external_data_bytes, log, in_place: bool = False) -> tuple[list[str], dict]:
     """Write the int8 copy of the exported encoder `source` to `target` (smoothed, within `max_error` on
-    `audio`); return the MatMuls left float32 and what the manifest records."""
+    `audio`); return the MatMuls left float32 and what the manifest records. `in_place`: smooth the model's
+    own encoder (it computes the same function after, up to rounding) instead of a copy."""
     encoder = encoder_of(model)
     large = encoder_params(model) > LARGE_ENCODER_PARAMS
     features = parity_features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
     report = {"int8_calibration_clips": features.shape[0], "int8_smoothing": smoothing,
               "int8_rotated_middles": smoothing is not None and has_low_rank(model)}  # what `smoothed` turns
-    with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
-
-        def quantised():  # the PyTorch encoder that source was exported from
-            return encoder if smoothing is None else smoothed(encoder, torch.from_numpy(features), smoothing)
-
-        if smoothing is not None:
-            log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
-            # the smoothed copy is dropped once exported (large-v3: 2.5 GB while the quantiser needs ~7 GB);
-            # the guided search, if it runs, makes it again
-            source = export_encoder(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
-        log("quantising the encoder's weights to int8 ...")
-        if max_error is None:
-            return quantize_encoder(source, target, min_inner), report
+    reference = None
+    if max_error is not None:  # the encoder as exported, before any smoothing
         with torch.inference_mode():
             reference = np.concatenate([encoder(torch.from_numpy(features[i: i + 2])).last_hidden_state.numpy()
                                         for i in range(0, features.shape[0], 2)])
+    with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
+        if smoothing is not None and in_place:
+            encoder = smoothed(encoder, torch.from_numpy(features), smoothing, in_place=True)
+
+        def quantised():  # the PyTorch encoder that source was exported from
+            return encoder if smoothing is None or in_place else smoothed(encoder, torch.from_numpy(features), smoothing)
+
+        if smoothing is not None:
+            log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
+            # a smoothed copy is dropped once exported (large-v3: 2.5 GB while the quantiser needs ~7 GB);
+            # the guided search, if it runs, makes it again
+            source = export_encoder(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
+            return_freed_memory()
+        log("quantising the encoder's weights to int8 ...")
+        if max_error is None:
+            return quantize_encoder(source, target, min_inner), report
         excluded, error = quantize_within(
             source, target, features, reference, max_error, min_inner, log=log,
             sensitivity=lambda: output_sensitivity(quantised(), torch.from_numpy(features[:1]), source))
@@ -187,27 +216,25 @@ def parity_features(processor, audio, limit: int) -> np.ndarray:
     return processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
 
 
-def _transcript_parity(model, processor, folder: Path, parity_audio, threads, max_new_tokens) -> dict:
-    """Greedy transcripts of the parity clips, PyTorch against the export.
+def _transcript_parity(folder: Path, clips, reference: list[str], float32_decoder: Path, threads,
+                       options: DecodingOptions) -> dict:
+    """Greedy transcripts of the parity clips through the export, against PyTorch's (`reference`).
 
-    "float32": the float32 ONNX encoder with a float32 CTranslate2 decoder (written to a scratch
-    folder for this check) must reproduce PyTorch; "shipped": the folder as it runs by default
-    (int8 decoder, and the int8 encoder when there is one) is reported.
+    "float32": the float32 ONNX encoder with a float32 CTranslate2 decoder (`float32_decoder`, written for
+    this check) must reproduce PyTorch; "shipped": the folder as it runs by default (int8 decoder, and the
+    int8 encoder when there is one) is reported. One engine at a time.
     """
-    options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
-                              max_new_tokens=max_new_tokens)
-    clips = list(parity_audio)
-    reference = [t.text for t in transcribe_clips(PyTorchEngine(model, processor), clips, options=options)]
     result = {"transcripts_pytorch": reference}
-    with tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
-        float32_decoder = write_decoder(model, processor, Path(scratch) / "decoder", quantization="float32")
-        runs = {"float32": ExportedWhisper(folder, encoder="float32", threads=threads, decoder=float32_decoder),
-                "shipped": ExportedWhisper(folder, threads=threads)}
-        result["transcripts_shipped_encoder"] = runs["shipped"].encoder_kind
-        for kind, exported in runs.items():
-            texts = [t.text for t in transcribe_clips(exported, clips, options=options)]
-            result[f"transcripts_identical_{kind}"] = sum(a == b for a, b in zip(texts, reference))
-            result[f"transcripts_{kind}"] = texts
+    for kind in ("float32", "shipped"):
+        exported = ExportedWhisper(folder, encoder="float32", threads=threads, decoder=float32_decoder) \
+            if kind == "float32" else ExportedWhisper(folder, threads=threads)
+        if kind == "shipped":
+            result["transcripts_shipped_encoder"] = exported.encoder_kind
+        texts = [t.text for t in transcribe_clips(exported, clips, options=options)]
+        del exported
+        return_freed_memory()
+        result[f"transcripts_identical_{kind}"] = sum(a == b for a, b in zip(texts, reference))
+        result[f"transcripts_{kind}"] = texts
     return result
 
 

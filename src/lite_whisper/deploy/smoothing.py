@@ -88,15 +88,17 @@ def rotate_middles(encoder: nn.Module, seed: int = 0) -> None:
 
 
 @torch.no_grad()
-def smoothed(encoder: nn.Module, features: torch.Tensor, alpha: float = 0.5) -> nn.Module:
+def smoothed(encoder: nn.Module, features: torch.Tensor, alpha: float = 0.5, in_place: bool = False) -> nn.Module:
     """A copy of `encoder` computing the same function with int8-friendlier MatMul inputs: low-rank middles
     turned (`rotate_middles`), then activations smoothed.
 
-    `features`: calibration log-mel features (a few clips) that set the activation ranges.
+    `features`: calibration log-mel features (a few clips) that set the activation ranges. `in_place`: change
+    `encoder` itself and return it (no copy: an export that owns its model saves the encoder's size).
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"smoothing alpha must be within [0, 1], got {alpha}")
-    encoder = copy.deepcopy(encoder)
+    if not in_place:
+        encoder = copy.deepcopy(encoder)
     rotate_middles(encoder)
     ranges = input_ranges(encoder, features)
     for layer in encoder.layers:
