@@ -47,6 +47,15 @@ def test_smoothing_keeps_the_encoders_function_and_leaves_the_original_alone(low
     assert not torch.allclose(changed, encoder.layers[0].self_attn_layer_norm.weight)
 
 
+def test_smoothing_in_place_changes_the_encoder_itself_exactly_as_the_copy_is_changed():
+    encoder = lite_english_model().model.encoder
+    calibration = features(2, seed=1)
+    copy = smoothed(encoder, calibration, alpha=0.5)
+    assert smoothed(encoder, calibration, alpha=0.5, in_place=True) is encoder
+    assert all(torch.equal(a, b) for a, b in zip(copy.parameters(), encoder.parameters()))
+    assert not torch.equal(copy.layers[0].self_attn_layer_norm.weight, lite_english_model().model.encoder.layers[0].self_attn_layer_norm.weight)
+
+
 def test_smoothing_flattens_the_inputs_that_int8_sees_and_lowers_its_error(tmp_path):
     from lite_whisper.deploy.int8 import quantize_encoder
     from lite_whisper.deploy.onnx_graph import export_encoder

@@ -32,7 +32,7 @@ from lite_whisper.data.audio import SAMPLE_RATE
 from lite_whisper.models.ctranslate2.decoder import PLACEHOLDER_FFN, write_decoder
 from lite_whisper.deploy.int8 import quantize_encoder, quantize_within
 from lite_whisper.deploy.int8_sensitivity import output_sensitivity
-from lite_whisper.deploy.onnx_graph import EXTERNAL_DATA_BYTES, export_encoder
+from lite_whisper.deploy.onnx_graph import EXTERNAL_DATA_BYTES, export_encoder, export_encoder_apart
 from lite_whisper.deploy.smoothing import smoothed
 from lite_whisper.export_manifest import FORMAT, MANIFEST_FILE, VERSION
 from lite_whisper.files import atomic_folder
@@ -99,13 +99,14 @@ def export(
     """
     start = time.perf_counter()
     encoder = encoder_of(model)
+    to_onnx = export_encoder_apart if release_model else export_encoder  # the exporter keeps what it exports
     params, low_rank = encoder_params(model), getattr(model.config, "low_rank_config", None) is not None
     options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
                               max_new_tokens=parity_max_new_tokens)
     with atomic_folder(folder, overwrite=overwrite) as staging, \
             tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
         log("exporting the encoder to ONNX ...")
-        export_encoder(model, staging / "encoder.onnx", external_data_bytes)
+        to_onnx(model, staging / "encoder.onnx", external_data_bytes)
         features = parity_features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
@@ -126,7 +127,8 @@ def export(
         if int8:
             excluded, int8_report = quantize_exported_encoder(
                 model, processor, staging / "encoder.onnx", staging / "encoder.int8.onnx", calibration_audio or parity_audio,
-                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log, in_place=release_model)
+                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log, in_place=release_model,
+                to_onnx=to_onnx)
         if release_model:
             model.to("meta")  # shapes stay (the model card counts parameters and FLOPs), the memory goes
             return_freed_memory()
@@ -166,7 +168,8 @@ def export(
 
 
 def quantize_exported_encoder(model, processor, source: Path, target: Path, audio, max_error, smoothing, min_inner,
-                              external_data_bytes, log, in_place: bool = False) -> tuple[list[str], dict]:
+                              external_data_bytes, log, in_place: bool = False,
+                              to_onnx=export_encoder) -> tuple[list[str], dict]:
     """Write the int8 copy of the exported encoder `source` to `target` (smoothed, within `max_error` on
     `audio`); return the MatMuls left float32 and what the manifest records. `in_place`: smooth the model's
     own encoder (it computes the same function after, up to rounding) instead of a copy."""
@@ -191,7 +194,7 @@ def quantize_exported_encoder(model, processor, source: Path, target: Path, audi
             log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
             # a smoothed copy is dropped once exported (large-v3: 2.5 GB while the quantiser needs ~7 GB);
             # the guided search, if it runs, makes it again
-            source = export_encoder(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
+            source = to_onnx(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
             return_freed_memory()
         log("quantising the encoder's weights to int8 ...")
         if max_error is None:

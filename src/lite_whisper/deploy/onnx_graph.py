@@ -183,3 +183,45 @@ def export_encoder(model: nn.Module, path: str | Path, external_data_bytes: int 
                           external_data=weight_bytes(encoder) > external_data_bytes,
                           verbose=False, custom_translation_table=_onnx_multi_head_attention())
     return path
+
+
+def export_encoder_apart(model: nn.Module, path: str | Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> Path:
+    """`export_encoder` in a forked child process, where Linux allows it; in this one elsewhere.
+
+    torch's ONNX exporter (torch 2.13, `dynamo=True`) keeps the weights it exported alive after it returns, held
+    from C++ where no garbage collection reaches: a process that exports large-v3-turbo's encoder can never give
+    its 2.5 GB back (docs/RESULTS.md §12). A forked child shares the parent's weights page by page without copying
+    them, writes the file and takes what it kept with it when it exits. The child runs one thread: torch's OpenMP
+    pool is not carried across fork."""
+    import multiprocessing
+    import sys
+
+    if not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+        return export_encoder(model, path, external_data_bytes)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_export_in_child, args=(model, path, external_data_bytes, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        failure = receive.recv()
+    except EOFError:
+        failure = "the exporting process died without a word"
+    child.join()
+    if failure or child.exitcode != 0:
+        raise RuntimeError(f"exporting the encoder to ONNX failed: {failure or f'exit code {child.exitcode}'}")
+    return Path(path)
+
+
+def _export_in_child(model, path, external_data_bytes, send) -> None:
+    import os
+
+    try:
+        torch.set_num_threads(1)
+        export_encoder(model, path, external_data_bytes)
+        send.send("")
+    except BaseException as error:  # reported to the parent, which raises
+        send.send(f"{type(error).__name__}: {error}")
+    finally:
+        send.close()
+        os._exit(0)  # no interpreter teardown: nothing the parent owns is flushed or closed twice
