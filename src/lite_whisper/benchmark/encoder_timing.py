@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lite_whisper.benchmark.harness import Contender, run_interleaved
 from lite_whisper.lowrank.cost import MEL_FRAMES, encoder_of
 
 
@@ -58,30 +59,53 @@ def no_gc():
             gc.enable()
 
 
-STABLE_WINDOW = 3  # warm-up ends when the last 3 passes of every encoder agree within STABLE_SPREAD
-STABLE_SPREAD = 0.05
+STABLE_SPREAD = 0.05  # warm-up ends when two passes in a row agree within 5%
+
+
+def encoder_preset(warmup: int) -> dict:
+    """The harness's rules for encoder passes: a chunk is one pass; warm-up at least `warmup` passes of each
+    encoder, more until two in a row agree within 5% (GPU clocks, autotuning and graph capture settle), at
+    most 4 x warmup + 3; `warmup` 0: none."""
+    if warmup < 0:
+        raise ValueError(f"warm-up runs must be 0 or more, got {warmup}")
+    if not warmup:
+        return {"chunk_size": 1, "warmup_runs": 0}
+    return {"chunk_size": 1, "warmup_tolerance": STABLE_SPREAD, "min_warmup_runs": warmup,
+            "max_warmup_runs": 4 * warmup + 3}
 
 
 def time_interleaved(encoders: Sequence, features: torch.Tensor, repeats: int, warmup: int) -> list[list[float]]:
-    """Milliseconds of `repeats` passes of each encoder, taking turns (A B A B ...) so that load from
-    other processes and frequency drift hit all alike, with the garbage collector off. Warm-up: at least
-    `warmup` untimed turns, more until every encoder's last 3 passes are within 5% of each other (GPU
-    clocks, autotuning and graph capture settle), at most 4 x warmup + 3 turns."""
-    limit = 4 * warmup + STABLE_WINDOW
+    """Milliseconds of `repeats` passes of each encoder (a module, or any callable on `features`), taking turns
+    (A B A B ...) so that load from other processes and frequency drift hit all alike, with the garbage
+    collector off: `harness.run_interleaved` with `encoder_preset(warmup)`, each pass timed by `time_encoder`
+    (on a GPU from its first launch to its last kernel). An encoder that fails raises (a benchmark of encoders
+    has no partial answer)."""
+    clock = _PassClock()
+    contenders = [Contender(f"encoder {index + 1}", clock.timing(encoder, features))
+                  for index, encoder in enumerate(encoders)]
+    passes = [(f"pass {index + 1}", None) for index in range(repeats)]
     with no_gc():
-        recent: list[list[float]] = [[] for _ in encoders]
-        turns = 0
-        while warmup and (turns < warmup or (turns < limit and not all(map(_stable, recent)))):
-            for encoder, times in zip(encoders, recent):
-                times.append(time_encoder(encoder, features))
-            turns += 1
-        samples: list[list[float]] = [[] for _ in encoders]
-        for _ in range(repeats):
-            for encoder, times in zip(encoders, samples):
-                times.append(time_encoder(encoder, features))
-    return samples
+        timings = run_interleaved(contenders, passes, clock=clock, **encoder_preset(warmup))
+    failed = [f"{timing.name}: {timing.failure}" for timing in timings if timing.failed]
+    if failed:
+        raise RuntimeError("encoder timing failed: " + "; ".join(failed))
+    return [[1000.0 * seconds for seconds in timing.chunk_seconds] for timing in timings]
 
 
-def _stable(times: list[float]) -> bool:
-    last = times[-STABLE_WINDOW:]
-    return len(last) == STABLE_WINDOW and (max(last) - min(last)) <= STABLE_SPREAD * min(last)
+class _PassClock:
+    """The harness's clock for encoder passes: it reads 0 when a pass starts and the pass's own `time_encoder`
+    measure when it ends (CUDA events on a GPU; the wall clock around it would add the launch overhead)."""
+
+    def __init__(self):
+        self._last: float | None = None
+
+    def __call__(self) -> float:
+        last, self._last = self._last, None
+        return 0.0 if last is None else last
+
+    def timing(self, encoder, features: torch.Tensor):
+        def run(items: list) -> list[str]:
+            self._last = time_encoder(encoder, features) / 1000.0
+            return [""] * len(items)
+
+        return run

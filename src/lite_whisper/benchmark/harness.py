@@ -7,6 +7,11 @@ contender transcribes chunk 1, then every contender chunk 2, ..., so background 
 machine hits them alike. A contender that fails (an exception; out of memory included) is reported
 with what stopped it and drops out; the others go on.
 
+Every timing in the project goes through `run_interleaved`; what differs is a preset of its arguments:
+`leaderboard.leaderboard_preset` (a chunk is a batch, a fixed warm-up), `encoder_timing.encoder_preset` (a
+chunk is one encoder pass on a 30 s input, timed by CUDA events on a GPU: `bench`, the timing scripts), the
+defaults for transcription (`end_to_end`, `deployment`, `forced_decode`, `scripts/frontier.py`).
+
 `in_own_process` makes a contender that lives in a process of its own (its peak memory its own, a
 crash or the kernel's out-of-memory killer its own) and still takes its turns: the parent sends clip
 indices, the child transcribes and answers.
@@ -69,24 +74,25 @@ def describe_failure(error: BaseException) -> str:
 
 def run_interleaved(contenders: Sequence[Contender], clips: Sequence[Clip], *, chunk_size: int = 8,
                     warmup_clips: int = 1, warmup_tolerance: float = 0.1, max_warmup_runs: int = 4,
-                    warmup_runs: int | None = None, clock: Callable[[], float] = time.perf_counter,
-                    log=lambda message: None) -> list[Timing]:
+                    min_warmup_runs: int = 2, warmup_runs: int | None = None,
+                    clock: Callable[[], float] = time.perf_counter, log=lambda message: None) -> list[Timing]:
     """Time every contender on `clips`, taking turns chunk by chunk; one Timing each, in `contenders`' order.
 
     Warm-up: the first `warmup_clips` clips, run until a run's time is within `warmup_tolerance` of the
-    one before (at least 2 runs, at most `max_warmup_runs`), or exactly `warmup_runs` times when given (a
-    fixed rule such as the leaderboard's; 0 for none). Every contender is closed at the end, whatever happened.
+    one before (at least `min_warmup_runs` runs and never fewer than 2, at most `max_warmup_runs`), or exactly
+    `warmup_runs` times when given (a fixed rule such as the leaderboard's; 0 for none). Every contender is
+    closed at the end, whatever happened.
     """
     try:
-        return _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs,
-                           warmup_runs, clock, log)
+        return _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance,
+                           max(max_warmup_runs, min_warmup_runs), max(min_warmup_runs, 2), warmup_runs, clock, log)
     finally:
         for contender in contenders:
             contender.close()
 
 
-def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, warmup_runs,
-                clock, log) -> list[Timing]:
+def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, min_warmup_runs,
+                warmup_runs, clock, log) -> list[Timing]:
     if not contenders:
         raise ValueError("no contenders to time")
     if len({contender.name for contender in contenders}) != len(contenders):
@@ -115,13 +121,13 @@ def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, m
     warmup = list(clips[:max(warmup_clips, 1)])
     for contender in contenders:
         previous = None
-        for run in range(1, (max(max_warmup_runs, 2) if warmup_runs is None else warmup_runs) + 1):
+        for run in range(1, (max_warmup_runs if warmup_runs is None else warmup_runs) + 1):
             texts, elapsed = attempt(contender, warmup)
             if texts is None:
                 break
             timings[contender.name].warmup_runs = run
             stable = previous is not None and abs(elapsed - previous) <= warmup_tolerance * previous
-            if warmup_runs is None and stable:
+            if warmup_runs is None and stable and run >= min_warmup_runs:
                 break
             previous = elapsed
         if not timings[contender.name].failed:

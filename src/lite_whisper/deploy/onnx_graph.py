@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -193,9 +196,6 @@ def export_encoder_apart(model: nn.Module, path: str | Path, external_data_bytes
     its 2.5 GB back (docs/RESULTS.md §12). A forked child shares the parent's weights page by page without copying
     them, writes the file and takes what it kept with it when it exits. The child runs one thread: torch's OpenMP
     pool is not carried across fork."""
-    import multiprocessing
-    import sys
-
     if not sys.platform.startswith("linux") or torch.cuda.is_initialized():
         return export_encoder(model, path, external_data_bytes)
     context = multiprocessing.get_context("fork")
@@ -214,8 +214,6 @@ def export_encoder_apart(model: nn.Module, path: str | Path, external_data_bytes
 
 
 def _export_in_child(model, path, external_data_bytes, send) -> None:
-    import os
-
     try:
         torch.set_num_threads(1)
         export_encoder(model, path, external_data_bytes)
