@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lite_whisper.serving.loadtest import wait_until_ready
+from lite_whisper.benchmark.loadtest import wait_until_ready
 
 BIN = Path(sys.executable).parent / "lite-whisper"
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from lite_whisper.serving.app import ServeSettings, create_app
-from lite_whisper.serving.loadtest import wait_until_ready
+from lite_whisper.benchmark.loadtest import wait_until_ready
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def test_the_openai_client_example_runs_against_a_server(workdir):
     """The server block, against `lite-whisper serve tiny.en` on a free port instead of 8000."""
     from http_server import free_port
 
-    from lite_whisper.serving.loadtest import wait_until_ready
+    from lite_whisper.benchmark.loadtest import wait_until_ready
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "lite_whisper", "serve", "tiny.en", "--port", str(port)],

@@ -34,7 +34,7 @@ from conftest import tiny_english_model, tiny_processor, tiny_whisper_model
 from lite_whisper.cli import main
 from lite_whisper.runtime.pytorch import PyTorchEngine
 from lite_whisper.transcription.formats import render
-from lite_whisper.serving.loadtest import wait_until_ready
+from lite_whisper.benchmark.loadtest import wait_until_ready
 from lite_whisper.serving.scheduler import BatchScheduler, QueueFull
 from lite_whisper.transcription.engine import transcribe_batch
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions, Segment, Transcription

@@ -12,7 +12,7 @@ from http_server import metric, serving
 
 from lite_whisper import load_engine, transcribe
 from lite_whisper.data.datasets import load_dataset
-from lite_whisper.serving.loadtest import encode_clips
+from lite_whisper.benchmark.loadtest import encode_clips
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
 
 pytestmark = pytest.mark.integration

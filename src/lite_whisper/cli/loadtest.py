@@ -55,7 +55,7 @@ def run(args) -> int:
 
     from lite_whisper.benchmark.environment import environment
     from lite_whisper.files import write_json_atomic
-    from lite_whisper.serving.loadtest import encode_clips, run_loadtest, table, to_dict
+    from lite_whisper.benchmark.loadtest import encode_clips, run_loadtest, table, to_dict
 
     concurrencies = parse_levels(args.concurrency)
     positive(args.limit, "--limit")
