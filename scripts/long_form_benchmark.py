@@ -1,7 +1,8 @@
 """Long recordings through lite-whisper's long form and faster-whisper's two pipelines: throughput and WER.
 
-Contenders (each loaded once, warmed up on one window, then run on every recording; the contenders take turns
-recording by recording, in an order that rotates, so a busy machine slows them alike):
+Contenders (each loaded once, warmed up on the first 30 s window until two runs agree, then run on every
+recording; the contenders take turns recording by recording, A B A B, so a busy machine slows them alike:
+`benchmark.harness`; a contender that fails is reported and the others finish):
 
     ours:SPEC            lite-whisper's VAD long form (windows batched), any model spec or export
     ours-seq:SPEC        lite-whisper with --long-form sequential
@@ -23,12 +24,11 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 from lite_whisper.benchmark.environment import environment
+from lite_whisper.benchmark.harness import Contender, run_interleaved
 from lite_whisper.data.datasets import load_dataset
 from lite_whisper.evaluation.wer import normalize, word_errors
 from lite_whisper.transcription.types import WHISPER_TEMPERATURES, DecodingOptions
@@ -63,6 +63,11 @@ def faster_whisper(spec: str, threads: int, batched: bool, scratch: Path, batch:
     return lambda audio: " ".join(segment.text.strip() for segment in run(audio)[0]).strip()
 
 
+def transcribing(name: str, run) -> Contender:
+    """A harness contender from a function of one recording's audio to its text."""
+    return Contender(name, lambda items: [run(audio) for _, audio in items])
+
+
 def contender(text: str, threads: int, scratch: Path, batch: int):
     kind, _, spec = text.partition(":")
     if kind == "ours":
@@ -89,35 +94,32 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     recordings = list(load_dataset(args.recordings, limit=args.limit))
     with tempfile.TemporaryDirectory(prefix="long-form-bench-") as scratch:
-        runners = {name: contender(name, args.threads, Path(scratch), args.batch) for name in args.contenders}
-        warm = recordings[0].audio[:30 * 16000]
-        for run in runners.values():
-            run(warm)
-        seconds = dict.fromkeys(runners, 0.0)
-        texts: dict[str, list[str]] = {name: [] for name in runners}
-        names = list(runners)
-        for index, recording in enumerate(recordings):
-            order = names[index % len(names):] + names[:index % len(names)]
-            for name in order:
-                start = time.perf_counter()
-                texts[name].append(runners[name](recording.audio))
-                seconds[name] += time.perf_counter() - start
-            print(f"{recording.id}: " + ", ".join(f"{name} {seconds[name]:.0f} s" for name in names),
-                  file=sys.stderr, flush=True)
+        contenders = [transcribing(name, contender(name, args.threads, Path(scratch), args.batch))
+                      for name in args.contenders]
+        warm = [("warm-up", recordings[0].audio[:30 * 16000])]
+        timings = run_interleaved(contenders, [(r.id, r.audio) for r in recordings], chunk_size=1, warmup_with=warm,
+                                  log=lambda message: print(message, file=sys.stderr, flush=True))
     audio_seconds = sum(len(r.audio) for r in recordings) / 16000
     results = {}
-    for name in names:
-        errors = [word_errors(normalize(r.reference), normalize(t)) for r, t in zip(recordings, texts[name])]
+    for timing in timings:
+        if timing.failed:
+            results[timing.name] = {"failure": timing.failure}
+            continue
+        errors = [word_errors(normalize(r.reference), normalize(t)) for r, t in zip(recordings, timing.hypotheses)]
         total = sum(errors[1:], errors[0])
-        results[name] = {"wer": round(total.wer, 2), "insertions": total.insertions, "deletions": total.deletions,
-                         "substitutions": total.substitutions, "seconds": round(seconds[name], 2),
-                         "audio_seconds_per_second": round(audio_seconds / seconds[name], 1),
-                         "per_recording_wer": [round(e.wer, 2) for e in errors]}
+        results[timing.name] = {"wer": round(total.wer, 2), "insertions": total.insertions,
+                                "deletions": total.deletions, "substitutions": total.substitutions,
+                                "seconds": round(timing.wall_seconds, 2),
+                                "audio_seconds_per_second": round(audio_seconds / timing.wall_seconds, 1),
+                                "per_recording_wer": [round(e.wer, 2) for e in errors]}
     report = {"recordings": len(recordings), "audio_minutes": round(audio_seconds / 60, 1), "threads": args.threads,
               "batch": args.batch, "environment": environment(), "results": results}
-    width = max(len(name) for name in names)
+    width = max(len(name) for name in results)
     print(f"{'contender':<{width}} {'WER %':>6} {'ins':>5} {'del':>5} {'audio s/s':>9}")
     for name, r in results.items():
+        if "failure" in r:
+            print(f"{name:<{width}} failed: {r['failure']}")
+            continue
         print(f"{name:<{width}} {r['wer']:>6.2f} {r['insertions']:>5} {r['deletions']:>5} "
               f"{r['audio_seconds_per_second']:>9.1f}")
     if args.output:

@@ -73,25 +73,27 @@ def describe_failure(error: BaseException) -> str:
 
 
 def run_interleaved(contenders: Sequence[Contender], clips: Sequence[Clip], *, chunk_size: int = 8,
-                    warmup_clips: int = 1, warmup_tolerance: float = 0.1, max_warmup_runs: int = 4,
-                    min_warmup_runs: int = 2, warmup_runs: int | None = None,
+                    warmup_clips: int = 1, warmup_with: Sequence[Clip] = (), warmup_tolerance: float = 0.1,
+                    max_warmup_runs: int = 4, min_warmup_runs: int = 2, warmup_runs: int | None = None,
                     clock: Callable[[], float] = time.perf_counter, log=lambda message: None) -> list[Timing]:
     """Time every contender on `clips`, taking turns chunk by chunk; one Timing each, in `contenders`' order.
 
-    Warm-up: the first `warmup_clips` clips, run until a run's time is within `warmup_tolerance` of the
+    Warm-up: the first `warmup_clips` clips (or `warmup_with`, clips of its own: a 30 s window before hour-long
+    recordings), run until a run's time is within `warmup_tolerance` of the
     one before (at least `min_warmup_runs` runs and never fewer than 2, at most `max_warmup_runs`), or exactly
     `warmup_runs` times when given (a fixed rule such as the leaderboard's; 0 for none). Every contender is
     closed at the end, whatever happened.
     """
     try:
-        return _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance,
+        return _take_turns(contenders, clips, chunk_size, list(warmup_with) or list(clips[:max(warmup_clips, 1)]),
+                           warmup_tolerance,
                            max(max_warmup_runs, min_warmup_runs), max(min_warmup_runs, 2), warmup_runs, clock, log)
     finally:
         for contender in contenders:
             contender.close()
 
 
-def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, max_warmup_runs, min_warmup_runs,
+def _take_turns(contenders, clips, chunk_size, warmup, warmup_tolerance, max_warmup_runs, min_warmup_runs,
                 warmup_runs, clock, log) -> list[Timing]:
     if not contenders:
         raise ValueError("no contenders to time")
@@ -118,7 +120,6 @@ def _take_turns(contenders, clips, chunk_size, warmup_clips, warmup_tolerance, m
         return texts, elapsed
 
     live = []
-    warmup = list(clips[:max(warmup_clips, 1)])
     for contender in contenders:
         previous = None
         for run in range(1, (max_warmup_runs if warmup_runs is None else warmup_runs) + 1):
