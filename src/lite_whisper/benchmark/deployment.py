@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import statistics as stats
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ctranslate2
 import numpy as np
+import torch
 
+from lite_whisper.benchmark.encoder_timing import time_interleaved
 from lite_whisper.benchmark.environment import environment
 from lite_whisper.benchmark.harness import Contender, Timing, run_interleaved
 from lite_whisper.data.audio import SAMPLE_RATE
@@ -139,14 +140,9 @@ def bench_deployment(export_folder: str | Path, dense_model, processor, dataset,
         for kind, engine in runnable_encoders(ours.manifest).items():
             run_encoder = open_encoder(export_folder, ours.manifest, kind, threads=threads)
             engines[f"{engine} {kind} (export)"] = lambda run_encoder=run_encoder: run_encoder(features)
-        samples: dict[str, list[float]] = {name: [] for name in engines}
-        for run in engines.values():
-            run()
-        for _ in range(repeats):
-            for name, run in engines.items():
-                start = time.perf_counter()
-                run()
-                samples[name].append(1000.0 * (time.perf_counter() - start))
+        passes = time_interleaved([lambda _, run=run: run() for run in engines.values()], torch.from_numpy(features),
+                                  repeats, warmup=1)
+        samples = dict(zip(engines, passes))
     encoder_ms = {name: {"median": stats.median(values), "min": min(values), "max": max(values)}
                   for name, values in samples.items()}
     return DeploymentBench(str(export_folder), dense_name, dataset.spec, len(clips), audio_seconds, threads,
