@@ -99,14 +99,13 @@ def export(
     """
     start = time.perf_counter()
     encoder = encoder_of(model)
-    to_onnx = export_encoder_apart if release_model else export_encoder  # the exporter keeps what it exports
     params, low_rank = encoder_params(model), getattr(model.config, "low_rank_config", None) is not None
     options = DecodingOptions(language=None if getattr(model.generation_config, "is_multilingual", False) else "en",
                               max_new_tokens=parity_max_new_tokens)
     with atomic_folder(folder, overwrite=overwrite) as staging, \
             tempfile.TemporaryDirectory(prefix="lite-whisper-parity-") as scratch:
         log("exporting the encoder to ONNX ...")
-        to_onnx(model, staging / "encoder.onnx", external_data_bytes)
+        _to_onnx(release_model)(model, staging / "encoder.onnx", external_data_bytes)
         features = parity_features(processor, parity_audio, 3)
         with torch.inference_mode():
             reference = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
@@ -127,8 +126,7 @@ def export(
         if int8:
             excluded, int8_report = quantize_exported_encoder(
                 model, processor, staging / "encoder.onnx", staging / "encoder.int8.onnx", calibration_audio or parity_audio,
-                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log, in_place=release_model,
-                to_onnx=to_onnx)
+                int8_max_error, int8_smoothing, min_int8_inner, external_data_bytes, log, spend_model=release_model)
         if release_model:
             model.to("meta")  # shapes stay (the model card counts parameters and FLOPs), the memory goes
             return_freed_memory()
@@ -168,11 +166,11 @@ def export(
 
 
 def quantize_exported_encoder(model, processor, source: Path, target: Path, audio, max_error, smoothing, min_inner,
-                              external_data_bytes, log, in_place: bool = False,
-                              to_onnx=export_encoder) -> tuple[list[str], dict]:
+                              external_data_bytes, log, spend_model: bool = False) -> tuple[list[str], dict]:
     """Write the int8 copy of the exported encoder `source` to `target` (smoothed, within `max_error` on
-    `audio`); return the MatMuls left float32 and what the manifest records. `in_place`: smooth the model's
-    own encoder (it computes the same function after, up to rounding) instead of a copy."""
+    `audio`); return the MatMuls left float32 and what the manifest records. `spend_model` (`export`'s
+    `release_model`): smooth the model's own encoder (the same function after, up to rounding) instead of a copy,
+    and export it apart."""
     encoder = encoder_of(model)
     large = encoder_params(model) > LARGE_ENCODER_PARAMS
     features = parity_features(processor, audio, LARGE_ENCODER_CLIPS if large else INT8_CALIBRATION_CLIPS)
@@ -184,17 +182,17 @@ def quantize_exported_encoder(model, processor, source: Path, target: Path, audi
             reference = np.concatenate([encoder(torch.from_numpy(features[i: i + 2])).last_hidden_state.numpy()
                                         for i in range(0, features.shape[0], 2)])
     with tempfile.TemporaryDirectory(prefix="lite-whisper-smooth-") as scratch:
-        if smoothing is not None and in_place:
+        if smoothing is not None and spend_model:
             encoder = smoothed(encoder, torch.from_numpy(features), smoothing, in_place=True)
 
         def quantised():  # the PyTorch encoder that source was exported from
-            return encoder if smoothing is None or in_place else smoothed(encoder, torch.from_numpy(features), smoothing)
+            return encoder if smoothing is None or spend_model else smoothed(encoder, torch.from_numpy(features), smoothing)
 
         if smoothing is not None:
             log(f"smoothing the activations for int8 (alpha {smoothing:g}, {features.shape[0]} clips) ...")
             # a smoothed copy is dropped once exported (large-v3: 2.5 GB while the quantiser needs ~7 GB);
             # the guided search, if it runs, makes it again
-            source = to_onnx(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
+            source = _to_onnx(spend_model)(quantised(), Path(scratch) / "smoothed.onnx", external_data_bytes)
             return_freed_memory()
         log("quantising the encoder's weights to int8 ...")
         if max_error is None:
@@ -204,6 +202,12 @@ def quantize_exported_encoder(model, processor, source: Path, target: Path, audi
             sensitivity=lambda: output_sensitivity(quantised(), torch.from_numpy(features[:1]), source))
     report["int8_calibration_error"] = error
     return excluded, report
+
+
+def _to_onnx(spend_model: bool):
+    """How the encoder goes to ONNX: in a child process when the model is the export's to spend (torch's exporter
+    keeps alive what it exported, so only a process of its own gives it back), else here."""
+    return export_encoder_apart if spend_model else export_encoder
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
