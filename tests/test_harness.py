@@ -65,6 +65,15 @@ def test_the_warm_up_runs_until_two_runs_agree_and_no_longer_than_allowed():
     assert timing.wall_seconds == 1.0
 
 
+def test_warm_up_clips_of_their_own_are_never_timed_and_a_minimum_of_runs_holds():
+    clock, calls = FakeClock(), []
+    warm = [("w", np.zeros(160, np.float32))]
+    timings = run_interleaved([fake("A", clock, calls)], clips(2), chunk_size=1, warmup_with=warm,
+                              min_warmup_runs=3, clock=clock)
+    assert calls == [("A", ["w"])] * 3 + [("A", ["c0"]), ("A", ["c1"])]  # steady at once, yet 3 warm-up runs
+    assert timings[0].warmup_runs == 3 and timings[0].chunk_seconds == [1.0, 1.0]
+
+
 def test_a_fixed_warm_up_runs_exactly_that_many_times_and_each_chunk_is_timed():
     """The leaderboard's preset: a fixed count of warm-up runs (0 for none), whether or not the runs agree."""
     for runs in (0, 3):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import resource
 import sys
@@ -44,7 +45,8 @@ def return_freed_memory() -> None:
         trim(0)
 
 
-def _malloc_trim():
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():  # looked up once
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -7,7 +7,8 @@ contender transcribes chunk 1, then every contender chunk 2, ..., so background 
 machine hits them alike. A contender that fails (an exception; out of memory included) is reported
 with what stopped it and drops out; the others go on.
 
-Every timing in the project goes through `run_interleaved`; what differs is a preset of its arguments:
+The project's timings go through `run_interleaved` (not `calibration_speed`, which nets out a set-up per
+call, nor ONNX Runtime's profiler); what differs is a preset of its arguments:
 `leaderboard.leaderboard_preset` (a chunk is a batch, a fixed warm-up), `encoder_timing.encoder_preset` (a
 chunk is one encoder pass on a 30 s input, timed by CUDA events on a GPU: `bench`, the timing scripts), the
 defaults for transcription (`end_to_end`, `deployment`, `forced_decode`, `scripts/frontier.py`).
